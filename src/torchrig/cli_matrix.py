@@ -1,0 +1,67 @@
+"""Matrix commands: validate, envs, tags, readme-table, ci-matrix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .ci import github_matrix
+from .docs import env_table_markdown
+from .matrix import TARGETS, load_matrix
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("validate", help="check matrix.yaml; exit 0 if valid, 2 listing every problem if not")
+    p.add_argument("path", nargs="?", default=None, help="matrix file (default: --matrix / ./matrix.yaml)")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("envs", help="list the environments")
+    p.add_argument("--ids", action="store_true", help="only the ids, one per line")
+    p.set_defaults(func=_envs)
+
+    p = sub.add_parser("tags", help="print the image names of an environment")
+    p.add_argument("env")
+    p.add_argument("--target", choices=TARGETS, default="runtime")
+    p.set_defaults(func=_tags)
+
+    p = sub.add_parser("readme-table", help="print the README's environment table (Markdown)")
+    p.set_defaults(func=_readme_table)
+
+    p = sub.add_parser("ci-matrix", help="print the GitHub Actions matrix (JSON) derived from matrix.yaml")
+    p.set_defaults(func=_ci_matrix)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    m = load_matrix(args.path or args.matrix)
+    for w in m.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{m.path}: valid ({len(m.environments)} environments: {', '.join(m.ids)})")
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    m = load_matrix(args.matrix)
+    for e in m.environments:
+        if args.ids:
+            print(e.id)
+        else:
+            print(f"{e.id:<10} {e.accelerator:<5} torch {e.torch:<7} {e.flavour:<10} py{e.python:<5} {e.description}")
+    return 0
+
+
+def _tags(args: argparse.Namespace) -> int:
+    ref = load_matrix(args.matrix).get(args.env).tags(args.target)
+    print(ref.immutable)
+    print(ref.alias)
+    return 0
+
+
+def _readme_table(args: argparse.Namespace) -> int:
+    print(env_table_markdown(load_matrix(args.matrix)), end="")
+    return 0
+
+
+def _ci_matrix(args: argparse.Namespace) -> int:
+    print(json.dumps(github_matrix(load_matrix(args.matrix)), indent=2))
+    return 0

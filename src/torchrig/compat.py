@@ -1,0 +1,119 @@
+"""The PyTorch compatibility table (``compat.yaml`` beside this file), parsed once into typed objects."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+__all__ = ["BaseImageFacts", "Compat", "TorchRelease", "load_compat", "parse_version", "version_str"]
+
+Version = tuple[int, ...]
+
+
+def parse_version(text: str) -> Version:
+    return tuple(int(p) for p in text.split("."))
+
+
+def version_str(v: Version) -> str:
+    return ".".join(str(p) for p in v)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchRelease:
+    minor: str  # "2.0"
+    python_min: str
+    python_max: str
+    cuda: tuple[str, ...]
+    pypi_cuda: str
+    rocm: tuple[str, ...]
+    torchvision: dict[str, str]  # patch release -> torchvision
+    wheel_tag: str
+    compile_max_python: str
+    confirmed: bool
+
+    @property
+    def needs_glibc(self) -> str | None:
+        m = re.match(r"manylinux_(\d+)_(\d+)_", self.wheel_tag)
+        return f"{m.group(1)}.{m.group(2)}" if m else None
+
+    def python_ok(self, python: str) -> bool:
+        return parse_version(self.python_min) <= parse_version(python) <= parse_version(self.python_max)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseImageFacts:
+    python: str | None
+    glibc: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compat:
+    releases: dict[str, TorchRelease]
+    driver_min: dict[str, str]
+    _base_images: tuple[tuple[re.Pattern[str], str | None, str | None], ...]
+
+    def release(self, torch: str) -> TorchRelease | None:
+        minor = ".".join(torch.split(".")[:2])
+        return self.releases.get(minor)
+
+    @property
+    def known_range(self) -> str:
+        keys = sorted(self.releases, key=parse_version)
+        return f"{keys[0]} .. {keys[-1]}"
+
+    def first_with_cuda(self, cuda: str) -> str | None:
+        for minor in sorted(self.releases, key=parse_version):
+            if cuda in self.releases[minor].cuda:
+                return minor
+        return None
+
+    def first_with_rocm(self, rocm: str) -> str | None:
+        for minor in sorted(self.releases, key=parse_version):
+            if rocm in self.releases[minor].rocm:
+                return minor
+        return None
+
+    def base_image(self, ref: str) -> BaseImageFacts | None:
+        """What a well-known base image ships (Python from the tag for python:X images), or None if unknown."""
+        for pattern, python, glibc in self._base_images:
+            m = pattern.search(ref)
+            if m:
+                py = m.groupdict().get("python") or python
+                return BaseImageFacts(python=py, glibc=glibc)
+        return None
+
+
+def _from_data(data: dict[str, Any]) -> Compat:
+    releases = {}
+    for minor, r in data["torch"].items():
+        releases[str(minor)] = TorchRelease(
+            minor=str(minor),
+            python_min=str(r["python"][0]),
+            python_max=str(r["python"][1]),
+            cuda=tuple(str(x) for x in r["cuda"]),
+            pypi_cuda=str(r["pypi_cuda"]),
+            rocm=tuple(str(x) for x in r["rocm"]),
+            torchvision={str(k): str(v) for k, v in r["torchvision"].items()},
+            wheel_tag=str(r["wheel_tag"]),
+            compile_max_python=str(r["compile_max_python"]),
+            confirmed=bool(r.get("confirmed", True)),
+        )
+    bases = tuple(
+        (re.compile(b["match"]), b.get("python"), b.get("glibc")) for b in data.get("base_images", [])
+    )
+    return Compat(
+        releases=releases,
+        driver_min={str(k): str(v) for k, v in data["nvidia_driver_min"].items()},
+        _base_images=bases,
+    )
+
+
+@functools.cache
+def load_compat() -> Compat:
+    text = resources.files("torchrig").joinpath("compat.yaml").read_text(encoding="utf-8")
+    return _from_data(yaml.safe_load(text))

@@ -1,0 +1,64 @@
+"""Markers that say what a test needs, and the rule that CI may not skip them.
+
+``docker`` tests need a reachable Docker engine, ``torch`` tests need torch, ``gpu`` tests need a GPU. Where the
+thing is missing the test is skipped with the reason -- except when ``TORCHRIG_REQUIRE`` names it (``.ci/run``
+sets ``TORCHRIG_REQUIRE=docker,torch``): then a missing requirement is a failure, so CI cannot go green by
+skipping the tests that matter.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import pytest
+
+
+@functools.cache
+def _docker_problem() -> str | None:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.close()
+    except Exception as e:  # noqa: BLE001 - any failure means "no engine here"
+        return f"no Docker engine answers (DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}): {e}"
+    return None
+
+
+@functools.cache
+def _torch_problem() -> str | None:
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed in this Python (run the suite through `nox -s tests`)"
+    return None
+
+
+@functools.cache
+def _gpu_problem() -> str | None:
+    if _torch_problem():
+        return _torch_problem()
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA/ROCm GPU visible to torch"
+
+
+_CHECKS = {"docker": _docker_problem, "torch": _torch_problem, "gpu": _gpu_problem}
+
+
+def _required() -> set[str]:
+    return {x.strip() for x in os.environ.get("TORCHRIG_REQUIRE", "").split(",") if x.strip()}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    required = _required()
+    for name, check in _CHECKS.items():
+        if item.get_closest_marker(name) is None:
+            continue
+        problem = check()
+        if problem is None:
+            continue
+        if name in required:
+            pytest.fail(f"TORCHRIG_REQUIRE names {name!r} but {problem}", pytrace=False)
+        pytest.skip(problem)
