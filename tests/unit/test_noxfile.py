@@ -1,0 +1,68 @@
+"""`nox -l` is generated from matrix.yaml: every environment gets its sessions, with no code change."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchrig.matrix import load_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+PER_ENV = ("build", "lock", "tasks", "bench", "dev", "push")
+PROJECT = ("tests", "lint", "matrix", "tasks", "bench", "report", "base-local", "validate")
+
+
+def _nox_list(matrix: Path) -> list[dict[str, object]]:
+    env = {**os.environ, "TORCHRIG_MATRIX": str(matrix), "NOX_SCRIPT_MODE": "none"}
+    proc = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-l", "--json", "-k", "not zzz_no_such_session"],  # -k: list all, not only the default
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sessions: list[dict[str, object]] = json.loads(proc.stdout)
+    return sessions
+
+
+@pytest.fixture(scope="module")
+def shipped() -> list[dict[str, object]]:
+    return _nox_list(ROOT / "matrix.yaml")
+
+
+def test_every_environment_has_its_sessions(shipped: list[dict[str, object]]) -> None:
+    names = {s["name"] for s in shipped}
+    for env_id in load_matrix(ROOT / "matrix.yaml").ids:
+        for action in PER_ENV:
+            assert f"{action}-{env_id}" in names
+    assert set(PROJECT) <= names
+
+
+def test_every_session_reads_as_a_menu_entry(shipped: list[dict[str, object]]) -> None:
+    for s in shipped:
+        assert isinstance(s["description"], str) and len(s["description"]) > 20, s["name"]
+    build = next(s for s in shipped if s["name"] == "build-cuda118")
+    assert "torch 2.0.1" in str(build["description"]) and "cu118" in str(build["description"])
+    assert set(build["tags"]) == {"build", "cuda118"}  # type: ignore[arg-type]
+
+
+def test_adding_an_environment_adds_its_sessions(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "images", tmp_path / "images")
+    text = (ROOT / "matrix.yaml").read_text()
+    text += '\n  - id: cuda124\n    accelerator: cuda\n    cuda: "12.4"\n    torch: "2.5.1"\n'
+    (tmp_path / "matrix.yaml").write_text(text)
+    names = {s["name"] for s in _nox_list(tmp_path / "matrix.yaml")}
+    assert {f"{a}-cuda124" for a in PER_ENV} <= names
+
+
+def test_an_invalid_matrix_generates_no_environment_sessions(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "images", tmp_path / "images")
+    (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text().replace('torch: "2.1.0"', 'torch: "2.0.1"'))
+    env = {**os.environ, "TORCHRIG_MATRIX": str(tmp_path / "matrix.yaml"), "NOX_SCRIPT_MODE": "none"}
+    proc = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-l"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert "cu121 needs torch >= 2.1.0" in proc.stderr
+    assert "build-cpu [" not in proc.stdout
+    assert "- tests" in proc.stdout or "* tests" in proc.stdout
