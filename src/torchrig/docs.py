@@ -12,7 +12,8 @@ README_END = "<!-- env-table:end -->"
 
 def env_table_markdown(matrix: Matrix) -> str:
     rows = [
-        "| id | accelerator | torch | torchvision | Python | CUDA / ROCm | min. NVIDIA driver | runtime base | devel base |",
+        "| id | accelerator | torch | torchvision | Python | CUDA / ROCm | min. NVIDIA driver "
+        "| runtime base | devel base |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in matrix.environments:

@@ -51,7 +51,11 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _TORCH_RE = re.compile(r"^\d+\.\d+\.\d+$")
 _PY_RE = re.compile(r"^3\.\d{1,2}$")
 _GPU_VER_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
-_REQ_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?\s*((===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(;.*)?$")
+_REQ_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"  # name[extras]
+    r"\s*((===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*"  # version specifiers
+    r"(;.*)?$"  # environment marker
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,7 +207,7 @@ def load_matrix(path: str | os.PathLike[str] | None = None, *, compat: Compat | 
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigurationError([f"{name}: cannot be read ({e})"], source=name) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
@@ -382,7 +386,8 @@ class _Validator:
             offers = ", ".join("rocm" + r for r in release.rocm)
             self.err(f"{eid}.rocm", f"torch {torch} has no rocm{rocm} build; {need} ({torch} offers {offers})")
 
-        targets = self._targets(eid, merged.get("targets"), python, torch, cuda, rocm, release)
+        targets = self._targets(eid, merged.get("targets"), python=python, torch=torch, cuda=cuda, rocm=rocm,
+                                release=release)
         index = self._str(f"{eid}.index", merged.get("index"))
         if index is None and "index" not in merged:
             self.err(f"{eid}.index", "missing: the package index torch comes from "
@@ -415,11 +420,12 @@ class _Validator:
             index_url = index.format(**fmt)
             extra = tuple(x.format(**fmt) for x in extra_index or ())
         except (KeyError, IndexError, ValueError) as e:
-            self.err(f"{eid}.index", f"bad placeholder {e} (use {{python}}, {{torch}}, {{flavour}}, {{cuda}}, {{rocm}})")
+            self.err(f"{eid}.index",
+                     f"bad placeholder {e} (use {{python}}, {{torch}}, {{flavour}}, {{cuda}}, {{rocm}})")
             return None
         return Environment(**{**env.__dict__, "index": index_url, "extra_index": extra})
 
-    def _targets(self, eid: str, raw: Any, python: str | None, torch: str | None, cuda: str | None,
+    def _targets(self, eid: str, raw: Any, *, python: str | None, torch: str | None, cuda: str | None,
                  rocm: str | None, release: Any) -> dict[Target, str] | None:
         where = f"{eid}.targets"
         if raw is None:

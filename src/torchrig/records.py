@@ -56,6 +56,14 @@ VERDICTS: tuple[str, ...] = ("pass", "fail", "skip", "error")
 GATE_OPS: tuple[str, ...] = ("<", "<=", ">", ">=")
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 class RecordError(ValueError):
     """A record (or a dict claiming to be one) does not follow the schema."""
 
@@ -149,8 +157,8 @@ class Record:
     config: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     container: Container | None = None
-    run_id: str = field(default_factory=lambda: new_run_id())
-    created: str = field(default_factory=lambda: utc_now())
+    run_id: str = field(default_factory=new_run_id)
+    created: str = field(default_factory=utc_now)
     schema: str = SCHEMA_ID
     schema_version: int = SCHEMA_VERSION
 
@@ -161,14 +169,6 @@ class Record:
         d["metrics"] = {k: asdict(v) for k, v in self.metrics.items()}
         d["config"] = dict(self.config)
         return d
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def machine_fingerprint(m: Machine) -> str:
@@ -197,7 +197,7 @@ def collect_machine(device: str = "cpu") -> Machine:
     gpu_count = 0
     gpu_mem = None
     if device.startswith("cuda"):
-        import torch  # noqa: PLC0415 - optional, only where a GPU run happened
+        import torch
 
         accelerator = "rocm" if getattr(torch.version, "hip", None) else "cuda"
         gpu_count = torch.cuda.device_count()
@@ -226,7 +226,7 @@ def _gpu_driver(accelerator: str) -> str | None:
         except (OSError, IndexError):
             pass
         try:
-            import subprocess  # noqa: PLC0415
+            import subprocess
 
             out = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -244,7 +244,7 @@ def _gpu_driver(accelerator: str) -> str | None:
 def collect_software() -> Software:
     """Versions of the Python stack (torch imported if installed)."""
     try:
-        import torch  # noqa: PLC0415
+        import torch
     except ImportError:
         return Software(python=platform.python_version())
     cudnn = None
@@ -266,7 +266,7 @@ def collect_software() -> Software:
 
 
 def _version_of(dist: str) -> str | None:
-    from importlib import metadata  # noqa: PLC0415
+    from importlib import metadata
 
     try:
         return metadata.version(dist)

@@ -46,7 +46,8 @@ def test_shipped_matrix_has_the_required_rows() -> None:
     assert (cu118.torch, cu118.flavour) == ("2.0.1", "cu118")
     assert (cu121.torch, cu121.flavour) == ("2.1.0", "cu121")  # the first torch with a cu121 build
     assert (rocm.torch, rocm.flavour) == ("2.0.1", "rocm5.4.2")
-    newest = max((e for e in m.environments if e.accelerator == "cuda"), key=lambda e: tuple(map(int, e.torch.split("."))))
+    cuda_rows = [e for e in m.environments if e.accelerator == "cuda"]
+    newest = max(cuda_rows, key=lambda e: tuple(map(int, e.torch.split("."))))
     assert newest.torch != "2.0.1" and any(e.accelerator == "rocm" and e.id != "rocm" for e in m.environments)
     assert all(e.torchvision for e in m.environments)
 

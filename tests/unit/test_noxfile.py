@@ -20,7 +20,9 @@ PROJECT = ("tests", "lint", "matrix", "tasks", "bench", "report", "base-local", 
 
 def _nox_list(matrix: Path) -> list[dict[str, object]]:
     env = {**os.environ, "TORCHRIG_MATRIX": str(matrix), "NOX_SCRIPT_MODE": "none"}
-    proc = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-l", "--json", "-k", "not zzz_no_such_session"],  # -k: list all, not only the default
+    # `-k` with an always-true expression: --json lists only selected sessions, and the default is `tests`
+    cmd = [sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-l", "--json", "-k", "not zzz_none"]
+    proc = subprocess.run(cmd,
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     sessions: list[dict[str, object]] = json.loads(proc.stdout)
@@ -59,7 +61,8 @@ def test_adding_an_environment_adds_its_sessions(tmp_path: Path) -> None:
 
 def test_an_invalid_matrix_generates_no_environment_sessions(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "images", tmp_path / "images")
-    (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text().replace('torch: "2.1.0"', 'torch: "2.0.1"'))
+    broken = (ROOT / "matrix.yaml").read_text().replace('torch: "2.1.0"', 'torch: "2.0.1"')
+    (tmp_path / "matrix.yaml").write_text(broken)
     env = {**os.environ, "TORCHRIG_MATRIX": str(tmp_path / "matrix.yaml"), "NOX_SCRIPT_MODE": "none"}
     proc = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-l"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
