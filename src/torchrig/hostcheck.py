@@ -1,0 +1,221 @@
+"""Can this host run an environment's image? Decide before starting a container, and before pulling gigabytes.
+
+The facts about the host (Docker runtimes, the NVIDIA driver, ``/dev/kfd``, the render group) are gathered once
+into a frozen :class:`HostFacts`; :func:`check_host` is a pure decision over those facts and the environment, so
+every branch is unit-tested with made-up hosts. A host that cannot run the image raises
+:class:`~torchrig.errors.HostCheckError` naming what is missing and what to do (including the minimum driver);
+``--no-gpu`` runs a GPU image on the CPU deliberately and turns the GPU checks into a warning.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .compat import parse_version
+from .errors import HostCheckError
+from .matrix import Environment
+
+__all__ = [
+    "HostCheck",
+    "HostFacts",
+    "check_host",
+    "daemon_is_local",
+    "gather_host_facts",
+    "parse_nvidia_proc_version",
+]
+
+_NVIDIA_PROC = Path("/proc/driver/nvidia/version")
+# Where the NVIDIA Container Toolkit writes CDI specs (`nvidia-ctk cdi generate --output=...`).
+_CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+_DRIVER_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)")
+_INSTALL_TOOLKIT = (
+    "install the NVIDIA Container Toolkit and register it with Docker "
+    "(`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`, see "
+    "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostFacts:
+    """What torchrig needs to know about the host; built by :func:`gather_host_facts`, or by hand in tests."""
+
+    uid: int
+    gid: int
+    docker_runtimes: tuple[str, ...] = ()
+    nvidia_hook: bool = False  # nvidia-container-runtime-hook on PATH: `--gpus` works without the nvidia runtime
+    cdi_nvidia: bool = False  # a CDI spec for NVIDIA devices exists
+    nvidia_driver: str | None = None
+    has_kfd: bool = False
+    has_dri: bool = False
+    render_gid: int | None = None
+    video_gid: int | None = None
+    daemon_local: bool = True  # False: the daemon runs elsewhere and the facts above describe the wrong machine
+
+    @property
+    def nvidia_runtime(self) -> bool:
+        return "nvidia" in self.docker_runtimes or self.nvidia_hook or self.cdi_nvidia
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostCheck:
+    """The verdict: the host can run the image (``use_gpu`` says whether with its GPU); ``warnings`` to print."""
+
+    use_gpu: bool
+    warnings: tuple[str, ...] = ()
+
+
+def parse_nvidia_proc_version(text: str) -> str | None:
+    """The driver version in ``/proc/driver/nvidia/version`` (``NVRM version: NVIDIA UNIX x86_64 Kernel Module
+    535.104.05 ...``; the open kernel modules write ``... Open Kernel Module for x86_64  550.54.14 ...``)."""
+    m = _DRIVER_RE.search(text)
+    return m.group(1) if m else None
+
+
+def _driver_version() -> str | None:
+    try:
+        found = parse_nvidia_proc_version(_NVIDIA_PROC.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        found = None
+    if found:
+        return found
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0].strip() if lines else None
+
+
+def _group_gid(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _render_gid() -> int | None:
+    # The render node's owning group is what the container must join; its number differs between hosts
+    # (and may have no name in the image), so it is passed as a number.
+    nodes = sorted(Path("/dev/dri").glob("renderD*")) if Path("/dev/dri").is_dir() else []
+    for node in nodes:
+        try:
+            return os.stat(node).st_gid
+        except OSError:
+            continue
+    return _group_gid("render")
+
+
+def daemon_is_local(base_url: str, docker_host: str | None = None) -> bool:
+    """Whether the Docker daemon runs on this machine (unix socket or a loopback TCP address)."""
+    host = docker_host if docker_host is not None else os.environ.get("DOCKER_HOST", "")
+    if host:
+        if host.startswith(("unix://", "npipe://")):
+            return True
+        if host.startswith("ssh://"):
+            return False
+        return bool(re.match(r"^(tcp|https?)://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/?$", host))
+    return base_url.startswith("http+docker://local")
+
+
+def gather_host_facts(docker_info: Mapping[str, Any], *, base_url: str = "http+docker://localhost") -> HostFacts:
+    """Read the facts from this machine; ``docker_info`` is ``client.info()`` (its ``Runtimes``, ``CDISpecDirs``)."""
+    runtimes = tuple(sorted((docker_info.get("Runtimes") or {}).keys()))
+    cdi_dirs = [Path(d) for d in (docker_info.get("CDISpecDirs") or [])] or list(_CDI_DIRS)
+    cdi_nvidia = any(d.is_dir() and any(d.glob("nvidia*")) for d in cdi_dirs)
+    dri = Path("/dev/dri")
+    return HostFacts(
+        uid=os.getuid(),
+        gid=os.getgid(),
+        docker_runtimes=runtimes,
+        nvidia_hook=shutil.which("nvidia-container-runtime-hook") is not None,
+        cdi_nvidia=cdi_nvidia,
+        nvidia_driver=_driver_version(),
+        has_kfd=Path("/dev/kfd").exists(),
+        has_dri=dri.is_dir(),
+        render_gid=_render_gid(),
+        video_gid=_group_gid("video"),
+        daemon_local=daemon_is_local(base_url),
+    )
+
+
+def _older(version: str, minimum: str) -> bool:
+    try:
+        return parse_version(version) < parse_version(minimum)
+    except ValueError:
+        return False  # an unparsable driver string is reported by the run, not refused here
+
+
+def _cuda_alternatives(driver: str, others: Sequence[Environment]) -> str:
+    fits = [e.id for e in others if e.accelerator == "cuda" and (m := e.min_driver()) and not _older(driver, m)]
+    return f", use an environment this driver can run ({', '.join(fits)})" if fits else ""
+
+
+def check_host(env: Environment, facts: HostFacts, *, no_gpu: bool = False,
+               others: Sequence[Environment] = ()) -> HostCheck:
+    """Decide whether this host can run ``env``'s image; raise :class:`HostCheckError` saying what to do if not.
+
+    ``others`` (the rest of the matrix) lets a too-old driver be answered with the environments it can run.
+    """
+    if env.accelerator == "cpu":
+        return HostCheck(use_gpu=False)
+    if no_gpu:
+        return HostCheck(use_gpu=False, warnings=(
+            f"--no-gpu: running the {env.accelerator} image {env.id!r} without a GPU; "
+            "the tasks will report that no GPU is visible",))
+    if not facts.daemon_local:
+        return HostCheck(use_gpu=True, warnings=(
+            "the Docker daemon is not on this machine (DOCKER_HOST); its GPU, driver and runtime were not checked",))
+    if env.accelerator == "cuda":
+        return _check_cuda(env, facts, others)
+    return _check_rocm(env, facts)
+
+
+def _check_cuda(env: Environment, facts: HostFacts, others: Sequence[Environment]) -> HostCheck:
+    minimum = env.min_driver()
+    need = f"NVIDIA driver >= {minimum} (CUDA {env.cuda})" if minimum else f"an NVIDIA driver for CUDA {env.cuda}"
+    if facts.nvidia_driver is None:
+        raise HostCheckError(
+            f"{env.id} needs {need}, but no NVIDIA driver was found on this host (no /proc/driver/nvidia/version, "
+            "no nvidia-smi). Install the driver, or pass --no-gpu to run the image on the CPU.")
+    if minimum and _older(facts.nvidia_driver, minimum):
+        raise HostCheckError(
+            f"{env.id} needs {need}, but this host has driver {facts.nvidia_driver}. Upgrade the driver to "
+            f"{minimum} or newer{_cuda_alternatives(facts.nvidia_driver, others)}, or pass --no-gpu to run on the CPU.")
+    if not facts.nvidia_runtime:
+        runtimes = ", ".join(facts.docker_runtimes) or "none"
+        raise HostCheckError(
+            f"{env.id} needs the NVIDIA container runtime, but Docker knows only the runtimes {runtimes} and no "
+            f"NVIDIA CDI spec exists: {_INSTALL_TOOLKIT}; or pass --no-gpu to run on the CPU.")
+    warnings = () if minimum else (
+        f"no minimum driver is known for CUDA {env.cuda} (src/torchrig/compat.yaml); driver "
+        f"{facts.nvidia_driver} was not checked",)
+    return HostCheck(use_gpu=True, warnings=warnings)
+
+
+def _check_rocm(env: Environment, facts: HostFacts) -> HostCheck:
+    if not facts.has_kfd:
+        raise HostCheckError(
+            f"{env.id} (ROCm {env.rocm}) needs /dev/kfd, which this host does not have: the amdgpu kernel driver is "
+            "not loaded. Install it (`amdgpu-install --usecase=dkms`, see https://rocm.docs.amd.com) and reboot; "
+            "or pass --no-gpu to run on the CPU.")
+    if not facts.has_dri:
+        raise HostCheckError(
+            f"{env.id} (ROCm {env.rocm}) needs /dev/dri, which this host does not have: check that the amdgpu "
+            "driver is loaded (`lsmod | grep amdgpu`); or pass --no-gpu to run on the CPU.")
+    if facts.render_gid is None:
+        return HostCheck(use_gpu=True, warnings=(
+            "no render group found (/dev/dri/renderD*); the container joins only `video`, which some hosts need "
+            "`render` beside",))
+    return HostCheck(use_gpu=True)

@@ -1,0 +1,300 @@
+"""Container options per accelerator, and the run loop's cleanup/timeout/failure handling against a fake engine."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker.errors
+import docker.types
+import pytest
+
+from torchrig.containers import (
+    KEEP_ENV,
+    LABEL,
+    ContainerSpec,
+    Mount,
+    container_spec,
+    gpu_flags,
+    run,
+    started,
+)
+from torchrig.errors import HostCheckError, RunError
+
+
+def _spec(accelerator: str = "cpu", **kw: Any) -> ContainerSpec:
+    args: dict[str, Any] = {
+        "env_id": "e", "accelerator": accelerator, "image": "img:1", "purpose": "tasks",
+        "command": ["python", "-m", "tasks"], "uid": 1234, "gid": 5678,
+        "mounts": [Mount(source="/host/results", target="/results")],
+    }
+    args.update(kw)
+    return container_spec(**args)
+
+
+# ------------------------------------------------------------------------------------------------- options
+
+
+def test_cpu_gets_no_gpu_flags_but_host_user_shm_mounts_and_labels() -> None:
+    kw = _spec("cpu").docker_kwargs()
+    for key in ("device_requests", "devices", "group_add", "security_opt", "ipc_mode"):
+        assert key not in kw
+    assert kw["user"] == "1234:5678"
+    assert kw["environment"]["HOME"] == "/tmp"
+    assert kw["shm_size"] == "8g"
+    assert kw["labels"] == {LABEL: "tasks", "torchrig.env": "e"}
+    assert kw["init"] is True
+    (mount,) = kw["mounts"]
+    assert (mount["Source"], mount["Target"], mount["Type"], mount["ReadOnly"]) == (
+        "/host/results", "/results", "bind", False)
+
+
+def test_cuda_requests_every_nvidia_gpu() -> None:
+    kw = _spec("cuda").docker_kwargs()
+    (req,) = kw["device_requests"]
+    assert isinstance(req, docker.types.DeviceRequest)
+    assert req["Count"] == -1 and req["Capabilities"] == [["gpu"]]
+    assert "devices" not in kw and "security_opt" not in kw
+
+
+def test_rocm_gets_kfd_dri_video_and_the_hosts_render_gid_unconfined() -> None:
+    kw = _spec("rocm", render_group="109").docker_kwargs()
+    assert kw["devices"] == ["/dev/kfd:/dev/kfd:rwm", "/dev/dri:/dev/dri:rwm"]
+    assert kw["group_add"] == ["video", "109"]
+    assert kw["security_opt"] == ["seccomp=unconfined"]
+    assert "device_requests" not in kw
+
+
+@pytest.mark.parametrize("accelerator", ["cuda", "rocm"])
+def test_no_gpu_drops_every_gpu_flag(accelerator: str) -> None:
+    kw = _spec(accelerator, use_gpu=False, render_group="109").docker_kwargs()
+    assert not {"device_requests", "devices", "group_add", "security_opt"} & kw.keys()
+
+
+def test_ipc_host_shm_size_network_and_read_only_mounts() -> None:
+    spec = _spec("cpu", ipc_host=True, shm_size="16g", network_mode="host",
+                 mounts=[Mount(source="/src", target="/workspace", read_only=True)])
+    kw = spec.docker_kwargs()
+    assert kw["ipc_mode"] == "host" and kw["shm_size"] == "16g" and kw["network_mode"] == "host"
+    assert kw["mounts"][0]["ReadOnly"] is True
+
+
+def test_without_a_uid_the_image_default_user_is_kept() -> None:
+    kw = _spec("cpu", uid=None, gid=None).docker_kwargs()
+    assert "user" not in kw and "HOME" not in kw["environment"]
+
+
+def test_names_are_unique_and_say_what_the_container_is_for() -> None:
+    names = {_spec().name for _ in range(50)}
+    assert len(names) == 50
+    assert all(n.startswith("torchrig-e-tasks-") for n in names)
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", "cuda", "rocm"])
+def test_the_cli_form_carries_the_same_options_as_the_sdk_form(accelerator: str) -> None:
+    spec = _spec(accelerator, render_group="109", ipc_host=True, interactive=True,
+                 environment={"TORCHRIG_IMAGE": "img:1"})
+    kw = spec.docker_kwargs()
+    args = spec.cli_args()
+    assert args[-4:] == ["img:1", "python", "-m", "tasks"]
+    assert ["--user", kw["user"]] == args[args.index("--user"):args.index("--user") + 2]
+    assert "--interactive" in args and "--tty" in args and "--rm" in args and "--init" in args
+    assert f"--shm-size={kw['shm_size']}" in args and "--ipc=host" in args
+    assert ("--gpus=all" in args) == ("device_requests" in kw)
+    assert [a for a in args if a.startswith("--device=")] == [f"--device={d.split(':')[0]}"
+                                                              for d in kw.get("devices", [])]
+    assert [a.split("=", 1)[1] for a in args if a.startswith("--group-add=")] == kw.get("group_add", [])
+    assert [a.split("=", 1)[1] for a in args if a.startswith("--security-opt=")] == kw.get("security_opt", [])
+    envs = [args[i + 1] for i, a in enumerate(args) if a == "--env"]
+    assert envs == [f"{k}={v}" for k, v in kw["environment"].items()]
+    labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
+    assert labels == [f"{k}={v}" for k, v in kw["labels"].items()]
+    assert "type=bind,source=/host/results,target=/results" in args
+
+
+def test_cli_mount_quotes_paths_with_commas() -> None:
+    args = _spec(mounts=[Mount(source="/a,b", target="/w", read_only=True)]).cli_args()
+    assert 'type=bind,"source=/a,b",target=/w,readonly' in args
+
+
+def test_gpu_flags_for_devcontainer_placeholders() -> None:
+    flags = gpu_flags("rocm", render_group="${localEnv:TORCHRIG_RENDER_GID:video}")
+    assert flags.group_add == ("video", "${localEnv:TORCHRIG_RENDER_GID:video}")
+
+
+# ---------------------------------------------------------------------------------------------- fake engine
+
+
+class FakeContainer:
+    def __init__(self, engine: FakeEngine, kwargs: dict[str, Any]) -> None:
+        self.engine = engine
+        self.kwargs = kwargs
+        self.name = kwargs["name"]
+        self.exited = threading.Event()
+        self.code: int | None = None
+        self.stopped_with: list[int] = []
+        self.attrs: dict[str, Any] = {"State": {"OOMKilled": engine.oom}}
+
+    def start(self) -> None:
+        if self.engine.start_error is not None:
+            raise self.engine.start_error
+        if self.engine.behaviour == "exit":
+            self.code = self.engine.exit_code
+            self.exited.set()
+
+    def logs(self, **kw: Any) -> Iterator[bytes]:
+        yield from self.engine.output
+        self.exited.wait(30)
+
+    def wait(self) -> dict[str, Any]:
+        if not self.exited.wait(30):
+            raise AssertionError("the fake container was never stopped")
+        return {"StatusCode": self.code}
+
+    def stop(self, timeout: int = 10) -> None:
+        self.stopped_with.append(timeout)
+        self.code = 143
+        self.exited.set()
+
+    def reload(self) -> None:
+        pass
+
+
+class FakeEngine:
+    """Just enough of docker.DockerClient for containers.run; remembers what is still 'on the engine'."""
+
+    def __init__(self, behaviour: str = "exit", exit_code: int = 0, output: tuple[bytes, ...] = ()) -> None:
+        self.behaviour = behaviour  # "exit": finishes at once; "hang": runs until stopped
+        self.exit_code = exit_code
+        self.output = output
+        self.oom = False
+        self.start_error: Exception | None = None
+        self.create_error: BaseException | None = None
+        self.existing: dict[str, FakeContainer] = {}
+        self.created: list[FakeContainer] = []
+        self.containers = self
+        self.api = self
+
+    def create(self, **kwargs: Any) -> FakeContainer:
+        c = FakeContainer(self, kwargs)
+        self.existing[c.name] = c
+        self.created.append(c)
+        if self.create_error is not None:
+            raise self.create_error  # e.g. Ctrl-C after the engine made it, before the SDK returned it
+        return c
+
+    def remove_container(self, name: str, force: bool = False, v: bool = False) -> None:
+        if name not in self.existing:
+            raise docker.errors.NotFound(f"No such container: {name}")
+        assert force
+        c = self.existing.pop(name)
+        c.code = c.code if c.code is not None else 137
+        c.exited.set()
+
+
+def _run(engine: FakeEngine, **kw: Any) -> tuple[Any, str]:
+    out = io.StringIO()
+    result = run(engine, _spec(), prefix="cpu", out=out, **kw)  # type: ignore[arg-type]
+    return result, out.getvalue()
+
+
+def test_a_successful_run_streams_prefixed_lines_and_removes_the_container() -> None:
+    engine = FakeEngine(output=(b"hello\nwor", b"ld\n", b"caf\xc3", b"\xa9\n"))
+    result, out = _run(engine)
+    assert result.ok and result.exit_code == 0
+    assert "[cpu] hello\n[cpu] world\n[cpu] café\n" in out
+    assert engine.existing == {}
+
+
+def test_a_failing_command_raises_run_error_with_the_last_lines_and_is_removed() -> None:
+    lines = tuple(f"line {i}\n".encode() for i in range(100))
+    engine = FakeEngine(exit_code=3, output=(*lines, b"Traceback: boom\n"))
+    with pytest.raises(RunError) as e:
+        _run(engine, tail=5)
+    msg = str(e.value)
+    assert "exited with status 3" in msg and "Traceback: boom" in msg and "line 96" in msg
+    assert "line 94" not in msg
+    assert engine.existing == {}
+
+
+def test_check_false_returns_the_exit_code() -> None:
+    result, _ = _run(FakeEngine(exit_code=1), check=False)
+    assert result.exit_code == 1 and not result.ok
+
+
+def test_a_hung_run_is_stopped_at_the_timeout_reported_and_removed() -> None:
+    engine = FakeEngine(behaviour="hang", output=(b"epoch 1\n",))
+    t0 = time.monotonic()
+    with pytest.raises(RunError) as e:
+        _run(engine, timeout=0.3)
+    assert time.monotonic() - t0 < 5
+    assert "timeout" in str(e.value) and "0.3 s" in str(e.value) and "epoch 1" in str(e.value)
+    assert engine.created[0].stopped_with, "the container was stopped, not left running"
+    assert engine.existing == {}
+
+
+def test_a_timed_out_run_without_check_says_so() -> None:
+    result, out = _run(FakeEngine(behaviour="hang"), timeout=0.2, check=False)
+    assert result.timed_out and not result.ok and "timed out" in out
+
+
+def test_oom_kill_is_named() -> None:
+    engine = FakeEngine(exit_code=137)
+    engine.oom = True
+    with pytest.raises(RunError, match="out-of-memory killer"):
+        _run(engine)
+
+
+def test_a_signal_death_is_named() -> None:
+    with pytest.raises(RunError, match="SIGSEGV"):
+        _run(FakeEngine(exit_code=139))
+
+
+def test_ctrl_c_while_waiting_removes_the_container_and_propagates() -> None:
+    engine = FakeEngine(behaviour="hang")
+
+    def interrupt_soon() -> None:
+        time.sleep(0.3)
+        import _thread
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_soon, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        _run(engine, timeout=30)
+    assert engine.existing == {}
+
+
+def test_a_container_created_just_before_ctrl_c_is_removed_by_name() -> None:
+    engine = FakeEngine()
+    engine.create_error = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        _run(engine)
+    assert engine.created and engine.existing == {}
+
+
+def test_keep_containers_leaves_it_behind_and_says_how_to_remove_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEEP_ENV, "1")
+    engine = FakeEngine(exit_code=2)
+    result, out = _run(engine, check=False)
+    assert list(engine.existing) == [result.name]
+    assert f"docker rm -f {result.name}" in out
+
+
+def test_missing_image_says_to_build_it() -> None:
+    engine = FakeEngine()
+    engine.create_error = docker.errors.ImageNotFound("no such image")
+    with pytest.raises(RunError, match="torchrig build"):
+        _run(engine)
+
+
+def test_missing_nvidia_toolkit_at_start_is_a_host_check_error() -> None:
+    engine = FakeEngine()
+    engine.start_error = docker.errors.APIError(
+        "500", explanation='could not select device driver "" with capabilities: [[gpu]]')
+    with pytest.raises(HostCheckError, match="NVIDIA Container Toolkit"), \
+            started(engine, _spec("cuda"), out=io.StringIO()):  # type: ignore[arg-type]
+        pass
+    assert engine.existing == {}, "a container that failed to start is removed too"

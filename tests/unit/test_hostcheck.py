@@ -1,0 +1,140 @@
+"""Host checks: a host that cannot run an image is refused before anything starts, with what to do about it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from torchrig.errors import HostCheckError
+from torchrig.hostcheck import HostFacts, check_host, daemon_is_local, gather_host_facts, parse_nvidia_proc_version
+from torchrig.matrix import Environment, load_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+MATRIX = load_matrix(ROOT / "matrix.yaml")
+
+
+def _env(accelerator: str, cuda: str | None = None) -> Environment:
+    base = next(e for e in MATRIX.environments if e.accelerator == accelerator)
+    if cuda is not None:
+        base = dataclasses.replace(base, id=f"cuda{cuda.replace('.', '')}", cuda=cuda)
+    return base
+
+
+GOOD_NVIDIA = HostFacts(uid=1000, gid=1000, docker_runtimes=("nvidia", "runc"), nvidia_driver="535.104.05")
+GOOD_AMD = HostFacts(uid=1000, gid=1000, docker_runtimes=("runc",), has_kfd=True, has_dri=True, render_gid=109,
+                     video_gid=44)
+BARE = HostFacts(uid=1000, gid=1000, docker_runtimes=("runc",))
+
+
+def test_cpu_images_run_anywhere() -> None:
+    result = check_host(_env("cpu"), BARE)
+    assert not result.use_gpu and result.warnings == ()
+
+
+def test_cuda_on_a_good_host_uses_the_gpu() -> None:
+    result = check_host(_env("cuda", "11.8"), GOOD_NVIDIA)
+    assert result.use_gpu and result.warnings == ()
+
+
+def test_a_driver_older_than_the_cuda_needs_names_the_minimum_driver() -> None:
+    old = dataclasses.replace(GOOD_NVIDIA, nvidia_driver="515.65.01")
+    with pytest.raises(HostCheckError) as e:
+        check_host(_env("cuda", "11.8"), old)
+    msg = str(e.value)
+    assert "520.61.05" in msg and "515.65.01" in msg and "--no-gpu" in msg
+
+
+def test_a_driver_too_old_is_answered_with_the_environments_it_can_run() -> None:
+    with pytest.raises(HostCheckError) as e:
+        check_host(_env("cuda", "12.1"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="525.60.13"),
+                   others=MATRIX.environments)
+    assert "530.30.02" in str(e.value)
+    assert "cuda118" in str(e.value) and "cuda130" not in str(e.value)
+
+
+def test_driver_versions_compare_as_numbers_not_strings() -> None:
+    # As strings "580.100.01" < "580.65.06" (a good driver refused) and "580.9" > "580.65.06" (an old one let in).
+    ok = dataclasses.replace(GOOD_NVIDIA, nvidia_driver="580.100.01")
+    assert check_host(_env("cuda", "13.0"), ok).use_gpu
+    with pytest.raises(HostCheckError):
+        check_host(_env("cuda", "13.0"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="580.9"))
+
+
+def test_no_nvidia_driver_is_refused_before_pulling() -> None:
+    with pytest.raises(HostCheckError, match=r"no NVIDIA driver.*520\.61\.05|520\.61\.05.*no NVIDIA driver"):
+        check_host(_env("cuda", "11.8"), dataclasses.replace(BARE, nvidia_driver=None))
+
+
+def test_no_nvidia_runtime_says_how_to_install_the_toolkit() -> None:
+    no_runtime = dataclasses.replace(GOOD_NVIDIA, docker_runtimes=("runc",))
+    with pytest.raises(HostCheckError) as e:
+        check_host(_env("cuda", "11.8"), no_runtime)
+    assert "NVIDIA Container Toolkit" in str(e.value) and "nvidia-ctk" in str(e.value)
+
+
+@pytest.mark.parametrize("facts", [
+    dataclasses.replace(GOOD_NVIDIA, docker_runtimes=("runc",), cdi_nvidia=True),
+    dataclasses.replace(GOOD_NVIDIA, docker_runtimes=("runc",), nvidia_hook=True),
+], ids=["cdi", "hook"])
+def test_cdi_or_the_runtime_hook_count_as_an_nvidia_runtime(facts: HostFacts) -> None:
+    assert check_host(_env("cuda", "11.8"), facts).use_gpu
+
+
+def test_unknown_cuda_minimum_warns_instead_of_refusing() -> None:
+    result = check_host(_env("cuda", "99.9"), GOOD_NVIDIA)
+    assert result.use_gpu and any("no minimum driver is known" in w for w in result.warnings)
+
+
+def test_no_gpu_runs_a_gpu_image_on_the_cpu_deliberately() -> None:
+    result = check_host(_env("cuda", "11.8"), BARE, no_gpu=True)
+    assert not result.use_gpu
+    assert any("no GPU is visible" in w for w in result.warnings)
+    assert not check_host(_env("rocm"), BARE, no_gpu=True).use_gpu
+
+
+def test_rocm_without_kfd_is_refused_clearly() -> None:
+    with pytest.raises(HostCheckError, match="/dev/kfd") as e:
+        check_host(_env("rocm"), BARE)
+    assert "amdgpu" in str(e.value)
+
+
+def test_rocm_on_a_good_host_uses_the_gpu() -> None:
+    assert check_host(_env("rocm"), GOOD_AMD).use_gpu
+
+
+def test_rocm_without_a_render_group_warns() -> None:
+    result = check_host(_env("rocm"), dataclasses.replace(GOOD_AMD, render_gid=None))
+    assert result.use_gpu and any("render" in w for w in result.warnings)
+
+
+def test_a_remote_daemon_skips_checks_of_the_wrong_machine() -> None:
+    result = check_host(_env("cuda", "11.8"), dataclasses.replace(BARE, daemon_local=False))
+    assert result.use_gpu and any("not on this machine" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(("text", "version"), [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+     "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n", "535.104.05"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.14  Release Build  (dvs-builder@U16)\n",
+     "550.54.14"),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.26  Thu Jan 23 2025\n", "570.26"),
+    ("garbage\n", None),
+])
+def test_driver_version_is_read_from_proc(text: str, version: str | None) -> None:
+    assert parse_nvidia_proc_version(text) == version
+
+
+@pytest.mark.parametrize(("docker_host", "local"), [
+    ("", True), ("unix:///var/run/docker.sock", True), ("tcp://127.0.0.1:2375", True),
+    ("tcp://localhost:2376", True), ("tcp://10.1.2.3:2375", False), ("ssh://me@gpu-box", False),
+])
+def test_daemon_locality(docker_host: str, local: bool) -> None:
+    assert daemon_is_local("http+docker://localhost" if not docker_host else "http://x", docker_host) is local
+
+
+def test_gathering_facts_on_this_machine_reads_the_docker_runtimes() -> None:
+    facts = gather_host_facts({"Runtimes": {"runc": {}, "nvidia": {}}})
+    assert facts.docker_runtimes == ("nvidia", "runc")
+    assert facts.uid >= 0 and facts.gid >= 0
