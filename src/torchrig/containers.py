@@ -165,18 +165,17 @@ class ContainerSpec:
             args += ["--interactive", "--tty"]
         if self.init:
             args.append("--init")
-        args += ["--name", self.name] if self.name else []
+        if self.name:
+            args.append(f"--name={self.name}")
         if self.user:
-            args += ["--user", self.user]
+            args.append(f"--user={self.user}")
         if self.working_dir:
-            args += ["--workdir", self.working_dir]
-        for k, v in self.environment.items():
-            args += ["--env", f"{k}={v}"]
-        for k, v in self.labels.items():
-            args += ["--label", f"{k}={v}"]
+            args.append(f"--workdir={self.working_dir}")
+        args += [f"--env={k}={v}" for k, v in self.environment.items()]
+        args += [f"--label={k}={v}" for k, v in self.labels.items()]
         for m in self.mounts:
             fields = ["type=bind", f"source={m.source}", f"target={m.target}"] + (["readonly"] if m.read_only else [])
-            args += ["--mount", ",".join(_csv_field(f) for f in fields)]
+            args.append("--mount=" + ",".join(_csv_field(f) for f in fields))
         if self.shm_size:
             args.append(f"--shm-size={self.shm_size}")
         if self.ipc_host:
@@ -378,7 +377,7 @@ class _LogPump(threading.Thread):
             line = line.rsplit("\r", 1)[1]
         self.last.append(line)
         if self.echo:
-            print(f"[{self.prefix}] {line}", file=self.out, flush=True)
+            print(f"[{self.prefix}] {line}" if self.prefix else line, file=self.out, flush=True)
 
     def run(self) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -451,22 +450,25 @@ def run(
     echo: bool = True,
     tail: int = 30,
     out: TextIO | None = None,
+    status: TextIO | None = None,
 ) -> RunResult:
     """Run ``spec`` to completion, streaming its output; the container is removed however the run ends.
 
     ``timeout`` (seconds of wall time from the start) stops a run that hangs: SIGTERM, then SIGKILL after a
     grace period. With ``check`` a non-zero exit or a timeout raises :class:`RunError` carrying the last lines;
     without, the :class:`RunResult` says how it ended. Ctrl-C (or SIGTERM) stops and removes the container and
-    re-raises KeyboardInterrupt.
+    re-raises KeyboardInterrupt. The output goes to ``out`` (stdout), each line after ``[prefix]`` (``""``: as
+    is); torchrig's own lines (starting, stopping, how it ended) go to ``status`` (default: ``out``).
     """
     out = out or sys.stdout
-    prefix = prefix or spec.name
-    _say(out, f"starting {spec.name} from {spec.image}: {' '.join(spec.command) or '(image default command)'}")
+    status = status or out
+    prefix = spec.name if prefix is None else prefix
+    _say(status, f"starting {spec.name} from {spec.image}: {' '.join(spec.command) or '(image default command)'}")
     t0 = time.monotonic()
     timed_out = oom = False
     code: int | None = None
     last: tuple[str, ...] = ()
-    with _sigterm_as_interrupt(), started(client, spec, out=out) as container:
+    with _sigterm_as_interrupt(), started(client, spec, out=status) as container:
         pump = _LogPump(container, prefix, out, tail, echo)
         pump.start()
         waiter = _Waiter(container)
@@ -475,12 +477,12 @@ def run(
             finished = waiter.wait_until(None if timeout is None else t0 + timeout)
             if not finished:
                 timed_out = True
-                _say(out, f"{spec.name}: timeout of {timeout:g} s reached, stopping it")
+                _say(status, f"{spec.name}: timeout of {timeout:g} s reached, stopping it")
                 with contextlib.suppress(docker.errors.DockerException):
                     container.stop(timeout=_STOP_GRACE_S)
                 waiter.wait_until(time.monotonic() + _STOP_GRACE_S + 10)
         except KeyboardInterrupt:
-            _say(out, f"interrupted: stopping and removing {spec.name}")
+            _say(status, f"interrupted: stopping and removing {spec.name}")
             raise
         code = waiter.status
         pump.join(timeout=5)
@@ -495,8 +497,8 @@ def run(
         duration_s=time.monotonic() - t0, last_lines=last, timed_out=timed_out,
         timeout_s=timeout, oom_killed=oom,
     )
-    status = "timed out" if timed_out else f"exit {code}"
-    _say(out, f"{spec.name}: {status} after {result.duration_s:.1f} s")
+    ending = "timed out" if timed_out else f"exit {code}"
+    _say(status, f"{spec.name}: {ending} after {result.duration_s:.1f} s")
     if check and not result.ok:
         raise RunError(result.describe())
     return result

@@ -100,7 +100,7 @@ def test_the_cli_form_carries_the_same_options_as_the_sdk_form(accelerator: str)
     kw = spec.docker_kwargs()
     args = spec.cli_args()
     assert args[-4:] == ["img:1", "python", "-m", "tasks"]
-    assert ["--user", kw["user"]] == args[args.index("--user"):args.index("--user") + 2]
+    assert f"--user={kw['user']}" in args and f"--name={spec.name}" in args
     assert "--interactive" in args and "--tty" in args and "--rm" in args and "--init" in args
     assert f"--shm-size={kw['shm_size']}" in args and "--ipc=host" in args
     assert ("--gpus=all" in args) == ("device_requests" in kw)
@@ -108,16 +108,14 @@ def test_the_cli_form_carries_the_same_options_as_the_sdk_form(accelerator: str)
                                                               for d in kw.get("devices", [])]
     assert [a.split("=", 1)[1] for a in args if a.startswith("--group-add=")] == kw.get("group_add", [])
     assert [a.split("=", 1)[1] for a in args if a.startswith("--security-opt=")] == kw.get("security_opt", [])
-    envs = [args[i + 1] for i, a in enumerate(args) if a == "--env"]
-    assert envs == [f"{k}={v}" for k, v in kw["environment"].items()]
-    labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
-    assert labels == [f"{k}={v}" for k, v in kw["labels"].items()]
-    assert "type=bind,source=/host/results,target=/results" in args
+    assert [a for a in args if a.startswith("--env=")] == [f"--env={k}={v}" for k, v in kw["environment"].items()]
+    assert [a for a in args if a.startswith("--label=")] == [f"--label={k}={v}" for k, v in kw["labels"].items()]
+    assert "--mount=type=bind,source=/host/results,target=/results" in args
 
 
 def test_cli_mount_quotes_paths_with_commas() -> None:
     args = _spec(mounts=[Mount(source="/a,b", target="/w", read_only=True)]).cli_args()
-    assert 'type=bind,"source=/a,b",target=/w,readonly' in args
+    assert '--mount=type=bind,"source=/a,b",target=/w,readonly' in args
 
 
 def test_gpu_flags_for_devcontainer_placeholders() -> None:

@@ -1,0 +1,123 @@
+"""``.devcontainer/<env>/devcontainer.json`` for every environment, generated from matrix.yaml.
+
+VS Code and the Dev Containers CLI offer each ``.devcontainer/<name>/devcontainer.json`` as a choice. The files
+are generated (``torchrig devcontainer --all``) and committed; a unit test regenerates them and compares, so they
+cannot fall out of step with the matrix. Their ``runArgs`` come from :func:`torchrig.containers.container_spec`,
+the function ``dev`` and ``run-tasks`` use, so the editor's container gets the same shared memory and GPU flags.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .containers import DEFAULT_SHM_SIZE, container_spec
+from .matrix import Environment, Matrix, Target
+
+__all__ = [
+    "DEVCONTAINER_DIR",
+    "IMAGE_PYTHON",
+    "IMAGE_USER",
+    "RENDER_GID_PLACEHOLDER",
+    "DevcontainerFile",
+    "dev_target",
+    "devcontainer_config",
+    "devcontainer_files",
+    "render_devcontainer",
+    "stale_devcontainers",
+    "write_devcontainers",
+]
+
+DEVCONTAINER_DIR = ".devcontainer"
+# The image's non-root user and its Python (images/Dockerfile); the Dev Containers CLI maps the user's UID to
+# the host's on Linux (updateRemoteUserUID), so files in the workspace stay the user's.
+IMAGE_USER = "torchrig"
+IMAGE_PYTHON = "/opt/venv/bin/python"
+# The render group's number differs between hosts: VS Code substitutes the variable when it starts the container;
+# without it the container joins `video` only (`export TORCHRIG_RENDER_GID=$(getent group render | cut -d: -f3)`).
+RENDER_GID_PLACEHOLDER = "${localEnv:TORCHRIG_RENDER_GID:video}"
+_HEADER = ("// Generated from matrix.yaml by `torchrig devcontainer --all`: edit matrix.yaml (or "
+           "src/torchrig/devcontainer.py) and regenerate, do not edit by hand.\n")
+
+
+def dev_target(env: Environment) -> Target:
+    """Development happens in the ``devel`` image (compilers, headers) where the environment defines one."""
+    return "devel" if "devel" in env.targets else "runtime"
+
+
+def devcontainer_config(env: Environment) -> dict[str, Any]:
+    """The ``devcontainer.json`` of one environment, as a dict."""
+    image = env.tags(dev_target(env)).immutable
+    spec = container_spec(env_id=env.id, accelerator=env.accelerator, image=image, purpose="devcontainer",
+                          render_group=RENDER_GID_PLACEHOLDER, shm_size=DEFAULT_SHM_SIZE, name="")
+    gpu = {"cpu": "CPU only", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
+    return {
+        "name": f"torchrig {env.id}: torch {env.torch}, {gpu}, Python {env.python}",
+        "image": image,
+        "workspaceFolder": "/workspace",
+        "workspaceMount": "source=${localWorkspaceFolder},target=/workspace,type=bind",
+        "remoteUser": IMAGE_USER,
+        "updateRemoteUserUID": True,
+        "runArgs": spec.cli_args(remove=False, image_and_command=False),
+        "containerEnv": {"TORCHRIG_IMAGE": image, "TORCHRIG_ENV_ID": env.id},
+        "customizations": {
+            "vscode": {
+                "extensions": ["ms-python.python", "ms-python.vscode-pylance", "charliermarsh.ruff"],
+                "settings": {
+                    "python.defaultInterpreterPath": IMAGE_PYTHON,
+                    "python.testing.pytestEnabled": True,
+                    "python.testing.pytestArgs": ["tests/unit"],
+                },
+            },
+        },
+    }
+
+
+def render_devcontainer(env: Environment) -> str:
+    """The file's text: a header saying it is generated, then stable, indented JSON."""
+    return _HEADER + json.dumps(devcontainer_config(env), indent=2) + "\n"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevcontainerFile:
+    env_id: str
+    path: Path
+    text: str
+
+
+def devcontainer_files(matrix: Matrix, env_ids: tuple[str, ...] | None = None) -> list[DevcontainerFile]:
+    """What the generator would write: one file per environment (all, or those named)."""
+    envs = matrix.environments if env_ids is None else tuple(matrix.get(i) for i in env_ids)
+    root = matrix.root / DEVCONTAINER_DIR
+    return [DevcontainerFile(env_id=e.id, path=root / e.id / "devcontainer.json", text=render_devcontainer(e))
+            for e in envs]
+
+
+def write_devcontainers(matrix: Matrix, env_ids: tuple[str, ...] | None = None) -> list[Path]:
+    """Write the files whose content changed; returns those paths."""
+    changed = []
+    for f in devcontainer_files(matrix, env_ids):
+        if f.path.is_file() and f.path.read_text(encoding="utf-8") == f.text:
+            continue
+        f.path.parent.mkdir(parents=True, exist_ok=True)
+        f.path.write_text(f.text, encoding="utf-8")
+        changed.append(f.path)
+    return changed
+
+
+def stale_devcontainers(matrix: Matrix) -> list[str]:
+    """Every way the committed ``.devcontainer/`` differs from the generator (empty when in step)."""
+    problems = []
+    expected = {f.path: f for f in devcontainer_files(matrix)}
+    for path, f in expected.items():
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.read_text(encoding="utf-8") != f.text:
+            problems.append(f"{path}: differs from what matrix.yaml generates")
+    root = matrix.root / DEVCONTAINER_DIR
+    for path in sorted(root.glob("*/devcontainer.json")) if root.is_dir() else []:
+        if path not in expected:
+            problems.append(f"{path}: no environment {path.parent.name!r} in matrix.yaml")
+    return problems
