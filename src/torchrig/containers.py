@@ -19,6 +19,7 @@ import collections
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -336,7 +337,7 @@ class RunResult:
 
     def describe(self) -> str:
         """One paragraph for the user: what ran, how it ended, and what to try."""
-        what = f"`{' '.join(self.command)}` in {self.image} (container {self.name})"
+        what = f"`{shlex.join(self.command)}` in {self.image} (container {self.name})"
         if self.timed_out:
             head = (f"{what} did not finish within the {self.timeout_s:g} s timeout and was stopped after "
                     f"{self.duration_s:.0f} s; raise --timeout, or run with --quick")
@@ -463,7 +464,8 @@ def run(
     out = out or sys.stdout
     status = status or out
     prefix = spec.name if prefix is None else prefix
-    _say(status, f"starting {spec.name} from {spec.image}: {' '.join(spec.command) or '(image default command)'}")
+    what = shlex.join(spec.command) or "the image's default command"
+    _say(status, f"starting {spec.name} from {spec.image}: {what}")
     t0 = time.monotonic()
     timed_out = oom = False
     code: int | None = None

@@ -1,0 +1,134 @@
+"""On the real engine: a torchrig container is always removed, and `dev ENV -- CMD` runs as the host user.
+
+These use a small image built from the local base (seconds), not the big `cpu` image: the code paths are the same.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from torchrig.containers import KEEP_ENV, LABEL, Mount, container_spec, run
+from torchrig.errors import RunError
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL_TAG = "torchrig-test-run:small"
+# The image's own user differs from the host's (root in CI): a run that forgot --user would print 4321.
+IMAGE_UID = 4321
+
+
+@pytest.fixture(scope="session")
+def small_image(docker_client: docker.DockerClient, local_base: str) -> str:
+    dockerfile = f"FROM {local_base}\nUSER {IMAGE_UID}:{IMAGE_UID}\nWORKDIR /\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=SMALL_TAG, rm=True, forcerm=True)
+    return SMALL_TAG
+
+
+def _ours(client: docker.DockerClient, purpose: str) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": f"{LABEL}={purpose}"}))
+
+
+@pytest.fixture
+def purpose(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Iterator[str]:
+    """A label value unique to the test, so its assertions see only its own containers."""
+    value = f"test-{os.getpid()}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+    yield value
+    for c in _ours(docker_client, value):  # a failing test must not leave containers behind either
+        c.remove(force=True)
+
+
+def _spec(image: str, purpose: str, command: list[str], **kw: Any) -> Any:
+    return container_spec(env_id="t", accelerator="cpu", image=image, purpose=purpose, command=command,
+                          uid=os.getuid(), gid=os.getgid(), **kw)
+
+
+def test_a_successful_run_is_removed(docker_client: docker.DockerClient, small_image: str, purpose: str) -> None:
+    out = io.StringIO()
+    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "id -u; echo done"]), prefix="t", out=out)
+    assert result.ok
+    assert f"[t] {os.getuid()}\n[t] done\n" in out.getvalue()
+    assert _ours(docker_client, purpose) == []
+
+
+def test_a_failing_command_is_reported_and_removed(docker_client: docker.DockerClient, small_image: str,
+                                                   purpose: str) -> None:
+    with pytest.raises(RunError) as e:
+        run(docker_client, _spec(small_image, purpose, ["sh", "-c", "echo about to fail; exit 3"]),
+            out=io.StringIO())
+    assert "exited with status 3" in str(e.value) and "about to fail" in str(e.value)
+    assert _ours(docker_client, purpose) == []
+
+
+def test_a_timed_out_run_is_stopped_removed_and_keeps_what_it_wrote(
+        docker_client: docker.DockerClient, small_image: str, purpose: str, tmp_path: Path) -> None:
+    command = ["sh", "-c", "echo record > /results/first.json; echo written; sleep 300"]
+    spec = _spec(small_image, purpose, command, mounts=[Mount(source=str(tmp_path), target="/results")])
+    t0 = time.monotonic()
+    with pytest.raises(RunError) as e:
+        run(docker_client, spec, timeout=3, out=io.StringIO())
+    assert time.monotonic() - t0 < 30, "the timeout stopped the run"
+    assert "timeout" in str(e.value) and "written" in str(e.value)
+    assert _ours(docker_client, purpose) == []
+    assert (tmp_path / "first.json").read_text() == "record\n"
+    assert (tmp_path / "first.json").stat().st_uid == os.getuid()
+
+
+def test_keep_containers_keeps_it_for_debugging(docker_client: docker.DockerClient, small_image: str,
+                                                purpose: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEEP_ENV, "1")
+    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "exit 2"]), check=False,
+                 out=io.StringIO())
+    (kept,) = _ours(docker_client, purpose)
+    assert kept.name == result.name and kept.status == "exited"
+    assert docker_client.containers.get(result.name).logs() == b""
+
+
+def _torchrig(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    return subprocess.Popen([sys.executable, "-m", "torchrig", "--matrix", str(ROOT / "matrix.yaml"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def test_dev_runs_a_command_as_the_host_user_with_the_workspace_mounted(
+        docker_client: docker.DockerClient, small_image: str, tmp_path: Path) -> None:
+    (tmp_path / "marker.txt").write_text("from the host\n")
+    script = "id -u; id -g; cat /workspace/marker.txt; pwd; echo made > /workspace/made.txt; " \
+             "df -k /dev/shm | tail -n 1; exit 7"
+    proc = _torchrig("dev", "cpu", "--image", small_image, "--workspace", str(tmp_path), "--shm-size", "1g",
+                     "--", "sh", "-c", script)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 7, err  # the command's own exit status
+    lines = out.splitlines()
+    assert lines[:4] == [str(os.getuid()), str(os.getgid()), "from the host", "/workspace"], (out, err)
+    assert int(lines[4].split()[1]) == 1024 * 1024, "--shm-size reached the container"
+    assert (tmp_path / "made.txt").stat().st_uid == os.getuid(), "files written in the workspace are the user's"
+    assert "torchrig:" in err and "torchrig:" not in out, "status lines stay out of the command's output"
+
+
+def test_ctrl_c_stops_and_removes_the_dev_container(docker_client: docker.DockerClient, small_image: str,
+                                                     tmp_path: Path) -> None:
+    before = {c.id for c in _ours(docker_client, "dev")}
+    proc = _torchrig("dev", "cpu", "--image", small_image, "--workspace", str(tmp_path), "--",
+                     "sh", "-c", "echo up; sleep 300")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "up"
+    started = [c for c in _ours(docker_client, "dev") if c.id not in before]
+    assert len(started) == 1
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    left = {c.id for c in _ours(docker_client, "dev")}
+    assert started[0].id not in left
