@@ -1,0 +1,249 @@
+"""run-tasks / run-bench / dev wiring, with a fake engine: what reaches the container, and what is refused first."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchrig import cli_run
+from torchrig.__main__ import main
+from torchrig.containers import ContainerSpec, RunResult
+from torchrig.hostcheck import HostFacts
+from torchrig.matrix import load_matrix
+from torchrig.records import Container, Machine, Record, Software, write_record
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE_ID = "sha256:" + "ab" * 32
+CPU_HOST = HostFacts(uid=1234, gid=5678)
+NVIDIA_HOST = HostFacts(uid=1234, gid=5678, docker_runtimes=("nvidia", "runc"), nvidia_driver="535.104.05")
+AMD_HOST = HostFacts(uid=1234, gid=5678, has_kfd=True, has_dri=True, render_gid=109)
+
+
+class FakeImage:
+    def __init__(self, ref: str) -> None:
+        self.id = IMAGE_ID
+        self.attrs = {"RepoDigests": [ref.rsplit(":", 1)[0] + "@sha256:" + "cd" * 32]}
+
+
+class FakeClient:
+    class api:  # mimics docker.DockerClient.api
+        base_url = "http+docker://localhost"
+
+    def __init__(self) -> None:
+        self.images = self
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+    def get(self, ref: str) -> FakeImage:
+        return FakeImage("ghcr.io/torchrig/torchrig:x")
+
+
+@dataclasses.dataclass
+class Harness:
+    tmp: Path
+    facts: HostFacts = CPU_HOST
+    exit_code: int | None = 0
+    timed_out: bool = False
+    write: tuple[str, ...] = ("smoke", "regression")  # records the fake container writes
+    specs: list[ContainerSpec] = dataclasses.field(default_factory=list)
+    builds: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    docker_argv: list[str] = dataclasses.field(default_factory=list)
+
+    def run(self, client: Any, spec: ContainerSpec, **kw: Any) -> RunResult:
+        self.specs.append(spec)
+        results = next((Path(m.source) for m in spec.mounts if m.target == "/results"), None)
+        if spec.labels["torchrig.container"] == "data":
+            data = next(Path(m.source) for m in spec.mounts if m.target == "/data")
+            (data / "cifar-10-batches-py").mkdir()
+        elif results is not None and spec.labels["torchrig.container"] in ("tasks", "bench"):
+            for name in self.write:
+                write_record(_record(name, spec.environment.get("TORCHRIG_IMAGE_ID")), results)
+        return RunResult(name=spec.name, image=spec.image, command=spec.command, exit_code=self.exit_code,
+                         duration_s=1.0, timed_out=self.timed_out, timeout_s=5.0 if self.timed_out else None)
+
+    def ensure(self, env: Any, target: str, options: Any, **kw: Any) -> Any:
+        self.builds.append((env.id, target))
+        ref = env.tags(target)
+        return type("Built", (), {"image_id": IMAGE_ID, "ref": ref})()
+
+
+def _record(name: str, image_id: str | None) -> Record:
+    machine = Machine(hostname="h", os="Linux", cpu="c", cpu_count=2, accelerator="cpu")
+    return Record(kind="task", name=name, env_id="cpu", machine=machine.with_fingerprint(),
+                  software=Software(python="3.11"), verdict="pass", wall_time_s=2.5,
+                  container=Container(image="img", image_id=image_id))
+
+
+@pytest.fixture
+def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    harness = Harness(tmp=tmp_path)
+    monkeypatch.setattr(cli_run, "connect", FakeClient)
+    monkeypatch.setattr(cli_run, "gather_host_facts", lambda info, base_url: harness.facts)
+    monkeypatch.setattr(cli_run, "ensure_image", harness.ensure)
+    monkeypatch.setattr(cli_run, "run", harness.run)
+    monkeypatch.setattr(cli_run.subprocess, "call", lambda argv: harness.docker_argv.extend(argv) or 0)
+    monkeypatch.delenv("TORCHRIG_RESULTS", raising=False)
+    monkeypatch.delenv("TORCHRIG_DATA", raising=False)
+    return harness
+
+
+def _main(h: Harness, *args: str) -> int:
+    return main(["--matrix", str(ROOT / "matrix.yaml"), *args])
+
+
+def _suite_args(h: Harness, env: str, *extra: str) -> list[str]:
+    return [env, "--results", str(h.tmp / "results"), "--data", str(h.tmp / "data"), *extra]
+
+
+def test_run_tasks_mounts_results_and_data_runs_as_the_user_and_names_the_image(
+        h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu", "--quick", "--", "--seed", "3")) == 0
+    data_spec, spec = h.specs
+    assert data_spec.command[:3] == ("python", "-m", "tasks.make_data"), "missing CIFAR-10 is generated first"
+    assert spec.command == ("python", "-m", "tasks", "--results", "/results", "--quick", "--seed", "3")
+    kw = spec.docker_kwargs()
+    assert kw["user"] == "1234:5678"
+    assert {(m["Source"], m["Target"]) for m in kw["mounts"]} == {
+        (str(h.tmp / "results"), "/results"), (str(h.tmp / "data"), "/data")}
+    env = kw["environment"]
+    assert env["TORCHRIG_IMAGE"] == load_matrix(ROOT / "matrix.yaml").get("cpu").tags().immutable
+    assert env["TORCHRIG_IMAGE_ID"] == IMAGE_ID
+    assert env["TORCHRIG_IMAGE_DIGEST"].startswith("ghcr.io/torchrig/torchrig@sha256:")
+    assert env["TORCHRIG_ENV_ID"] == "cpu" and env["TORCHRIG_RESULTS"] == "/results"
+    assert kw["network_mode"] == "none" and kw["shm_size"] == "8g"
+    assert "device_requests" not in kw
+    assert h.builds == [("cpu", "runtime")]
+    out = capsys.readouterr().out
+    assert "2 new record(s)" in out and "2 pass" in out and "regression" in out and "no image id" not in out
+
+
+def test_existing_data_is_not_regenerated(h: Harness) -> None:
+    (h.tmp / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu")) == 0
+    assert [s.labels["torchrig.container"] for s in h.specs] == ["tasks"]
+
+
+def test_run_bench_runs_the_benchmarks(h: Harness) -> None:
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--quick")) == 0
+    (spec,) = h.specs
+    assert spec.command == ("python", "-m", "bench", "--results", "/results", "--quick")
+
+
+def test_cuda_gets_the_gpus_and_rocm_its_devices_and_render_group(h: Harness) -> None:
+    h.facts = NVIDIA_HOST
+    assert _main(h, "run-bench", *_suite_args(h, "cuda118")) == 0
+    assert h.specs[-1].docker_kwargs()["device_requests"][0]["Capabilities"] == [["gpu"]]
+    h.facts = AMD_HOST
+    assert _main(h, "run-bench", *_suite_args(h, "rocm", "--ipc-host", "--shm-size", "32g")) == 0
+    kw = h.specs[-1].docker_kwargs()
+    assert kw["devices"] == ["/dev/kfd:/dev/kfd:rwm", "/dev/dri:/dev/dri:rwm"]
+    assert kw["group_add"] == ["video", "109"] and kw["security_opt"] == ["seccomp=unconfined"]
+    assert kw["ipc_mode"] == "host" and kw["shm_size"] == "32g"
+
+
+def test_a_host_that_cannot_run_the_image_is_refused_before_anything_is_built(
+        h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.facts = dataclasses.replace(NVIDIA_HOST, nvidia_driver="470.82.01")
+    assert _main(h, "run-tasks", *_suite_args(h, "cuda118")) == 7
+    assert "520.61.05" in capsys.readouterr().err
+    assert h.builds == [] and h.specs == []
+
+
+def test_no_gpu_runs_a_cuda_image_on_the_cpu(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.facts = CPU_HOST
+    assert _main(h, "run-bench", *_suite_args(h, "cuda118", "--no-gpu")) == 0
+    assert "device_requests" not in h.specs[-1].docker_kwargs()
+    assert "no GPU is visible" in capsys.readouterr().err
+
+
+def test_a_failed_gate_fails_the_command_and_names_the_task(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.exit_code = 1
+    h.write = ("smoke",)
+    (h.tmp / "data" / "cifar-10-batches-py").mkdir(parents=True)
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu")) == 6
+    err = capsys.readouterr().err
+    assert "did not pass" in err
+
+
+def test_a_timed_out_run_says_the_records_written_are_kept(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.exit_code, h.timed_out = None, True
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--timeout", "5")) == 6
+    err = capsys.readouterr().err
+    assert "timeout" in err and "2 record(s) written before it was stopped are kept" in err
+
+
+def test_results_default_to_results_env_under_the_checkout_or_torchrig_results(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHRIG_RESULTS", str(h.tmp / "elsewhere"))
+    monkeypatch.setenv("TORCHRIG_DATA", str(h.tmp / "d"))
+    assert _main(h, "run-bench", "cpu") == 0
+    mounts = {m.target: m.source for m in h.specs[-1].mounts}
+    assert mounts == {"/results": str(h.tmp / "elsewhere" / "cpu"), "/data": str(h.tmp / "d")}
+
+
+def test_options_after_env_and_container_args_after_the_separator(h: Harness,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--", "-k", "gemm", "--", "x")) == 0
+    assert h.specs[-1].command[-4:] == ("-k", "gemm", "--", "x")
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--seed", "1")) == 2
+    assert "go after `--`" in capsys.readouterr().err
+
+
+def test_image_override_builds_nothing(h: Harness) -> None:
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--image", "my/image:1")) == 0
+    assert h.builds == [] and h.specs[-1].image == "my/image:1"
+
+
+def test_dev_with_a_command_returns_its_exit_code(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.exit_code = 7
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    assert _main(h, "dev", "cpu", "--workspace", str(h.tmp), "--", "id", "-u") == 7
+    (spec,) = h.specs
+    kw = spec.docker_kwargs()
+    assert spec.command == ("id", "-u") and not spec.interactive
+    assert kw["user"] == "1234:5678" and kw["working_dir"] == "/workspace"
+    assert kw["mounts"][0]["Source"] == str(h.tmp) and kw["mounts"][0]["Target"] == "/workspace"
+    assert "network_mode" not in kw, "dev uses Docker's default network"
+    assert h.builds == [("cpu", "devel")], "dev develops in the devel image where there is one"
+
+
+def test_interactive_dev_needs_a_terminal(h: Harness, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    assert _main(h, "dev", "cpu") == 2
+    assert "needs a terminal" in capsys.readouterr().err
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_interactive_dev_runs_docker_with_the_same_options(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", _Tty())
+    monkeypatch.setattr(cli_run.shutil, "which", lambda name: "/usr/bin/docker")
+    h.facts = NVIDIA_HOST
+    (h.tmp / "src" / "torchrig").mkdir(parents=True)
+    assert _main(h, "dev", "cuda118", "--workspace", str(h.tmp), "--ipc-host") == 0
+    argv = h.docker_argv
+    assert argv[:2] == ["/usr/bin/docker", "run"]
+    for flag in ("--rm", "--interactive", "--tty", "--gpus=all", "--ipc=host", "--shm-size=8g", "--user=1234:5678",
+                 f"--mount=type=bind,source={h.tmp},target=/workspace", "--workdir=/workspace"):
+        assert flag in argv
+    assert "--env=PYTHONPATH=/workspace/src:/workspace:/opt/torchrig" in argv, "a checkout's code comes first"
+    assert argv[-1] == load_matrix(ROOT / "matrix.yaml").get("cuda118").tags("devel").immutable
+
+
+def test_records_summary_flags_records_without_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_record(_record("smoke", None), tmp_path)
+    (tmp_path / "task" / "broken-1.json").write_text(json.dumps({"schema": "torchrig.record", "schema_version": 1}))
+    image = cli_run.ImageInfo(ref="r", id=IMAGE_ID, digest=None)
+    records = cli_run.summarize_records(tmp_path, set(), image)
+    out = capsys.readouterr().out
+    assert len(records) == 1 and "does not name the image" in out and "invalid record" in out
