@@ -212,7 +212,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Matrix, Environment, docker.Dock
     matrix = load_matrix(args.matrix)
     env = matrix.get(args.env)
     client = connect()
-    facts = gather_host_facts(client.info(), base_url=str(client.api.base_url))
+    facts = gather_host_facts(client.info())
     verdict = check_host(env, facts, no_gpu=args.no_gpu, others=matrix.environments)
     for w in verdict.warnings:
         print(f"torchrig: warning: {w}", file=sys.stderr, flush=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .compat import parse_version
+from .docker_client import is_local_daemon
 from .errors import HostCheckError
 from .matrix import Environment
 
@@ -27,7 +28,6 @@ __all__ = [
     "HostCheck",
     "HostFacts",
     "check_host",
-    "daemon_is_local",
     "gather_host_facts",
     "parse_nvidia_proc_version",
 ]
@@ -117,19 +117,7 @@ def _render_gid() -> int | None:
     return _group_gid("render")
 
 
-def daemon_is_local(base_url: str, docker_host: str | None = None) -> bool:
-    """Whether the Docker daemon runs on this machine (unix socket or a loopback TCP address)."""
-    host = docker_host if docker_host is not None else os.environ.get("DOCKER_HOST", "")
-    if host:
-        if host.startswith(("unix://", "npipe://")):
-            return True
-        if host.startswith("ssh://"):
-            return False
-        return bool(re.match(r"^(tcp|https?)://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/?$", host))
-    return base_url.startswith("http+docker://local")
-
-
-def gather_host_facts(docker_info: Mapping[str, Any], *, base_url: str = "http+docker://localhost") -> HostFacts:
+def gather_host_facts(docker_info: Mapping[str, Any]) -> HostFacts:
     """Read the facts from this machine; ``docker_info`` is ``client.info()`` (its ``Runtimes``, ``CDISpecDirs``)."""
     runtimes = tuple(sorted((docker_info.get("Runtimes") or {}).keys()))
     cdi_dirs = [Path(d) for d in (docker_info.get("CDISpecDirs") or [])] or list(_CDI_DIRS)
@@ -146,7 +134,7 @@ def gather_host_facts(docker_info: Mapping[str, Any], *, base_url: str = "http+d
         has_dri=dri.is_dir(),
         render_gid=_render_gid(),
         video_gid=_group_gid("video"),
-        daemon_local=daemon_is_local(base_url),
+        daemon_local=is_local_daemon(),
     )
 
 

@@ -31,9 +31,6 @@ class FakeImage:
 
 
 class FakeClient:
-    class api:  # mimics docker.DockerClient.api
-        base_url = "http+docker://localhost"
-
     def __init__(self) -> None:
         self.images = self
 
@@ -84,7 +81,7 @@ def _record(name: str, image_id: str | None) -> Record:
 def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     harness = Harness(tmp=tmp_path)
     monkeypatch.setattr(cli_run, "connect", FakeClient)
-    monkeypatch.setattr(cli_run, "gather_host_facts", lambda info, base_url: harness.facts)
+    monkeypatch.setattr(cli_run, "gather_host_facts", lambda info: harness.facts)
     monkeypatch.setattr(cli_run, "ensure_image", harness.ensure)
     monkeypatch.setattr(cli_run, "run", harness.run)
     monkeypatch.setattr(cli_run.subprocess, "call", lambda argv: harness.docker_argv.extend(argv) or 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from torchrig.errors import HostCheckError
-from torchrig.hostcheck import HostFacts, check_host, daemon_is_local, gather_host_facts, parse_nvidia_proc_version
+from torchrig.hostcheck import HostFacts, check_host, gather_host_facts, parse_nvidia_proc_version
 from torchrig.matrix import Environment, load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,14 +124,6 @@ def test_a_remote_daemon_skips_checks_of_the_wrong_machine() -> None:
 ])
 def test_driver_version_is_read_from_proc(text: str, version: str | None) -> None:
     assert parse_nvidia_proc_version(text) == version
-
-
-@pytest.mark.parametrize(("docker_host", "local"), [
-    ("", True), ("unix:///var/run/docker.sock", True), ("tcp://127.0.0.1:2375", True),
-    ("tcp://localhost:2376", True), ("tcp://10.1.2.3:2375", False), ("ssh://me@gpu-box", False),
-])
-def test_daemon_locality(docker_host: str, local: bool) -> None:
-    assert daemon_is_local("http+docker://localhost" if not docker_host else "http://x", docker_host) is local
 
 
 def test_gathering_facts_on_this_machine_reads_the_docker_runtimes() -> None:
