@@ -24,6 +24,7 @@ fixed-percentage threshold.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ def _t_sf(t: float, df: int) -> float:
     return 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))
 
 
+@functools.lru_cache(maxsize=256)
 def t_critical(k: float, df: int) -> float:
     """The one-sided Student-t critical value at the confidence a normal ``k`` sigma stands for."""
     if df < 1:

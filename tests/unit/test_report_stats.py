@@ -1,0 +1,107 @@
+"""The regression rule: flags real slowdowns, stays quiet on run-to-run noise, and has no fixed percentage."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from torchrig.report_stats import Sample, judge, t_critical
+
+
+def _runs(rng: random.Random, n: int, mean: float, *, drift: float, within: float, repeats: int) -> Sample:
+    """``n`` benchmark runs: each run's level drifts by ``drift`` (relative), its repeats scatter by ``within``."""
+    values, stddevs = [], []
+    for _ in range(n):
+        level = mean * (1 + rng.gauss(0, drift))
+        xs = [level * (1 + rng.gauss(0, within)) for _ in range(repeats)]
+        values.append(statistics.fmean(xs))
+        stddevs.append(statistics.stdev(xs))
+    return Sample(values=tuple(values), stddevs=tuple(stddevs), repeats=(repeats,) * n)
+
+
+def _fixed(*values: float, stddev: float | None = None, repeats: int = 1) -> Sample:
+    return Sample(values=values, stddevs=(stddev,) * len(values), repeats=(repeats,) * len(values))
+
+
+def test_t_critical_matches_published_tables() -> None:
+    # Two-sided 95% = one-sided 97.5% = k 1.96: t(2) = 4.303, t(10) = 2.228; k 3 at large df tends to 3.
+    assert t_critical(1.959964, 2) == pytest.approx(4.303, abs=1e-3)
+    assert t_critical(1.959964, 10) == pytest.approx(2.228, abs=1e-3)
+    assert t_critical(3.0, 100_000) == pytest.approx(3.0, abs=1e-3)
+    assert t_critical(3.0, 1) > 200  # two runs against one prove almost nothing
+
+
+@pytest.mark.parametrize(("n", "drift", "within", "repeats"), [
+    (5, 0.03, 0.05, 20),  # a CPU benchmark on a shared machine
+    (5, 0.01, 0.02, 50),  # a quiet GPU benchmark
+    (3, 0.03, 0.05, 20),
+])
+def test_aa_noise_is_not_flagged_and_an_injected_20_percent_regression_is(
+        n: int, drift: float, within: float, repeats: int) -> None:
+    rng = random.Random(1234)
+    trials = 300
+    false_alarms = sum(
+        judge(_runs(rng, n, 1000, drift=drift, within=within, repeats=repeats),
+              _runs(rng, n, 1000, drift=drift, within=within, repeats=repeats), higher_is_better=True).outcome
+        == "regression" for _ in range(trials))
+    caught = sum(
+        judge(_runs(rng, n, 1000, drift=drift, within=within, repeats=repeats),
+              _runs(rng, n, 800, drift=drift, within=within, repeats=repeats), higher_is_better=True).outcome
+        == "regression" for _ in range(trials))
+    assert false_alarms <= trials * 0.01
+    assert caught >= trials * (0.97 if n >= 5 else 0.75)  # 3 runs a side see 3% drift less sharply
+
+
+def test_direction_follows_higher_is_better() -> None:
+    base, slower = _fixed(100.0, 101.0, 99.0), _fixed(120.0, 121.0, 119.0)
+    assert judge(base, slower, higher_is_better=False).outcome == "regression"  # e.g. step time went up
+    assert judge(base, slower, higher_is_better=True).outcome == "improvement"  # e.g. throughput went up
+    assert judge(slower, base, higher_is_better=False).outcome == "improvement"
+
+
+def test_no_fixed_percentage_a_noisy_metric_may_move_20_percent_a_quiet_one_not_2() -> None:
+    noisy_base, noisy_cur = _fixed(100.0, 130.0, 75.0, 110.0), _fixed(80.0, 100.0, 60.0, 95.0)
+    quiet_base, quiet_cur = _fixed(100.0, 100.1, 99.9, 100.0), _fixed(98.0, 98.1, 97.9, 98.0)
+    assert judge(noisy_base, noisy_cur, higher_is_better=True).outcome == "within-noise"
+    j = judge(quiet_base, quiet_cur, higher_is_better=True)
+    assert j.outcome == "regression"
+    assert j.change == pytest.approx(-0.02)
+
+
+def test_a_change_inside_the_range_repeated_runs_already_showed_is_noise() -> None:
+    # Five identical runs and one outlier: the A/A range says 10% happens without any code change.
+    base = _fixed(100.0, 100.0, 100.0, 100.0, 90.0)
+    cur = _fixed(91.0, 91.0, 91.0, 91.0, 91.0)
+    j = judge(base, cur, higher_is_better=True)
+    assert j.outcome == "within-noise"
+    assert j.threshold is not None and j.threshold >= 10.0
+
+
+def test_the_floor_keeps_agreeing_runs_from_making_any_change_significant() -> None:
+    base, cur = _fixed(100.0, 100.0, 100.0), _fixed(99.8, 99.8, 99.8)  # zero spread on both sides
+    assert judge(base, cur, higher_is_better=True).outcome == "within-noise"
+    assert judge(base, _fixed(95.0, 95.0, 95.0), higher_is_better=True).outcome == "regression"
+    assert "noise floor" in judge(base, cur, higher_is_better=True).basis
+
+
+def test_without_repeated_runs_or_recorded_spread_nothing_is_judged() -> None:
+    j = judge(_fixed(100.0), _fixed(50.0), higher_is_better=True)
+    assert j.outcome == "unjudged"
+    assert "not judged" in j.basis
+
+
+def test_single_runs_use_the_plain_spread_of_their_repeats_not_its_standard_error() -> None:
+    # One run a side: drift between runs is unmeasured, so 20 repeats scattering 5% must not make a 10%
+    # change "significant" (the standard error 5%/sqrt(20) = 1.1% would).
+    base, cur = _fixed(100.0, stddev=5.0, repeats=20), _fixed(90.0, stddev=5.0, repeats=20)
+    assert judge(base, cur, higher_is_better=True).outcome == "within-noise"
+    assert judge(base, _fixed(70.0, stddev=5.0, repeats=20), higher_is_better=True).outcome == "regression"
+
+
+def test_sample_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="one entry per run"):
+        Sample(values=(1.0, 2.0), stddevs=(None,), repeats=(1, 1))
+    with pytest.raises(ValueError, match="at least one run"):
+        Sample(values=(), stddevs=(), repeats=())
