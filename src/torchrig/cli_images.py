@@ -1,0 +1,225 @@
+"""Image commands: build, lock, push, pull, images (sizes), base-local."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+from .base import SUITES, ensure_base
+from .build_server import FileServer
+from .build_server import plan as serve_plan
+from .docker_client import connect
+from .images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
+from .lock import format_lock, packages_from_reports, parse_lock, resolve_in_container
+from .matrix import TARGETS, Environment, Matrix, Target, load_matrix
+from .registry import pull_image, push_image
+
+__all__ = ["register"]
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    """Flags for sites without internet; each also a TORCHRIG_* variable (the flag wins)."""
+    g = p.add_argument_group("package sources (each flag also an environment variable)")
+    g.add_argument("--base-image", metavar="IMAGE", help="base image instead of matrix.yaml's targets "
+                   "($TORCHRIG_BASE_IMAGE), e.g. torchrig-base:bookworm from `torchrig base-local`")
+    g.add_argument("--index-url", metavar="URL", help="package index instead of the environment's "
+                   "($TORCHRIG_INDEX_URL), e.g. https://pypi.org/simple or a local mirror")
+    g.add_argument("--extra-index-url", metavar="URL", action="append", default=None,
+                   help="extra package index, repeatable ($TORCHRIG_EXTRA_INDEX_URL, space-separated)")
+    g.add_argument("--wheelhouse", metavar="DIR", help="install offline from the wheels in DIR "
+                   "(`pip download -d DIR ...`; served to the build, never copied into it) ($TORCHRIG_WHEELHOUSE)")
+    g.add_argument("--ca-bundle", metavar="FILE", help="CA bundle for every download in the build, kept out of "
+                   "the image ($TORCHRIG_CA_BUNDLE; default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE "
+                   "when set; 'none' to turn off)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("build", help="build an environment's image through the Docker SDK",
+                       description="Build ENV's image (runtime by default), tag it with its immutable tag and "
+                       "alias, and report its size against its payload.")
+    p.add_argument("env")
+    p.add_argument("--target", choices=(*TARGETS, "all"), default="runtime",
+                   help="runtime (default), devel (compilers, from the devel base) or all")
+    _source_flags(p)
+    p.add_argument("--keep-ca-bundle", action="store_true", default=None,
+                   help="install the CA bundle into the image's trust store ($TORCHRIG_KEEP_CA_BUNDLE=1)")
+    p.add_argument("--size-budget-mb", type=int, metavar="MB", help="fail above this size instead of matrix.yaml's "
+                   "size_budget_mb ($TORCHRIG_SIZE_BUDGET_MB): for builds from other sources than matrix.yaml's")
+    p.add_argument("--no-lock", action="store_true", help="ignore locks/ENV.txt and resolve the requirements now")
+    p.add_argument("--lock", metavar="FILE", type=Path, help="the lock to install from (default locks/ENV.txt)")
+    p.add_argument("--uid", type=int, default=1000, help="UID of the image's user (default 1000)")
+    p.add_argument("--gid", type=int, default=1000, help="GID of the image's user (default 1000)")
+    p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    p.add_argument("--reuse", action="store_true", help="skip the build when an image from the same inputs exists")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("lock", help="write locks/ENV.txt: every package pinned with its sha256",
+                       description="Resolve ENV's requirements inside its base image (its Python, its platform) "
+                       "against its index, and write the hash-pinned lock that builds install from.")
+    p.add_argument("env")
+    _source_flags(p)
+    p.add_argument("--output", "-o", metavar="FILE", type=Path, help="where to write it (default locks/ENV.txt)")
+    p.set_defaults(func=_lock)
+
+    for name, verb in (("push", "push"), ("pull", "pull")):
+        p = sub.add_parser(name, help=f"{verb} an environment's image (immutable tag and alias) "
+                           f"{'to' if name == 'push' else 'from'} the registry ($TORCHRIG_REGISTRY)")
+        p.add_argument("env")
+        p.add_argument("--target", choices=(*TARGETS, "all"), default="runtime")
+        p.set_defaults(func=_push if name == "push" else _pull)
+
+    p = sub.add_parser("images", help="list an environment's local images with size, payload and ratio")
+    p.add_argument("env", nargs="?", help="one environment (default: all)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_images)
+
+    p = sub.add_parser("base-local", help="make torchrig-base:SUITE with debootstrap (no registry needed)",
+                       description="Bootstrap a minimal Debian (python3, venv, pip, CA certificates) from the "
+                       "mirror apt uses, cache the tarball under ~/.cache/torchrig/base, and docker-import it.")
+    p.add_argument("--suite", choices=SUITES, default="bookworm", help="Debian release (default bookworm: "
+                   "Python 3.11; bullseye 3.9, trixie 3.13)")
+    p.add_argument("--mirror", metavar="URL", help="Debian mirror ($TORCHRIG_DEBIAN_MIRROR; default: apt's)")
+    p.add_argument("--rebuild", action="store_true", help="bootstrap again even when a cached tarball exists")
+    p.set_defaults(func=_base_local)
+
+
+def _targets(env: Environment, choice: str) -> list[Target]:
+    if choice == "all":
+        return list(env.targets)
+    return [choice]  # type: ignore[list-item]
+
+
+def _options(args: argparse.Namespace, matrix: Matrix, **rest: object) -> BuildOptions:
+    return BuildOptions.from_environ(
+        base_image=args.base_image, index_url=args.index_url, extra_index_urls=args.extra_index_url,
+        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, root=_root(matrix), **rest,  # type: ignore[arg-type]
+    )
+
+
+def _root(matrix: Matrix) -> Path:
+    return matrix.root if (matrix.root / "images").is_dir() else default_root()
+
+
+def _build(args: argparse.Namespace) -> int:
+    matrix = load_matrix(args.matrix)
+    env = matrix.get(args.env)
+    options = _options(args, matrix, keep_ca_bundle=args.keep_ca_bundle, size_budget_mb=args.size_budget_mb,
+                       use_lock=not args.no_lock, lock_file=args.lock, uid=args.uid, gid=args.gid,
+                       no_cache=args.no_cache)
+    client = connect()
+    built: list[BuiltImage] = []
+    for target in _targets(env, args.target):
+        fn = ensure_image if args.reuse else build_image
+        built.append(fn(env, target, options, client=client, log=_say))
+    for b in built:
+        print(f"{b.ref.immutable}\t{b.ref.alias}\t{b.image_id}\t{b.size_bytes / MB:.0f} MB\t"
+              f"{b.ratio:.3f} x payload")
+    return 0
+
+
+def _lock(args: argparse.Namespace) -> int:
+    matrix = load_matrix(args.matrix)
+    env = matrix.get(args.env)
+    options = _options(args, matrix)
+    root = _root(matrix)
+    output: Path = args.output or root / "locks" / f"{env.id}.txt"
+    base = options.base_image or env.targets["runtime"]
+    index = options.index_url or env.index
+    extra = options.extra_index_urls if options.extra_index_urls is not None else env.extra_index
+    client = connect()
+    _say(f"lock {env.id}: resolving {' '.join(env.requirements())} in {base} against {index}"
+         + "".join(f" + {u}" for u in extra) + (f" (wheelhouse {options.wheelhouse})" if options.wheelhouse else ""))
+    serve = serve_plan(ca_bundle=options.ca_bundle, wheelhouse=options.wheelhouse)
+    helper = root / "images" / "build-env.sh"
+    if serve.needed:
+        with FileServer(serve) as srv:
+            result = resolve_in_container(client=client, base_image=base, env=env, index_url=index,
+                                          extra_index_urls=extra, helper=helper, server_url=srv.url, log=_say)
+    else:
+        result = resolve_in_container(client=client, base_image=base, env=env, index_url=index,
+                                      extra_index_urls=extra, helper=helper, server_url=None, log=_say)
+    packages = packages_from_reports(result["torch"], result["full"])
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    text = format_lock(env=env, index_url=index, extra_index_urls=extra, packages=packages, resolved_at=now,
+                       resolved_in=f"{base} (CPython {result.get('python')}, linux {result.get('machine')})")
+    parse_lock(text, source=str(output))  # what we write must read back
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(output)
+    n_torch = sum(p.section == "torch" for p in packages)
+    _say(f"lock {env.id}: wrote {output} ({len(packages)} packages: {n_torch} in [torch], "
+         f"{len(packages) - n_torch} in [extras])")
+    print(output)
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    env = load_matrix(args.matrix).get(args.env)
+    client = connect()
+    for target in _targets(env, args.target):
+        push_image(env.tags(target), client=client, log=_say)
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    env = load_matrix(args.matrix).get(args.env)
+    client = connect()
+    for target in _targets(env, args.target):
+        image_id = pull_image(env.tags(target), client=client, log=_say)
+        print(f"{env.tags(target).immutable}\t{image_id}")
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    import docker.errors
+
+    matrix = load_matrix(args.matrix)
+    envs = [matrix.get(args.env)] if args.env else list(matrix.environments)
+    client = connect()
+    rows = []
+    for env in envs:
+        for target in env.targets:
+            ref = env.tags(target)
+            try:
+                image = client.images.get(ref.immutable)
+            except docker.errors.ImageNotFound:
+                rows.append({"env": env.id, "target": target, "image": ref.immutable, "present": False})
+                continue
+            row: dict[str, object] = {
+                "env": env.id, "target": target, "image": ref.immutable, "present": True, "id": image.id,
+                "size_mb": round(int(image.attrs.get("Size") or 0) / MB, 1),
+                "budget_mb": env.size_budget_mb.get(target), "lock": image.labels.get("io.torchrig.lock"),
+                "created": image.labels.get("org.opencontainers.image.created"),
+            }
+            record = size_records_dir() / f"{env.id}-{target}.json"
+            if record.is_file():
+                data = json.loads(record.read_text())
+                if data.get("image_id") == image.id:
+                    row["payload_mb"] = round(data["payload_bytes"] / MB, 1)
+                    row["ratio"] = round(data["ratio"], 3)
+            rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ENV':<10} {'TARGET':<8} {'SIZE MB':>9} {'PAYLOAD MB':>11} {'RATIO':>6} {'BUDGET':>7}  IMAGE")
+    for r in rows:
+        if not r["present"]:
+            print(f"{r['env']:<10} {r['target']:<8} {'-':>9} {'-':>11} {'-':>6} {'-':>7}  {r['image']} (not built)")
+            continue
+        print(f"{r['env']:<10} {r['target']:<8} {r['size_mb']:>9,.0f} {r.get('payload_mb', '?'):>11} "
+              f"{r.get('ratio', '?'):>6} {r['budget_mb'] or '-':>7}  {r['image']}")
+    return 0
+
+
+def _base_local(args: argparse.Namespace) -> int:
+    base = ensure_base(args.suite, client=connect(), mirror=args.mirror, log=_say, rebuild=args.rebuild)
+    print(base.ref)
+    return 0
