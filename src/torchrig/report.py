@@ -316,16 +316,24 @@ def _index(records: Iterable[Record]) -> dict[ColumnKey, dict[tuple[str, str], l
 
 
 def _rows(columns: Iterable[Mapping[tuple[str, str], list[Record]]]) -> tuple[RowKey, ...]:
-    metrics: dict[tuple[str, str], set[str]] = defaultdict(set)
+    # (kind, name) -> metric -> is it a headline: a gated task metric, a higher-is-better benchmark metric
+    metrics: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)
     for col in columns:
         for (kind, name), recs in col.items():
-            metrics[(kind, name)].update(m for r in recs for m in r.metrics)
+            seen = metrics[(kind, name)]  # a benchmark that never produced a metric still gets its row
+            for r in recs:
+                gated = {g.metric for g in r.gates}
+                for m, v in r.metrics.items():
+                    headline = m in gated if kind == "task" else v.higher_is_better
+                    seen[m] = seen.get(m, False) or headline
     rows: list[RowKey] = []
-    # Tasks first (is the environment correct?), then benchmarks (how fast is it?).
+    # Tasks first (is the environment correct?), then benchmarks (how fast is it?); within one, the headline
+    # metrics (gated results, throughputs) before the diagnostics (times, spreads, counters).
     for kind, name in sorted(metrics, key=lambda kn: (kn[0] != "task", kn[1])):
         if kind == "task" or not metrics[(kind, name)]:
             rows.append(RowKey(kind=kind, name=name))
-        rows.extend(RowKey(kind=kind, name=name, metric=m) for m in sorted(metrics[(kind, name)]))
+        order = sorted(metrics[(kind, name)].items(), key=lambda mh: (not mh[1], mh[0]))
+        rows.extend(RowKey(kind=kind, name=name, metric=m) for m, _ in order)
     return tuple(rows)
 
 

@@ -39,6 +39,8 @@ class CellText:
 def _value(v: float, unit: str) -> str:
     if unit == "bool":
         return "yes" if v >= 1 else "no"
+    if unit == "1":  # dimensionless
+        unit = ""
     return f"{format_number(v)} {unit}".strip()
 
 
