@@ -10,8 +10,8 @@
 # here downloads over FTP, so taking that variable over has no other effect. The CA is fetched into /tmp, used
 # by pip/apt/curl in the same RUN, and deleted before the layer is committed.
 
-TORCHRIG_CA_FILE=/tmp/torchrig-build-ca.pem
-TORCHRIG_APT_CONF=/etc/apt/apt.conf.d/99torchrig-build-ca
+TORCHRIG_CA_FILE="${TORCHRIG_CA_FILE:-/tmp/torchrig-build-ca.pem}"
+TORCHRIG_APT_CONF="${TORCHRIG_APT_CONF:-/etc/apt/apt.conf.d/99torchrig-build-ca}"
 _torchrig_server="${FTP_PROXY:-}"
 unset FTP_PROXY ftp_proxy
 # The file server is on 127.0.0.1: never send that through a proxy the user configured for the build.
@@ -47,7 +47,7 @@ case " $TORCHRIG_SERVED " in
         torchrig_fetch "${_torchrig_server}ca.pem" "$TORCHRIG_CA_FILE"
         export PIP_CERT="$TORCHRIG_CA_FILE" REQUESTS_CA_BUNDLE="$TORCHRIG_CA_FILE" \
                SSL_CERT_FILE="$TORCHRIG_CA_FILE" CURL_CA_BUNDLE="$TORCHRIG_CA_FILE"
-        if [ -w /etc/apt/apt.conf.d ]; then
+        if [ -w "$(dirname "$TORCHRIG_APT_CONF")" ]; then
             echo "Acquire::https::CAInfo \"$TORCHRIG_CA_FILE\";" > "$TORCHRIG_APT_CONF"
         fi
         ;;

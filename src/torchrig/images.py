@@ -23,6 +23,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -55,6 +56,7 @@ __all__ = [
     "build_image",
     "default_root",
     "ensure_image",
+    "extras_as_constraints",
     "find_image",
     "image_labels",
     "measure_site_packages",
@@ -206,12 +208,25 @@ def _check_index(url: str, what: str) -> None:
 
 
 def _generated_files(env: Environment, lock: LockDecision) -> dict[str, str]:
+    """The requirement files the Dockerfile installs from (``torchrig-build/`` in the context)."""
     pins = f"torch=={env.torch}\ntorchvision=={env.torchvision}\n"
     if lock.lock is not None:
-        torch_reqs, extras = lock.lock.section_text("torch"), lock.lock.section_text("extras")
-    else:
-        torch_reqs, extras = pins, "".join(f"{r}\n" for r in env.extras)
-    return {"requirements-torch.txt": torch_reqs, "requirements-extras.txt": extras, "constraints.txt": pins}
+        return {"requirements-torch.txt": lock.lock.section_text("torch"), "constraints-torch.txt": "",
+                "requirements-extras.txt": lock.lock.section_text("extras"), "constraints.txt": pins}
+    # Unlocked, the torch layer resolves under the extras' version pins too (e.g. numpy<2): else it would install
+    # the newest numpy and the extras layer a second, older copy on top.
+    return {"requirements-torch.txt": pins, "constraints-torch.txt": extras_as_constraints(env.extras),
+            "requirements-extras.txt": "".join(f"{r}\n" for r in env.extras), "constraints.txt": pins}
+
+
+def extras_as_constraints(extras: Sequence[str]) -> str:
+    """pip constraints from requirement strings: name + version specifier (+ marker); extras ``[...]`` dropped."""
+    out = []
+    for req in extras:
+        m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(.*)$", req)
+        if m and m.group(2).strip() and not m.group(2).lstrip().startswith("@"):
+            out.append(f"{m.group(1)}{m.group(2).strip()}\n")
+    return "".join(out)
 
 
 def _git_revision(root: Path) -> str:
@@ -464,8 +479,8 @@ def _build(plan: _Plan, options: BuildOptions, client: docker.DockerClient, say:
             "Shrink what the environment installs, or, for a build from other sources than matrix.yaml's (e.g. "
             "PyPI's CUDA wheels), raise the budget with --size-budget-mb / TORCHRIG_SIZE_BUDGET_MB.")
     _tag(client, image_id, plan.ref)
-    cached = built.steps_total - len(steps_run) - 1 if built.steps_total else 0
-    say(f"[{label}] built in {seconds:.1f} s ({len(steps_run)} steps ran, {max(cached, 0)} from cache); tagged "
+    cached = sum(s.cached for s in stream.steps)
+    say(f"[{label}] built in {seconds:.1f} s ({len(steps_run)} steps ran, {cached} from cache); tagged "
         f"{plan.ref.immutable} and {plan.ref.alias}")
     say(f"[{label}] {built.summary()}")
     _record(built)

@@ -2,9 +2,10 @@
 
 A lock is resolved *inside* a container from the environment's base image, so it is for the image's Python and
 platform, with nothing but pip: ``pip install --dry-run --ignore-installed --report`` lists what would be
-installed, and each entry's ``download_info.archive_info`` carries the file's hash. It is resolved twice: torch and
-torchvision alone (the ``[torch]`` section, installed in a layer of its own), then everything under those pins
-(the rest is the ``[extras]`` section). The file is a valid pip requirements file:
+installed, and each entry's ``download_info.archive_info`` carries the file's hash. It is resolved twice:
+everything together (so the extras' own pins, e.g. ``numpy<2``, shape the shared dependencies), then torch and
+torchvision alone under those exact versions: that closure is the ``[torch]`` section, installed in a layer of its
+own, and the rest is the ``[extras]`` section. The file is a valid pip requirements file:
 ``pip install --require-hashes --no-deps -r locks/cpu.txt`` reproduces the environment by hand.
 
 The header records the indexes the lock was resolved against and a digest of the environment's requirements;
@@ -292,15 +293,16 @@ if [ "$found" != "{python_version}" ]; then
 fi
 python3 -m venv /tmp/torchrig/venv >&2
 pip=/tmp/torchrig/venv/bin/pip
-args=(--disable-pip-version-check --no-cache-dir --quiet --index-url "$TORCHRIG_INDEX_URL")
+args=(--disable-pip-version-check --no-cache-dir --progress-bar off --index-url "$TORCHRIG_INDEX_URL")
 for url in ${{TORCHRIG_EXTRA_INDEX_URLS:-}}; do args+=(--extra-index-url "$url"); done
-echo "torchrig lock: resolving torch + torchvision ($("$pip" --version | cut -d' ' -f1-2))" >&2
-"$pip" install "${{args[@]}}" --dry-run --ignore-installed --report torch.json -r requirements-torch.txt >&2
-python3 -c 'import json; r = json.load(open("torch.json"))
-print("\\n".join(i["metadata"]["name"] + "==" + i["metadata"]["version"] for i in r["install"]))' > pins.txt
-echo "torchrig lock: resolving the rest under those pins" >&2
-"$pip" install "${{args[@]}}" --dry-run --ignore-installed --report full.json -c pins.txt \\
+echo "torchrig lock: resolving everything ($("$pip" --version | cut -d' ' -f1-2))" >&2
+"$pip" install "${{args[@]}}" --dry-run --ignore-installed --report full.json \
     -r requirements-torch.txt -r requirements-extras.txt >&2
+python3 -c 'import json; r = json.load(open("full.json"))
+print("\n".join(i["metadata"]["name"] + "==" + i["metadata"]["version"] for i in r["install"]))' > pins.txt
+echo "torchrig lock: splitting off torch + torchvision and what they need, at the same versions" >&2
+"$pip" install "${{args[@]}}" --dry-run --ignore-installed --report torch.json -c pins.txt \
+    -r requirements-torch.txt >&2
 python3 -c 'import json, platform, sys
 print(json.dumps({{"torch": json.load(open("torch.json")), "full": json.load(open("full.json")),
                   "python": platform.python_version(), "machine": platform.machine()}}))'

@@ -1,0 +1,185 @@
+"""What a build is made of, decided without a daemon: options, requirement files, build args, labels, inputs."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+
+from torchrig.errors import UsageError
+from torchrig.images import BuildOptions, _plan, extras_as_constraints, image_labels
+from torchrig.matrix import Environment, load_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+PYPI = "https://pypi.org/simple"
+
+
+class _Images:
+    def get(self, name: str) -> Any:
+        raise docker.errors.ImageNotFound(name)
+
+
+class FakeClient:
+    """Enough of docker.DockerClient for planning: no image exists locally."""
+
+    images = _Images()
+
+
+@pytest.fixture(scope="module")
+def env() -> Environment:
+    return load_matrix(ROOT / "matrix.yaml").get("cpu")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A copy of the checkout's parts a build reads, so tests can change code and locks freely."""
+    for d in ("images", "src/torchrig", "tasks", "bench"):
+        if (ROOT / d).is_dir():
+            shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "locks").mkdir()
+    return tmp_path
+
+
+def _files(plan: Any) -> dict[str, str]:
+    with tarfile.open(fileobj=io.BytesIO(plan.context.data)) as tar:
+        return {m.name.removeprefix("torchrig-build/"): tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+                for m in tar.getmembers() if m.name.startswith("torchrig-build/") and m.name.endswith(".txt")}
+
+
+def test_options_come_from_flags_then_torchrig_variables(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    (tmp_path / "wh").mkdir()
+    environ = {"TORCHRIG_BASE_IMAGE": "torchrig-base:bookworm", "TORCHRIG_INDEX_URL": PYPI,
+               "TORCHRIG_EXTRA_INDEX_URL": "https://a.example/simple https://b.example/simple",
+               "TORCHRIG_WHEELHOUSE": str(tmp_path / "wh"), "TORCHRIG_CA_BUNDLE": str(ca),
+               "TORCHRIG_KEEP_CA_BUNDLE": "1", "TORCHRIG_SIZE_BUDGET_MB": "6000"}
+    o = BuildOptions.from_environ(environ)
+    assert (o.base_image, o.index_url, o.wheelhouse, o.ca_bundle, o.keep_ca_bundle, o.size_budget_mb) == (
+        "torchrig-base:bookworm", PYPI, tmp_path / "wh", ca, True, 6000)
+    assert o.extra_index_urls == ("https://a.example/simple", "https://b.example/simple")
+    o = BuildOptions.from_environ(environ, base_image="python:3.11-slim-bookworm", index_url="https://m/simple",
+                                  extra_index_urls=[], size_budget_mb=100, keep_ca_bundle=False, ca_bundle="none")
+    assert (o.base_image, o.index_url, o.extra_index_urls, o.size_budget_mb, o.keep_ca_bundle, o.ca_bundle) == (
+        "python:3.11-slim-bookworm", "https://m/simple", (), 100, False, None)
+    with pytest.raises(UsageError, match="TORCHRIG_SIZE_BUDGET_MB"):
+        BuildOptions.from_environ({"TORCHRIG_SIZE_BUDGET_MB": "lots"})
+
+
+def test_unlocked_builds_pin_torch_and_carry_the_extras_pins_into_the_torch_layer(env: Environment,
+                                                                                 root: Path) -> None:
+    files = _files(_plan(env, "runtime", BuildOptions(root=root), FakeClient()))  # type: ignore[arg-type]
+    assert files["requirements-torch.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
+    assert files["constraints.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
+    assert "numpy<2\n" in files["constraints-torch.txt"], "else torch's layer gets numpy 2 and the extras a 2nd copy"
+    assert files["requirements-extras.txt"].splitlines() == list(env.extras)
+
+
+def test_extras_become_constraints_without_their_extras_or_urls() -> None:
+    assert extras_as_constraints(["transformers[torch]==4.40.2", "six", "numpy<2; python_version<'3.13'",
+                                  "pkg @ https://x/pkg.whl"]) == \
+        "transformers==4.40.2\nnumpy<2; python_version<'3.13'\n"
+
+
+def _lock(env: Environment, root: Path, index: str) -> Path:
+    from torchrig.lock import LockedPackage, format_lock
+
+    pkgs = [LockedPackage(name="torch", version="2.0.1", hashes=("sha256:" + "a" * 64,), section="torch"),
+            LockedPackage(name="six", version="1.16.0", hashes=("sha256:" + "b" * 64,), section="extras")]
+    path = root / "locks" / f"{env.id}.txt"
+    path.write_text(format_lock(env=env, index_url=index, extra_index_urls=(), resolved_in="x", packages=pkgs,
+                                resolved_at="now"))
+    return path
+
+
+def test_a_matching_lock_feeds_the_requirement_files_and_the_label(env: Environment, root: Path) -> None:
+    path = _lock(env, root, PYPI)
+    plan = _plan(env, "runtime", BuildOptions(root=root, index_url=PYPI), FakeClient())  # type: ignore[arg-type]
+    files = _files(plan)
+    assert files["requirements-torch.txt"].startswith("torch==2.0.1 \\\n    --hash=sha256:aaaa")
+    assert files["requirements-extras.txt"].startswith("six==1.16.0 \\\n    --hash=sha256:bbbb")
+    import hashlib
+
+    assert plan.labels["io.torchrig.lock"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_lock_for_another_index_is_ignored(env: Environment, root: Path) -> None:
+    _lock(env, root, PYPI)
+    plan = _plan(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+    assert plan.labels["io.torchrig.lock"] == "none"
+    assert plan.lock.message.startswith("warning: lock: NOT used")
+    assert "--hash" not in _files(plan)["requirements-torch.txt"]
+
+
+def test_build_args_carry_no_ca_and_no_server_address(env: Environment, root: Path, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nSECRETISH\n-----END CERTIFICATE-----\n")
+    plan = _plan(env, "runtime", BuildOptions(root=root, ca_bundle=ca), FakeClient())  # type: ignore[arg-type]
+    blob = repr(plan.buildargs) + repr(plan.labels)
+    assert "SECRETISH" not in blob and str(ca) not in blob
+    assert not {"FTP_PROXY", "HTTP_PROXY"} & set(plan.buildargs)
+    assert plan.buildargs["BASE_IMAGE"] == "python:3.11-slim-bookworm"
+    assert plan.buildargs["PYTHON_VERSION"] == "3.11"
+
+
+def test_the_inputs_label_changes_with_code_and_index_but_not_with_the_ca(env: Environment, root: Path,
+                                                                          tmp_path: Path) -> None:
+    ca1, ca2 = tmp_path / "1.pem", tmp_path / "2.pem"
+    ca1.write_text("one")
+    ca2.write_text("two")
+
+    def inputs(**kw: Any) -> str:
+        return _plan(env, "runtime", BuildOptions(root=root, **kw), FakeClient()).inputs  # type: ignore[arg-type]
+
+    first = inputs(ca_bundle=ca1)
+    assert inputs(ca_bundle=ca2) == first, "the CA is not in the image, so it is not an input"
+    assert inputs(ca_bundle=ca1, index_url=PYPI) != first
+    assert inputs(ca_bundle=ca1, keep_ca_bundle=True) != first, "a kept CA is part of the image"
+    (root / "tasks" / "new_task.py").write_text("print(1)\n")
+    assert inputs(ca_bundle=ca1) != first
+
+
+def test_labels_carry_oci_and_torchrig_provenance(env: Environment) -> None:
+    ref = env.tags("runtime")
+    labels = image_labels(env, "runtime", ref, base="torchrig-base:bookworm", index_url=PYPI, lock_sha256="f" * 64,
+                          inputs="i" * 64, revision="abc123", created="2025-01-01T00:00:00Z")
+    assert labels["org.opencontainers.image.version"] == "2.0.1-cpu-py3.11"
+    assert labels["org.opencontainers.image.revision"] == "abc123"
+    assert labels["org.opencontainers.image.created"] == "2025-01-01T00:00:00Z"
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["org.opencontainers.image.title"] == "torchrig cpu (runtime)"
+    assert (labels["io.torchrig.env"], labels["io.torchrig.torch"], labels["io.torchrig.python"],
+            labels["io.torchrig.cuda"], labels["io.torchrig.lock"]) == ("cpu", "2.0.1", "3.11", "none", "f" * 64)
+
+
+def test_tags_come_from_the_matrix_or_the_override(env: Environment, root: Path) -> None:
+    from torchrig.matrix import ImageRef
+
+    plan = _plan(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+    assert plan.ref == env.tags("runtime")
+    mine = ImageRef(immutable="localhost/x:1", alias="localhost/x:latest")
+    assert _plan(env, "runtime", BuildOptions(root=root, ref=mine), FakeClient()).ref == mine  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"index_url": "https://user:pw@pypi.example/simple"}, "credentials"),
+    ({"index_url": "ftp://pypi.example/simple"}, "not an http"),
+    ({"keep_ca_bundle": True}, "needs a CA bundle"),
+])
+def test_options_that_cannot_work_are_refused_before_building(env: Environment, root: Path, kw: dict[str, Any],
+                                                              match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        _plan(env, "runtime", BuildOptions(root=root, **kw), FakeClient())  # type: ignore[arg-type]
+
+
+def test_a_missing_target_says_how_to_add_one(root: Path) -> None:
+    m = load_matrix(ROOT / "matrix.yaml")
+    env = m.get("cpu")
+    env = Environment(**{**env.__dict__, "targets": {"runtime": env.targets["runtime"]}})
+    with pytest.raises(UsageError, match="no 'devel' target"):
+        _plan(env, "devel", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
