@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import shlex
 import shutil
@@ -18,7 +17,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
@@ -26,11 +24,12 @@ import docker.errors
 from .containers import DEFAULT_SHM_SIZE, ContainerSpec, Mount, RunResult, container_spec, keep_containers, run
 from .devcontainer import dev_target, devcontainer_files, stale_devcontainers, write_devcontainers
 from .docker_client import connect
-from .errors import RunError, UsageError
+from .errors import RegistryError, RunError, UsageError
 from .hostcheck import HostFacts, check_host, gather_host_facts
 from .images import BuildOptions, ensure_image, find_image
 from .matrix import TARGETS, Environment, Matrix, Target, load_matrix
 from .records import Record, load_records
+from .registry import pull_image
 
 __all__ = ["ImageInfo", "image_environment", "register", "summarize_records"]
 
@@ -101,6 +100,8 @@ def _options_parser(default_target: Target | None = "runtime") -> argparse.Argum
                    help=f"which image of the environment (default: {default_target or 'devel if defined'})")
     g.add_argument("--image", metavar="REF", default=None,
                    help="run this image instead of the environment's (nothing is built)")
+    g.add_argument("--pull", action="store_true",
+                   help="pull the environment's image from the registry ($TORCHRIG_REGISTRY) instead of building it")
     g.add_argument("--no-build", action="store_true", help="fail instead of building a missing image")
     g.add_argument("--no-gpu", action="store_true", help="run a GPU image without its GPU (deliberately on the CPU)")
     g.add_argument("--shm-size", default=DEFAULT_SHM_SIZE,
@@ -115,6 +116,8 @@ def _options_parser(default_target: Target | None = "runtime") -> argparse.Argum
                    help="install offline from these wheels (default: $TORCHRIG_WHEELHOUSE)")
     b.add_argument("--ca-bundle", metavar="FILE", default=None,
                    help="CA bundle for downloads during the build (default: $TORCHRIG_CA_BUNDLE, $PIP_CERT, ...)")
+    b.add_argument("--size-budget-mb", type=int, metavar="MB", default=None,
+                   help="fail a build above this size instead of matrix.yaml's ($TORCHRIG_SIZE_BUDGET_MB)")
     return opts
 
 
@@ -148,35 +151,52 @@ class ImageInfo:
 
 
 def _build_options(args: argparse.Namespace, matrix: Matrix) -> BuildOptions:
-    base = BuildOptions.from_environ() if hasattr(BuildOptions, "from_environ") else BuildOptions()
-    overrides: dict[str, Any] = {"root": matrix.root}
-    if args.base_image:
-        overrides["base_image"] = args.base_image
-    if args.index_url:
-        overrides["index_url"] = args.index_url
-    if args.extra_index_url:
-        overrides["extra_index_urls"] = tuple(args.extra_index_url)
-    if args.wheelhouse:
-        overrides["wheelhouse"] = Path(args.wheelhouse).expanduser().resolve()
-    if args.ca_bundle:
-        overrides["ca_bundle"] = Path(args.ca_bundle).expanduser().resolve()
-    return dataclasses.replace(base, **overrides)
+    return BuildOptions.from_environ(
+        base_image=args.base_image, index_url=args.index_url, extra_index_urls=args.extra_index_url,
+        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, size_budget_mb=args.size_budget_mb,
+        root=matrix.root if (matrix.root / "images").is_dir() else None,
+    )
 
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
 def _ensure_image(client: docker.DockerClient, matrix: Matrix, env: Environment, target: Target,
-                  args: argparse.Namespace) -> ImageInfo:
+                  args: argparse.Namespace, *, prefer_existing: bool = False) -> ImageInfo:
+    """The image to run: ``--image``; ``--pull``ed; for ``dev`` (``prefer_existing``) the local tag, else pulled;
+    otherwise the one built from the checkout's current inputs (reused when it exists, else built now)."""
     if args.image:
         return _inspect(client, args.image, env)
+    ref = env.tags(target)
+    if args.pull:
+        pull_image(ref, client=client, log=_progress)  # RegistryError says what went wrong and what to do
+        return _inspect(client, ref.immutable, env)
+    if prefer_existing:
+        if _exists(client, ref.immutable):
+            _progress(f"torchrig: using {ref.immutable} from this engine (refresh it with `torchrig build "
+                      f"{env.id} --target {target}` or --pull)")
+            return _inspect(client, ref.immutable, env)
+        try:
+            pull_image(ref, client=client, log=_progress)
+            return _inspect(client, ref.immutable, env)
+        except RegistryError as e:
+            _progress(f"torchrig: could not pull {ref.immutable} ({str(e).splitlines()[0]}); building it")
     options = _build_options(args, matrix)
     if args.no_build:
         found = find_image(env, target, options, client=client)
         if found is None:
             raise RunError(f"no {target} image of {env.id} built from the current inputs is on this engine and "
-                           f"--no-build was given: run `torchrig build {env.id}` first (or pass --image REF)")
+                           f"--no-build was given: run `torchrig build {env.id} --target {target}` first, or pass "
+                           "--pull or --image REF")
         built = found
     else:
         built = ensure_image(env, target, options, client=client, log=_progress)
@@ -322,7 +342,7 @@ def _dev(args: argparse.Namespace) -> int:
     if not workspace.is_dir():
         raise UsageError(f"--workspace {workspace} is not a directory")
     matrix, env, client, facts, use_gpu = _prepare(args)
-    image = _ensure_image(client, matrix, env, args.target or dev_target(env), args)
+    image = _ensure_image(client, matrix, env, args.target or dev_target(env), args, prefer_existing=True)
     environment = {}
     if (workspace / "src" / "torchrig").is_dir():
         # A torchrig checkout: its package, tasks and benchmarks shadow the copies baked into the image.

@@ -6,13 +6,15 @@ import dataclasses
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import docker.errors
 import pytest
 
 from torchrig import cli_run
 from torchrig.__main__ import main
 from torchrig.containers import ContainerSpec, RunResult
+from torchrig.errors import RegistryError
 from torchrig.hostcheck import HostFacts
 from torchrig.matrix import load_matrix
 from torchrig.records import Container, Machine, Record, Software, write_record
@@ -31,6 +33,10 @@ class FakeImage:
 
 
 class FakeClient:
+    """Images: the ids ensure_image returns, what --image names, and what the harness says was pulled/present."""
+
+    present: ClassVar[set[str]] = set()
+
     def __init__(self) -> None:
         self.images = self
 
@@ -38,6 +44,8 @@ class FakeClient:
         return {}
 
     def get(self, ref: str) -> FakeImage:
+        if ref.startswith("ghcr.io/") and ref not in self.present:
+            raise docker.errors.ImageNotFound(f"No such image: {ref}")
         return FakeImage("ghcr.io/torchrig/torchrig:x")
 
 
@@ -50,6 +58,8 @@ class Harness:
     write: tuple[str, ...] = ("smoke", "regression")  # records the fake container writes
     specs: list[ContainerSpec] = dataclasses.field(default_factory=list)
     builds: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    pulls: list[str] = dataclasses.field(default_factory=list)
+    registry_up: bool = False
     docker_argv: list[str] = dataclasses.field(default_factory=list)
 
     def run(self, client: Any, spec: ContainerSpec, **kw: Any) -> RunResult:
@@ -63,6 +73,13 @@ class Harness:
                 write_record(_record(name, spec.environment.get("TORCHRIG_IMAGE_ID")), results)
         return RunResult(name=spec.name, image=spec.image, command=spec.command, exit_code=self.exit_code,
                          duration_s=1.0, timed_out=self.timed_out, timeout_s=5.0 if self.timed_out else None)
+
+    def pull(self, ref: Any, **kw: Any) -> str:
+        self.pulls.append(ref.immutable)
+        if not self.registry_up:
+            raise RegistryError(f"pull {ref.immutable} failed: cannot reach registry ghcr.io")
+        FakeClient.present.add(ref.immutable)
+        return IMAGE_ID
 
     def ensure(self, env: Any, target: str, options: Any, **kw: Any) -> Any:
         self.builds.append((env.id, target))
@@ -83,6 +100,8 @@ def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     monkeypatch.setattr(cli_run, "connect", FakeClient)
     monkeypatch.setattr(cli_run, "gather_host_facts", lambda info: harness.facts)
     monkeypatch.setattr(cli_run, "ensure_image", harness.ensure)
+    monkeypatch.setattr(cli_run, "pull_image", harness.pull)
+    monkeypatch.setattr(FakeClient, "present", set())
     monkeypatch.setattr(cli_run, "run", harness.run)
     monkeypatch.setattr(cli_run.subprocess, "call", lambda argv: harness.docker_argv.extend(argv) or 0)
     monkeypatch.delenv("TORCHRIG_RESULTS", raising=False)
@@ -207,7 +226,25 @@ def test_dev_with_a_command_returns_its_exit_code(h: Harness, monkeypatch: pytes
     assert kw["user"] == "1234:5678" and kw["working_dir"] == "/workspace"
     assert kw["mounts"][0]["Source"] == str(h.tmp) and kw["mounts"][0]["Target"] == "/workspace"
     assert "network_mode" not in kw, "dev uses Docker's default network"
-    assert h.builds == [("cpu", "devel")], "dev develops in the devel image where there is one"
+    devel = load_matrix(ROOT / "matrix.yaml").get("cpu").tags("devel").immutable
+    assert h.pulls == [devel], "dev pulls first"
+    assert h.builds == [("cpu", "devel")], "and builds when the pull fails; in the devel image where there is one"
+
+
+def test_dev_uses_the_image_already_on_the_engine(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    devel = load_matrix(ROOT / "matrix.yaml").get("cpu").tags("devel").immutable
+    FakeClient.present.add(devel)
+    assert _main(h, "dev", "cpu", "--workspace", str(h.tmp), "--", "true") == 0
+    assert h.pulls == [] and h.builds == [] and h.specs[-1].image == devel
+
+
+def test_pull_instead_of_build(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.registry_up = True
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--pull")) == 0
+    assert h.pulls == [h.specs[-1].image] and h.builds == []
+    h.registry_up = False
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--pull")) == 5
+    assert "cannot reach registry" in capsys.readouterr().err
 
 
 def test_interactive_dev_needs_a_terminal(h: Harness, monkeypatch: pytest.MonkeyPatch,
