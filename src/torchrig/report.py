@@ -15,8 +15,8 @@ A missing cell says why: ``not run`` (no record), ``no GPU``, ``skipped: ...``, 
 Files that are not valid records (corrupt, partial, a newer schema) are listed in the report and skipped.
 
 With a baseline, each metric cell is compared with the baseline's runs of the same row, environment and machine
-under the noise rule of :mod:`torchrig.report_stats`; a task that passed in the baseline and fails now is a
-regression too.
+under the noise rule of :mod:`torchrig.report_stats`; a task that passed in the baseline and fails in every current
+run is a regression too (when only some runs fail it is shown as flaky).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ HOST = "host"  # the column of records with no env_id: runs on the host, outside
 FORMATS: tuple[str, ...] = ("md", "html", "csv", "png")
 REGRESSION_EXIT_CODE = 10
 
-Outcome = Literal["regression", "improvement", "within-noise", "unjudged", "unchanged", "not-compared"]
+Outcome = Literal["regression", "improvement", "within-noise", "unjudged", "unchanged", "flaky", "not-compared"]
 
 
 class RegressionError(FatalError):
@@ -360,8 +360,12 @@ def _compare(row: RowKey, cell: Cell, col: ColumnKey, *,
             return None
         before = _latest(base_recs).verdict
         if before == "pass" and cell.verdict in ("fail", "error"):
-            return Comparison(outcome="regression", detail=f"passed in the baseline, {cell.verdict}s now",
-                              baseline_text=before)
+            if cell.passed_runs:  # some runs still pass: a flaky gate, shown but not a regression
+                return Comparison(outcome="flaky", baseline_text=before,
+                                  detail=f"passed in the baseline; {cell.passed_runs} of {cell.runs} runs pass now")
+            return Comparison(outcome="regression", baseline_text=before,
+                              detail=f"passed in the baseline, {cell.verdict}s now"
+                                     + (f" (all {cell.runs} runs)" if cell.runs > 1 else ""))
         if before in ("fail", "error") and cell.verdict == "pass":
             return Comparison(outcome="improvement", detail=f"{before} in the baseline, passes now",
                               baseline_text=before)

@@ -34,7 +34,7 @@ td.cell{min-width:130px} .main{font-weight:600} .detail{color:#59636e;font-size:
 .s-pass{background:#dafbe1} .s-fail{background:#ffebe9} .s-skip{background:#f6f8fa}
 .s-missing{color:#818b98;font-style:italic}
 .o-regression .change{color:#d1242f;font-weight:700} .o-improvement .change{color:#1a7f37;font-weight:600}
-.o-regression{outline:2px solid #d1242f;outline-offset:-2px}
+.o-regression{outline:2px solid #d1242f;outline-offset:-2px} .o-flaky .change{color:#9a6700;font-weight:600}
 .charts img{max-width:100%;border:1px solid #d1d9e0;margin:8px 0}
 code{background:#f6f8fa;padding:1px 4px;border-radius:4px}
 """

@@ -22,6 +22,7 @@ _OUTCOME_TEXT = {
     "within-noise": "within noise",
     "unjudged": "not judged",
     "unchanged": "unchanged",
+    "flaky": "FLAKY",
     "not-compared": "not compared",
 }
 

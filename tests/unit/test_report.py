@@ -229,6 +229,26 @@ def test_a_task_that_passed_in_the_baseline_and_fails_now_is_a_regression() -> N
     assert [(row, env) for _, row, env, _ in report.regressions] == [(CNN_VERDICT, "cuda118")]
 
 
+def test_a_gate_that_fails_in_only_some_runs_is_flaky_not_a_regression() -> None:
+    current = [task("cuda118", 0.5, created="2025-01-02T00:00:02Z"),
+               task("cuda118", 0.95, created="2025-01-02T00:00:01Z")]
+    report = build_report(current, baseline=([task("cuda118", 0.95)], []))
+    assert not report.regressions
+    cell = report.cell(CNN_VERDICT, report.groups[0], "cuda118")
+    assert cell.comparison is not None and cell.comparison.outcome == "flaky"
+    assert "1 of 2 runs pass now" in cell.comparison.detail
+
+
+def test_headline_metrics_come_first() -> None:
+    r = bench("cuda118", 100.0)
+    r = Record(**{**r.__dict__, "metrics": {**r.metrics, "cv_pct": Metric(value=1.0, unit="%", higher_is_better=False),
+                                            "a_time_s": Metric(value=1.0, unit="s", higher_is_better=False)}})
+    rows = build_report([r, task("cuda118", 0.95)]).groups[0].rows
+    assert [(x.name, x.metric) for x in rows] == [
+        ("cifar_cnn", ""), ("cifar_cnn", "accuracy"), ("resnet50", "throughput"), ("resnet50", "a_time_s"),
+        ("resnet50", "cv_pct")]
+
+
 def test_format_number() -> None:
     assert [format_number(x) for x in (2616.4, 93.4123, 0.95312, 1.5e-6, 0.0, 123456.0)] == [
         "2,616", "93.41", "0.9531", "1.500e-06", "0", "123,456"]
