@@ -1,0 +1,86 @@
+"""Run the benchmark suite, keep the pytest-benchmark JSON, and convert it into result records.
+
+    python -m bench [--quick | --full | --tiny | --size S] [--device D] [--batch MODEL=N] [--results DIR]
+                    [--json PATH] [PYTEST-ARGS...]
+
+The raw JSON goes to ``DIR/bench-raw/bench-<time>.json`` (or ``--json``), the records to ``DIR/bench/``
+(``DIR``: ``--results``, else ``$TORCHRIG_RESULTS``, else ``./results``). Any other argument goes to pytest
+unchanged, in order (``-k gemm``, ``-x``; a ``--`` before them is optional). Exit status: pytest's (0 when every
+benchmark ran or was skipped with a reason), or torchrig's error code if the conversion fails. Uses the current
+Python and its torch; downloads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, allow_abbrev=False,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--size", choices=("auto", "tiny", "quick", "full"), default="auto",
+                      help="suite size (default auto: tiny on CPU, full on a GPU)")
+    size.add_argument("--quick", dest="size", action="store_const", const="quick", help="= --size quick (~2 min)")
+    size.add_argument("--full", dest="size", action="store_const", const="full", help="= --size full (~10 min)")
+    size.add_argument("--tiny", dest="size", action="store_const", const="tiny", help="= --size tiny (CPU/CI)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    ap.add_argument("--batch", action="append", default=[], metavar="MODEL=N", help="batch override, repeatable")
+    ap.add_argument("--ddp-gpus", type=int, default=0, help="GPUs for the DDP scaling benchmark (default all)")
+    ap.add_argument("--results", type=Path, default=Path(os.environ.get("TORCHRIG_RESULTS") or "results"),
+                    help="results directory (default $TORCHRIG_RESULTS or ./results)")
+    ap.add_argument("--json", type=Path, default=None, help="where to write the pytest-benchmark JSON")
+    return ap
+
+
+def pytest_args(argv: list[str] | None, stamp: str) -> tuple[argparse.Namespace, Path, list[str]]:
+    """Parse the runner's options; return them, the JSON path and the pytest command line (unknown arguments
+    are pytest's, forwarded in their order)."""
+    args, rest = _parser().parse_known_args(argv)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    raw: Path = args.json or args.results / "bench-raw" / f"bench-{stamp}.json"
+    out = [
+        str(_HERE), "-c", str(_HERE / "pytest.ini"), "--rootdir", str(_HERE),
+        f"--bench-size={args.size}", f"--bench-device={args.device}", f"--bench-ddp-gpus={args.ddp_gpus}",
+        *(f"--bench-batch={b}" for b in args.batch),
+        f"--benchmark-json={raw}", "--benchmark-disable-gc", "--benchmark-columns=min,mean,stddev,rounds,iterations",
+        *rest,
+    ]
+    return args, raw, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    args, raw, cmdline = pytest_args(argv, stamp)
+    src = str(_ROOT / "src")
+    if src not in sys.path and (_ROOT / "src" / "torchrig").is_dir():
+        sys.path.insert(0, src)  # a checkout without `pip install`: use its torchrig
+    import pytest
+
+    from torchrig.benchconv import convert
+    from torchrig.errors import FatalError
+
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    code = int(pytest.main(cmdline))
+    if not raw.exists():
+        print(f"bench: pytest wrote no benchmark JSON (exit {code}); nothing to convert", file=sys.stderr)
+        return code or 1
+    try:
+        written = convert([raw], args.results)
+    except FatalError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return e.return_code
+    print(f"bench: raw JSON {raw}\nbench: {len(written)} record(s) under {args.results / 'bench'}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""pytest wiring of the benchmark suite: options, the device, the cases of the chosen size, the JSON fingerprint.
+
+Options (see ``pytest bench --help``):
+  --bench-size auto|tiny|quick|full   auto: tiny on CPU, full on a GPU
+  --bench-device auto|cpu|cuda|cuda:N auto: the first GPU torch sees, else the CPU
+  --bench-batch MODEL=N               override a model's batch size (repeatable), e.g. resnet50=64
+  --bench-ddp-gpus N                  GPUs for the DDP scaling benchmark (default: all visible)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+
+from bench.harness import TorchDevice
+from bench.sizes import SIZES, BenchContext, Suite, suite
+
+_ENV_KEY = "torchrig"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("torchrig-bench", "torchrig benchmark suite")
+    g.addoption("--bench-size", default="auto", choices=("auto", *SIZES), help="suite size (auto: tiny on CPU)")
+    g.addoption("--bench-device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
+    g.addoption("--bench-batch", action="append", default=[], metavar="MODEL=N",
+                help="batch size override per model (resnet50, cifar_cnn, bert); repeatable")
+    g.addoption("--bench-ddp-gpus", type=int, default=0, help="GPUs for the DDP benchmark (0: all visible)")
+
+
+@functools.cache
+def _device(option: str) -> TorchDevice:
+    import torch
+
+    if option == "auto":
+        option = "cuda" if torch.cuda.is_available() else "cpu"
+    return TorchDevice(option)
+
+
+def _parse_batches(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        model, _, n = item.partition("=")
+        if model not in ("resnet50", "cifar_cnn", "bert") or not n.isdigit() or int(n) < 1:
+            raise pytest.UsageError(f"--bench-batch {item!r}: expected MODEL=N with MODEL one of resnet50, "
+                                    "cifar_cnn, bert and N >= 1")
+        out[model] = int(n)
+    return out
+
+
+def _suite(config: pytest.Config) -> Suite:
+    cached = getattr(config, "_torchrig_suite", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    size = config.getoption("--bench-size")
+    if size == "auto":
+        size = "tiny" if _device(config.getoption("--bench-device")).type == "cpu" else "full"
+    s = suite(size, batch_overrides=_parse_batches(config.getoption("--bench-batch")))
+    config._torchrig_suite = s  # type: ignore[attr-defined]
+    return s
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    dev = _device(config.getoption("--bench-device"))
+    s = _suite(config)
+    return [f"torchrig bench: size={s.size} device={dev.name} ({dev.gpu_name or dev.accelerator}) "
+            f"rounds={s.plan.rounds} warmup_rounds={s.plan.warmup_rounds} target_round_s={s.plan.target_round_s}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    s = _suite(metafunc.config)
+    for fixture, cases in (("gemm_case", s.gemm), ("copy_case", s.copy), ("train_case", s.train),
+                           ("ddp_case", s.ddp)):
+        if fixture in metafunc.fixturenames:
+            metafunc.parametrize(fixture, cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig: pytest.Config) -> BenchContext:
+    """The device, the suite of the chosen size, and the options the benchmarks read."""
+    return BenchContext(device=_device(pytestconfig.getoption("--bench-device")), suite=_suite(pytestconfig),
+                        ddp_gpus=pytestconfig.getoption("--bench-ddp-gpus"))
+
+
+@pytest.fixture(autouse=True)
+def _free_memory(bench: BenchContext) -> Any:
+    """Each benchmark starts with the memory of the previous one released and a fresh peak-memory counter."""
+    import gc
+
+    import torch
+
+    def free() -> None:
+        gc.collect()
+        if bench.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(bench.device.torch_device)
+
+    free()
+    yield
+    free()
+
+
+# ------------------------------------------------------------------------------------------ pytest-benchmark
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from bench.fingerprint import environment
+
+    s = _suite(config)
+    info = environment(_device(config.getoption("--bench-device")))
+    info["suite"] = {"size": s.size, "plan": vars(s.plan)}
+    machine_info[_ENV_KEY] = info
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    """Model FLOPS utilisation against the GEMM ceilings measured in this same run (order-independent)."""
+    from torchrig.benchconv import add_utilisation
+
+    add_utilisation(output_json.get("benchmarks", []))

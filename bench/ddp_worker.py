@@ -1,0 +1,143 @@
+"""Data-parallel training throughput: one process per GPU under ``torchrun``, DistributedDataParallel.
+
+Started by :func:`launch` (``python -m torch.distributed.run --standalone --nproc_per_node N -m bench.ddp_worker``).
+Every rank builds the same workload as the single-GPU benchmark (its own synthetic batch of ``case.batch``, so the
+global batch grows with the number of GPUs: weak scaling), wraps the model in DDP, and runs rounds of
+``steps_per_round`` steps ended by a device synchronisation. A round's time is the slowest rank's; the global
+throughput is ``world_size * batch * steps_per_round / round time``. Rank 0 writes the result as JSON.
+
+On a CPU (gloo backend) the same code runs, which is how the tests exercise it; the benchmark itself needs GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Plan
+from bench.sizes import TrainCase
+
+__all__ = ["LaunchError", "launch"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LaunchError(RuntimeError):
+    """torchrun failed; the message carries the tail of its output."""
+
+
+def launch(case: TrainCase, *, nproc: int, plan: Plan, device: str, out: Path,
+           timeout_s: float = 900) -> dict[str, Any]:
+    """Run the worker on ``nproc`` processes and return rank 0's result. ``device`` is "cuda" or "cpu"."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "bench.ddp_worker",
+        "--case", json.dumps(asdict(case)), "--device", device, "--out", str(out),
+        "--rounds", str(plan.rounds), "--warmup-rounds", str(plan.warmup_rounds),
+        "--target-round-s", str(plan.target_round_s), "--max-steps", str(plan.max_steps_per_round),
+    ]
+    env = dict(os.environ)
+    paths = [str(_ROOT), str(_ROOT / "src"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, set here so it does not warn
+    out.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise LaunchError(f"torchrun with {nproc} processes timed out after {timeout_s:.0f} s") from e
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise LaunchError(f"torchrun with {nproc} processes failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(out.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--case", required=True, help="TrainCase as JSON")
+    ap.add_argument("--device", choices=("cuda", "cpu"), required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, required=True)
+    ap.add_argument("--warmup-rounds", type=int, required=True)
+    ap.add_argument("--target-round-s", type=float, required=True)
+    ap.add_argument("--max-steps", type=int, required=True)
+    args = ap.parse_args(argv)
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from bench.flags import precision_flags
+    from bench.harness import TorchDevice
+    from bench.workloads import build_workload
+
+    case = TrainCase(**json.loads(args.case))
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    device = TorchDevice(f"cuda:{local}" if args.device == "cuda" else "cpu")
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    try:
+        with precision_flags(tf32=case.precision == "tf32", cudnn_benchmark=True) as flags:
+            ids = [device.torch_device.index] if device.type == "cuda" else None
+            w = build_workload(case, device, wrap=lambda m: DDP(m, device_ids=ids))
+
+            def slowest(x: float) -> float:
+                t = torch.tensor([x], dtype=torch.float64, device=device.torch_device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                return float(t.item())
+
+            def timed(n: int) -> float:
+                dist.barrier(device_ids=ids) if ids else dist.barrier()
+                device.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    w.step()
+                device.synchronize()
+                return slowest(time.perf_counter() - t0)
+
+            first_s = timed(1)
+            probe_s = timed(1)
+            # every rank must run the same number of steps (DDP all-reduces each one): agree on the largest
+            n = int(slowest(float(max(1, min(args.max_steps, math.ceil(args.target_round_s / max(probe_s, 1e-9)))))))
+            for _ in range(args.warmup_rounds):
+                timed(n)
+            rounds = [timed(n) for _ in range(args.rounds)]
+        if rank == 0:
+            step_s = statistics.fmean(rounds) / n
+            sd = statistics.stdev(rounds) / n if len(rounds) > 1 else 0.0
+            result = {
+                "world_size": world,
+                "backend": dist.get_backend(),
+                "device": device.name,
+                "gpu_name": device.gpu_name,
+                "batch_per_rank": case.batch,
+                "global_batch": case.batch * world,
+                "steps_per_round": n,
+                "round_s": rounds,
+                "step_s": step_s,
+                "step_stddev_s": sd,
+                "cv_pct": 100 * sd / step_s if step_s > 0 else 0.0,
+                "first_step_s": first_s,
+                "throughput": world * case.batch / step_s,
+                "throughput_stddev": world * case.batch * sd / step_s**2,
+                "item_unit": w.item_unit,
+                "flags": flags,
+                "workload": w.config,
+            }
+            tmp = args.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+            tmp.replace(args.out)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
