@@ -61,6 +61,10 @@ def _suite(config: pytest.Config) -> Suite:
     return s
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    _parse_batches(config.getoption("--bench-batch"))  # a bad option is a usage error before collection
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     dev = _device(config.getoption("--bench-device"))
     s = _suite(config)
