@@ -74,7 +74,8 @@ def _panel(ax: Any, report: Report, g: MachineGroup, row: RowKey) -> None:
         ax.bar(i, s.mean, width=0.7, color=_PALETTE[i % len(_PALETTE)], yerr=err, capsize=4,
                edgecolor="#d1242f" if regressed else "none", linewidth=2.5 if regressed else 0)
         top = max(top, s.mean + err)
-        label = format_number(s.mean) + (f"\n{cmp.change:+.1%}" if cmp is not None and cmp.change is not None else "")
+        label = f"{format_number(s.mean)}\nn={s.runs}" + (
+            f" · {cmp.change:+.1%}" if cmp is not None and cmp.change is not None else "")
         ax.annotate(label, (i, s.mean + err), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
                     fontsize=8, color="#d1242f" if regressed else "#1f2328")
         if cmp is not None and cmp.baseline is not None:
@@ -113,7 +114,7 @@ def write_charts(report: Report, out_dir: Path) -> list[Path]:
             ax.set_visible(False)
         # About 12 characters of a 10-point title per inch of figure: wrap rather than cut the machine off.
         chars = int(width * ncols * 12)
-        legend = "bars: mean over runs · error bar: spread"
+        legend = "bars: mean over n runs · error bar: spread"
         if report.n_baseline_records is not None:
             legend += " · dashed line: baseline mean · red outline: regression"
         title = textwrap.wrap(f"{g.label}: {g.description}", chars) + textwrap.wrap(legend, chars)

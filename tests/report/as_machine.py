@@ -14,7 +14,7 @@ import runpy
 import sys
 from dataclasses import replace
 
-import torchrig.records as records
+from torchrig import records
 
 _real = records.collect_machine
 _fields = json.loads(os.environ.get("TORCHRIG_FAKE_MACHINE") or "{}")
