@@ -35,6 +35,7 @@ __all__ = [
     "Record",
     "RecordError",
     "Software",
+    "Verdict",
     "collect_container",
     "collect_machine",
     "collect_software",
@@ -277,7 +278,7 @@ def _version_of(dist: str) -> str | None:
 def collect_container() -> Container | None:
     """The image this process runs in, from the variables ``torchrig`` sets when it starts a container."""
     image = os.environ.get("TORCHRIG_IMAGE")
-    if not image and not os.environ.get("TORCHRIG_IMAGE_ID"):
+    if not any(os.environ.get(k) for k in ("TORCHRIG_IMAGE", "TORCHRIG_IMAGE_ID", "TORCHRIG_IMAGE_DIGEST")):
         return None
     return Container(
         image=image,
