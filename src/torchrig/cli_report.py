@@ -1,8 +1,9 @@
-"""``torchrig report DIR... [--out DIR] [--baseline DIR] [--fail-on-regression] [--format md,html,csv,png]``."""
+"""``torchrig report [DIR...] [--out DIR] [--baseline DIR] [--fail-on-regression] [--format md,html,csv,png]``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from .report import FORMATS, REGRESSION_EXIT_CODE, RegressionError, build_report
 from .report_stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE
 
 __all__ = ["register"]
+
+RESULTS_ENV = "TORCHRIG_RESULTS"  # where tasks and benchmarks write their records by default
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=f"exit codes: 0 written; 2 bad arguments or no valid records; {REGRESSION_EXIT_CODE} a regression "
                "beyond noise with --fail-on-regression. See docs/report.md.",
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="results directories (searched recursively)")
+    p.add_argument("dirs", nargs="*", metavar="DIR",
+                   help=f"results directories, searched recursively (default: ${RESULTS_ENV} or ./results)")
     p.add_argument("--out", metavar="DIR", type=Path, default=None,
                    help="output directory (default: report/ inside the first DIR)")
     p.add_argument("--baseline", metavar="DIR", action="append", default=None,
@@ -63,6 +67,7 @@ def _load(dirs: list[str], what: str) -> tuple[list[Record], list[LoadProblem]]:
 
 
 def _report(args: argparse.Namespace) -> int:
+    args.dirs = args.dirs or [os.environ.get(RESULTS_ENV) or "results"]
     formats = parse_formats(args.format)
     if args.noise_k <= 0 or not 0 <= args.min_noise < 1:
         raise UsageError("--noise-k must be > 0 and --min-noise between 0 and 1 (a fraction, 0.005 = 0.5%)")

@@ -43,6 +43,12 @@ def test_report_writes_all_outputs_into_report_dir_by_default(dirs: dict[str, Pa
     assert "results: 10 records" in printed.err
 
 
+def test_without_dir_the_report_reads_torchrig_results(dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHRIG_RESULTS", str(dirs["base"]))
+    assert main(["report", "--format", "md"]) == 0
+    assert "2,597 img/s" in (dirs["base"] / "report" / "report.md").read_text()  # the mean of BASE
+
+
 def test_run_to_run_noise_is_not_a_regression(dirs: dict[str, Path], tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["report", str(dirs["noise"]), "--baseline", str(dirs["base"]), "--out", str(tmp_path / "o"),
