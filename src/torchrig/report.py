@@ -380,6 +380,9 @@ def _compare(row: RowKey, cell: Cell, col: ColumnKey, *,
                           baseline=base.mean)
     j = judge(base.sample(), cell.stats.sample(), higher_is_better=cell.stats.higher_is_better, k=k,
               min_rel_noise=min_rel_noise)
+    if j.outcome == "unjudged" and j.delta == 0:  # the same number (a seeded task): no noise model needed
+        return Comparison(outcome="unchanged", detail="the same value as the baseline", baseline=j.baseline,
+                          change=0.0)
     return Comparison(outcome=j.outcome, detail=j.basis, baseline=j.baseline, change=j.change, threshold=j.threshold)
 
 

@@ -239,6 +239,15 @@ def test_a_gate_that_fails_in_only_some_runs_is_flaky_not_a_regression() -> None
     assert "1 of 2 runs pass now" in cell.comparison.detail
 
 
+def test_a_single_run_is_not_judged_unless_the_value_is_identical() -> None:
+    report = build_report([task("cuda118", 0.95), bench("cuda118", 100.0, stddev=None, repeats=1)],
+                          baseline=([task("cuda118", 0.95), bench("cuda118", 90.0, stddev=None, repeats=1)], []))
+    g = report.groups[0]
+    acc, tp = report.cell(ACCURACY, g, "cuda118").comparison, report.cell(THROUGHPUT, g, "cuda118").comparison
+    assert acc is not None and acc.outcome == "unchanged"
+    assert tp is not None and tp.outcome == "unjudged" and tp.change == pytest.approx(1 / 9)
+
+
 def test_headline_metrics_come_first() -> None:
     r = bench("cuda118", 100.0)
     r = Record(**{**r.__dict__, "metrics": {**r.metrics, "cv_pct": Metric(value=1.0, unit="%", higher_is_better=False),
