@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import AA_RUNS, Fleet
+from fleet import AA_RUNS, Fleet
 
 from torchrig.__main__ import main
 from torchrig.records import Metric, Record, load_records, new_run_id, write_record
