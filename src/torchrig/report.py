@@ -245,22 +245,35 @@ def _describe(m: Machine) -> str:
     return " · ".join(parts)
 
 
-def _skip_reason(r: Record) -> str:
-    """Why a record has no value: its own words where it has them."""
-    text = next((w for w in r.warnings if w), "")
+def _own_words(r: Record) -> str:
+    """The record's own explanation: a ``skip_reason``-like config entry, else the warning that carries its
+    verdict (the tasks write ``FAIL: ...`` / ``error: ...``), else its first warning."""
     for key in ("skip_reason", "reason", "error"):
         v = r.config.get(key)
         if isinstance(v, str) and v:
-            text = v
-            break
+            return v
+    texts = [w for w in r.warnings if w]
+    prefix = {"fail": "FAIL:", "error": "error:"}.get(r.verdict)
+    if prefix:
+        marked = [w[len(prefix):].strip() for w in texts if w.startswith(prefix)]
+        if marked:
+            return marked[0]
+    return texts[0] if texts else ""
+
+
+def _skip_reason(r: Record) -> str:
+    """Why a record has no value (or failed), in a few words: no GPU, skipped, failed, error."""
+    text = _own_words(r)
+    no_gpu = "no gpu" in text.lower()
     match r.verdict:
         case "skip":
-            if "gpu" in text.lower() or (not text and r.machine.accelerator == "cpu"):
+            if no_gpu or (not text and r.machine.accelerator == "cpu"):
                 return "no GPU" + (f": {text}" if text else "")
             return f"skipped: {text}" if text else "skipped"
         case "fail":
-            failed = [_gate_text(g) for g in r.gates if not g.passed]
-            detail = "; ".join(failed) or text
+            if no_gpu:
+                return f"no GPU: {text}"
+            detail = "; ".join(_gate_text(g) for g in r.gates if not g.passed) or text
             return f"failed: {detail}" if detail else "failed"
         case "error":
             return f"error: {text}" if text else "error"
@@ -282,19 +295,22 @@ def _metric_cell(recs: Sequence[Record], metric: str) -> Cell:
     with_value = sorted((r for r in recs if metric in r.metrics), key=lambda r: (r.created, r.run_id))
     if not with_value:
         return Cell(runs=len(recs), missing=_skip_reason(_latest(recs)))
+    latest = with_value[-1].metrics[metric]
+    other_units = sorted({r.metrics[metric].unit for r in with_value} - {latest.unit})
+    # Averaging across a unit change would mix two scales: the runs in the latest unit make the cell.
+    with_value = [r for r in with_value if r.metrics[metric].unit == latest.unit]
     ms = [r.metrics[metric] for r in with_value]
-    latest = ms[-1]
     stats = MetricStats(unit=latest.unit, higher_is_better=latest.higher_is_better,
                         values=tuple(m.value for m in ms), stddevs=tuple(m.stddev for m in ms),
                         repeats=tuple(m.repeats for m in ms))
     gates = [g for r in with_value for g in r.gates if g.metric == metric]
     latest_gate = next((g for g in reversed(with_value[-1].gates) if g.metric == metric), None)
     notes = []
-    if len(with_value) < len(recs):
-        notes.append(f"{len(recs) - len(with_value)} of {len(recs)} runs had no value "
-                     f"(latest: {_skip_reason(_latest([r for r in recs if metric not in r.metrics]))})")
-    if len({m.unit for m in ms}) > 1:
-        notes.append(f"units differ between runs ({', '.join(sorted({m.unit for m in ms}))}): showing {latest.unit}")
+    without = [r for r in recs if metric not in r.metrics]
+    if without:
+        notes.append(f"{len(without)} of {len(recs)} runs had no value (latest: {_skip_reason(_latest(without))})")
+    if other_units:
+        notes.append(f"runs in {', '.join(other_units)} left out (the latest runs are in {latest.unit})")
     return Cell(runs=len(recs), stats=stats, gate=latest_gate, passed_runs=sum(g.passed for g in gates),
                 gated_runs=len(gates), note="; ".join(notes) or None)
 

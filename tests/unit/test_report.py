@@ -120,6 +120,26 @@ def test_missing_cells_say_why() -> None:
     assert report.cell(RowKey(kind="bench", name="resnet50"), host, HOST).note == "no GPU"
 
 
+def test_the_reason_comes_from_the_warning_that_carries_the_verdict() -> None:
+    warnings = ("no expected torch version: version not checked",
+                "FAIL: this is a CUDA image but no GPU is visible: run with --gpus all")
+    report = build_report([task("cuda118", None, verdict="fail", warnings=warnings),
+                           task("cuda121", None, verdict="error", warnings=(*warnings[:1], "error: ValueError: x"))])
+    g = report.groups[0]
+    assert ACCURACY not in g.rows  # nothing was measured: the verdict row says why
+    assert report.cell(CNN_VERDICT, g, "cuda118").note == "no GPU: " + warnings[1][len("FAIL: "):]
+    assert report.cell(CNN_VERDICT, g, "cuda121").note == "error: ValueError: x"
+
+
+def test_runs_in_an_older_unit_are_not_averaged_with_the_latest() -> None:
+    old = bench("cuda118", 5.0, created="2025-01-01T00:00:01Z")
+    old = Record(**{**old.__dict__, "metrics": {"throughput": Metric(value=5.0, unit="kimg/s")}})
+    report = build_report([old, bench("cuda118", 2000.0, created="2025-01-01T00:00:02Z")])
+    c = report.cell(THROUGHPUT, report.groups[0], "cuda118")
+    assert c.stats is not None and (c.stats.mean, c.stats.unit, c.stats.runs) == (2000.0, "img/s", 1)
+    assert c.note == "runs in kimg/s left out (the latest runs are in img/s)"
+
+
 def test_a_run_without_a_value_is_counted_but_not_averaged() -> None:
     report = build_report([bench("cuda118", 100, created="2025-01-01T00:00:01Z"),
                            bench("cuda118", 0, verdict="error", created="2025-01-01T00:00:02Z")])
