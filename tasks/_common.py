@@ -1,0 +1,510 @@
+"""What every correctness task shares: the command line, device choice, seeding, progress, gates and the record.
+
+A task module defines a :class:`TaskSpec` (its name, its own options and a ``run(ctx)`` function) and calls
+:func:`main`. ``run`` measures, calls :meth:`Context.metric` / :meth:`Context.gate`, and returns; everything else --
+parsing, choosing the device, seeding, the verdict, the record, the exit code -- happens here, once.
+
+Exit codes (the same for every task and for ``python -m tasks``):
+
+* 0 -- every gate passed;
+* 1 -- a gate failed (the record says which, and why);
+* 2 -- bad input: a one-line message on stderr, no traceback, no record (nothing was measured);
+* 3 -- an unexpected error: the message (and the traceback: it is a bug) on stderr, and a record with verdict
+  ``"error"``.
+
+This module runs inside the images too: Python >= 3.10, torch 2.0.1 and newer, numpy 1.x or 2.x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    from torchrig.errors import UsageError
+    from torchrig.records import (
+        Gate,
+        Metric,
+        Record,
+        collect_container,
+        collect_machine,
+        collect_software,
+        write_record,
+    )
+except ImportError as _e:  # pragma: no cover - only when the package is not on the path
+    sys.stderr.write(f"tasks: cannot import torchrig ({_e}): put the repository's src/ on PYTHONPATH\n")
+    raise SystemExit(2) from None
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_FAIL",
+    "EXIT_PASS",
+    "EXIT_USAGE",
+    "Context",
+    "TaskSpec",
+    "UsageError",
+    "amp_autocast",
+    "available_cpus",
+    "dataloader_generator",
+    "dynamo_limitation",
+    "grad_scaler",
+    "main",
+    "no_gpu_hint",
+    "seed_everything",
+    "seed_worker",
+    "shuffled_labels",
+]
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+ACCELERATORS = ("cpu", "cuda", "rocm")
+
+# torch.compile (dynamo) learnt each Python version some releases after torch itself ran on it. On these
+# combinations torch.compile refuses to start ("Python 3.11+ not yet supported"): a known limitation of the
+# environment, not a broken install.
+_DYNAMO_MIN_TORCH: dict[tuple[int, int], tuple[int, int]] = {(3, 11): (2, 1), (3, 12): (2, 4), (3, 13): (2, 6)}
+
+NO_GPU_MESSAGES = {
+    "cuda": "this is a CUDA image but no GPU is visible: run with --gpus all / check the NVIDIA Container Toolkit",
+    "rocm": (
+        "this is a ROCm image but no GPU is visible: run with --device /dev/kfd --device /dev/dri "
+        "(and the video/render groups) / check the amdgpu driver"
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------------ the spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """One task: ``add_arguments`` adds its own options, ``run`` measures and gates through the context."""
+
+    name: str
+    description: str
+    run: Callable[[Context], None]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    training: bool = True  # adds --epochs/--lr/--batch-size/--shuffle-labels/--train-limit/--test-limit
+    epilog: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ context
+
+
+@dataclass
+class Context:
+    """What a running task sees: its options, the device, and where its measurements go."""
+
+    name: str
+    args: argparse.Namespace
+    device: str  # "cpu" or "cuda" (ROCm GPUs are "cuda" to torch)
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    resolved: dict[str, Any] = field(default_factory=dict)
+    _nonfinite: dict[str, float] = field(default_factory=dict)
+    _last_tick: float = field(default_factory=time.perf_counter)
+
+    # ---- console
+    @property
+    def quiet(self) -> bool:
+        return bool(self.args.quiet)
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{self.name}] {msg}", flush=True)
+
+    def tick(self, msg: Callable[[], str], every_s: float = 10.0) -> None:
+        """Log ``msg()`` if ``every_s`` seconds passed since the last tick: progress inside a long epoch."""
+        now = time.perf_counter()
+        if now - self._last_tick >= every_s:
+            self._last_tick = now
+            self.log(msg())
+
+    def warn(self, msg: str) -> None:
+        """Something the reader of the record should know; the verdict does not change."""
+        self.warnings.append(msg)
+        print(f"[{self.name}] warning: {msg}", file=sys.stderr, flush=True)
+
+    def problem(self, msg: str) -> None:
+        """A failure that is not a number against a threshold (e.g. no GPU visible): the verdict becomes fail."""
+        self.problems.append(msg)
+        print(f"[{self.name}] FAIL: {msg}", file=sys.stderr, flush=True)
+
+    # ---- measurements
+    def set(self, **values: Any) -> None:
+        """Record resolved configuration (the epochs/learning rate/... actually used) in the record's config."""
+        self.resolved.update(values)
+
+    def metric(self, key: str, value: float, unit: str, *, higher_is_better: bool = True) -> float:
+        value = float(value)
+        if not math.isfinite(value):
+            # JSON (and the schema) cannot hold NaN/inf: the metric is left out, a gate on it fails.
+            self._nonfinite[key] = value
+            self.warn(f"metric {key} is {value} (not finite): left out of the record")
+            return value
+        self.metrics[key] = Metric(value=value, unit=unit, higher_is_better=higher_is_better)
+        return value
+
+    def value(self, key: str) -> float:
+        if key in self.metrics:
+            return self.metrics[key].value
+        return self._nonfinite[key]
+
+    def gate(self, key: str, op: str, threshold: float) -> Gate:
+        value = self.value(key)
+        g = Gate.check(key, op, float(threshold), value)
+        self.gates.append(g)
+        unit = self.metrics[key].unit if key in self.metrics else ""
+        self.log(f"gate {key} {op} {threshold:g}: {value:.6g} {unit} -> {'pass' if g.passed else 'FAIL'}")
+        return g
+
+    def check(self, key: str, ok: bool, failure: str, *, success: str | None = None) -> bool:
+        """A yes/no check as a gate (metric 1 or 0, gate ``>= 1``), with the reason printed when it fails."""
+        self.metric(key, 1.0 if ok else 0.0, "bool")
+        g = Gate.check(key, ">=", 1.0, 1.0 if ok else 0.0)
+        self.gates.append(g)
+        if ok:
+            self.log(f"check {key}: ok" + (f" ({success})" if success else ""))
+        else:
+            self.problem(f"{key}: {failure}")
+        return ok
+
+    def verdict(self) -> str:
+        if not self.gates and not self.problems:
+            self.problem("no gate was evaluated")
+        ok = not self.problems and all(g.passed for g in self.gates)
+        return "pass" if ok else "fail"
+
+
+# ------------------------------------------------------------------------------------------ the command line
+
+
+def _env_default(var: str, fallback: str | None) -> str | None:
+    return os.environ.get(var) or fallback
+
+
+def build_parser(spec: TaskSpec) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m tasks.{spec.name}",
+        description=spec.description,
+        epilog=(spec.epilog or "")
+        + "\nexit codes: 0 gate passed, 1 gate failed, 2 bad input, 3 unexpected error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("common options")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run; auto = the GPU when torch sees one, else the CPU (ROCm GPUs are 'cuda')")
+    g.add_argument("--seed", type=int, default=0, help="seed for torch, numpy, random and the data order")
+    g.add_argument("--quick", action="store_true", help="a short budget (CI, CPU): smaller data, fewer epochs")
+    g.add_argument("--results", default=_env_default("TORCHRIG_RESULTS", "results"),
+                   help="results directory (default: $TORCHRIG_RESULTS or ./results)")
+    g.add_argument("--env-id", default=_env_default("TORCHRIG_ENV_ID", None),
+                   help="environment id stored in the record (default: $TORCHRIG_ENV_ID)")
+    g.add_argument("--quiet", action="store_true", help="no progress output, only the verdict line")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: the CPUs this process may use)")
+    g.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                   help="do not ask torch for deterministic algorithms")
+    if spec.training:
+        t = p.add_argument_group("training options")
+        t.add_argument("--epochs", type=int, default=None, help="epochs (default depends on --quick)")
+        t.add_argument("--lr", type=float, default=None, help="peak learning rate (0 makes the gate fail)")
+        t.add_argument("--batch-size", type=int, default=None, help="batch size")
+        t.add_argument("--train-limit", type=int, default=None, help="use only the first N training examples")
+        t.add_argument("--test-limit", type=int, default=None, help="use only the first N test examples")
+        t.add_argument("--shuffle-labels", action="store_true",
+                       help="train on randomly permuted labels (a broken setup: the gate must fail)")
+    if spec.add_arguments is not None:
+        spec.add_arguments(p)
+    return p
+
+
+def _validate_common(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "train_limit", "test_limit", "threads"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    lr = getattr(args, "lr", None)
+    if lr is not None and (lr < 0 or not math.isfinite(lr)):
+        raise UsageError(f"--lr must be a finite number >= 0, got {lr}")
+    try:
+        Path(args.results).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the results directory {args.results!r}: {e.strerror}") from None
+    if not os.access(args.results, os.W_OK):
+        raise UsageError(f"the results directory {args.results!r} is not writable")
+
+
+# ------------------------------------------------------------------------------------------------ hardware
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (``docker run --cpus``)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def accelerator_env() -> str | None:
+    """TORCHRIG_ACCELERATOR: what the image was built for (cpu, cuda, rocm), or None outside an image."""
+    v = os.environ.get("TORCHRIG_ACCELERATOR", "").strip().lower() or None
+    if v is not None and v not in ACCELERATORS:
+        raise UsageError(f"TORCHRIG_ACCELERATOR={v!r} is not one of {', '.join(ACCELERATORS)}")
+    return v
+
+
+def no_gpu_hint() -> str:
+    """Why torch sees no GPU, and what to do about it."""
+    import torch
+
+    accel = accelerator_env()
+    if accel in NO_GPU_MESSAGES:
+        return NO_GPU_MESSAGES[accel]
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA or ROCm build of torch"
+    return "no GPU is visible to torch here: use --device cpu (or auto), or run where a GPU is visible"
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise UsageError(f"--device cuda was requested but torch {torch.__version__} sees no GPU: {no_gpu_hint()}")
+    return "cpu"
+
+
+def dynamo_limitation() -> str | None:
+    """The known-limitation message when torch.compile cannot work with this Python and torch, else None."""
+    import torch
+
+    py = sys.version_info[:2]
+    need = _DYNAMO_MIN_TORCH.get(py)
+    if need is None:
+        return None
+    have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    if have >= need:
+        return None
+    return (
+        f"known limitation: torch.compile does not support Python {py[0]}.{py[1]} in torch "
+        f"{torch.__version__.split('+')[0]}: use torch >= {need[0]}.{need[1]} for Python {py[0]}.{py[1]}"
+    )
+
+
+# ------------------------------------------------------------------------------------- reproducibility
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def _set_deterministic(device: str) -> None:
+    import torch
+
+    # cuBLAS needs this before its first use for deterministic GEMMs (ignored on the CPU).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: an op without a deterministic kernel warns instead of stopping a correctness run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def dataloader_generator(seed: int) -> Any:
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: numpy and random get the worker's torch seed (torch sets its own)."""
+    import numpy as np
+    import torch
+
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def shuffled_labels(labels: list[int], seed: int) -> list[int]:
+    """``labels`` randomly permuted: every image keeps a label, but a wrong one (the broken-setup hook)."""
+    rng = random.Random(seed + 7919)
+    out = list(labels)
+    rng.shuffle(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------- mixed precision
+
+
+def amp_autocast(device: str, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """float16 autocast on the GPU; a no-op elsewhere (CPU autocast would warn about float16)."""
+    import torch
+
+    if not enabled or device != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.float16)
+
+
+def grad_scaler(enabled: bool) -> Any:
+    """A GradScaler for CUDA: ``torch.amp.GradScaler("cuda")`` from torch 2.3, ``torch.cuda.amp`` before."""
+    import torch
+
+    amp = getattr(torch, "amp", None)
+    if amp is not None and hasattr(amp, "GradScaler"):
+        return amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[list[float]]:
+    """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    out = [0.0]
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out[0] = time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return str(v)
+
+
+def _record(spec: TaskSpec, ctx: Context, verdict: str, wall: float) -> Record:
+    config = {k: _jsonable(v) for k, v in sorted(vars(ctx.args).items())}
+    config["resolved"] = _jsonable(ctx.resolved)
+    try:
+        machine = collect_machine(ctx.device)
+    except Exception:  # noqa: BLE001 - a broken GPU must not lose the record that says so
+        machine = collect_machine("cpu")
+    return Record(
+        kind="task",
+        name=spec.name,
+        env_id=ctx.args.env_id,
+        machine=machine,
+        software=collect_software(),
+        verdict=verdict,  # type: ignore[arg-type]
+        wall_time_s=round(wall, 3),
+        metrics=dict(ctx.metrics),
+        gates=tuple(ctx.gates),
+        config=config,
+        warnings=tuple(ctx.warnings) + tuple(f"FAIL: {p}" for p in ctx.problems),
+        container=collect_container(),
+    )
+
+
+def main(spec: TaskSpec, argv: list[str] | None = None) -> int:
+    """Run ``spec`` as a command; returns the exit code (see the module docstring)."""
+    parser = build_parser(spec)
+    args = parser.parse_args(argv)  # argparse itself exits 2 on a bad option
+    t0 = time.perf_counter()
+    ctx: Context | None = None
+    try:
+        _validate_common(args)
+        import torch
+
+        device = resolve_device(args.device)
+        threads = args.threads or available_cpus()
+        torch.set_num_threads(threads)
+        if args.deterministic:
+            _set_deterministic(device)
+        seed_everything(args.seed)
+        ctx = Context(name=spec.name, args=args, device=device)
+        ctx.set(device=device, threads=threads, torch=torch.__version__)
+        accel = accelerator_env()
+        if accel in NO_GPU_MESSAGES and device == "cpu" and spec.name != "smoke":
+            ctx.warn(f"{NO_GPU_MESSAGES[accel]} (running on the CPU)")
+        spec.run(ctx)
+        verdict = ctx.verdict()
+    except UsageError as e:
+        print(f"{spec.name}: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{spec.name}: interrupted (no record written)", file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:  # noqa: BLE001 - anything else is a bug in the task or the environment
+        traceback.print_exc(file=sys.stderr)
+        msg = f"{type(e).__name__}: {e}"
+        print(f"{spec.name}: unexpected error: {msg}", file=sys.stderr, flush=True)
+        if ctx is None:
+            ctx = Context(name=spec.name, args=args, device="cpu")
+        ctx.warnings.append(f"error: {msg}")
+        try:
+            path = write_record(_record(spec, ctx, "error", time.perf_counter() - t0), args.results)
+            print(f"{spec.name}: ERROR, record: {path}", file=sys.stderr, flush=True)
+        except Exception as e2:  # noqa: BLE001
+            print(f"{spec.name}: could not write the error record either: {e2}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    wall = time.perf_counter() - t0
+    try:
+        path = write_record(_record(spec, ctx, verdict, wall), args.results)
+    except OSError as e:
+        print(f"{spec.name}: could not write the record to {args.results}: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    print(f"{spec.name}: {verdict.upper()} in {wall:.1f} s ({_gate_summary(ctx)}) record: {path}", flush=True)
+    return EXIT_PASS if verdict == "pass" else EXIT_FAIL
+
+
+def _gate_summary(ctx: Context) -> str:
+    def one(g: Gate) -> str:
+        v = ctx.value(g.metric)
+        return f"{g.metric}={v:.4g} {g.op} {g.threshold:g}" + ("" if g.passed else " FAILED")
+
+    failed = [g for g in ctx.gates if not g.passed]
+    if len(ctx.gates) <= 4:
+        shown = ctx.gates
+    else:
+        shown = failed
+    head = f"{len(ctx.gates) - len(failed)}/{len(ctx.gates)} gates passed"
+    return "; ".join([head, *(one(g) for g in shown)])
+
+
+def run_module(spec: TaskSpec) -> None:
+    """``if __name__ == "__main__": run_module(SPEC)``."""
+    raise SystemExit(main(spec))

