@@ -58,8 +58,7 @@ class BuildStream:
 
     def consume(self, items: Iterable[Mapping[str, Any]]) -> str:
         """Feed every item; return the image id or raise BuildError."""
-        for item in items:
-            self.feed(item)
+        _drain(items, self.feed)
         return self.finish()
 
     def feed(self, item: Mapping[str, Any]) -> None:
@@ -140,6 +139,23 @@ class BuildStream:
                 "No image was tagged. Fix the cause above and run the build again (cached steps are reused).")
 
 
+def _drain(items: Iterable[Mapping[str, Any]], feed: Callable[[Mapping[str, Any]], None]) -> None:
+    """Feed every item; on the first error keep reading to the end of the stream, then raise it.
+
+    The engine ends the stream right after an error; reading it to the end lets docker-py hand the connection
+    back instead of leaving a half-read socket to the garbage collector.
+    """
+    error: Exception | None = None
+    for item in items:
+        if error is None:
+            try:
+                feed(item)
+            except (BuildError, RegistryError) as e:
+                error = e
+    if error is not None:
+        raise error
+
+
 def _short(text: str, width: int = 90) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -182,8 +198,7 @@ class TransferStream:
         self._tail: deque[str] = deque(maxlen=15)
 
     def consume(self, items: Iterable[Mapping[str, Any]]) -> None:
-        for item in items:
-            self.feed(item)
+        _drain(items, self.feed)
         self.summary(final=True)
 
     def feed(self, item: Mapping[str, Any]) -> None:

@@ -191,6 +191,7 @@ class _Plan:
     buildargs: Mapping[str, str]
     labels: Mapping[str, str]
     budget_mb: int | None
+    stage: str | None  # the Dockerfile stage to build: the target's, or None (the last) if it names no stages
 
     @property
     def inputs(self) -> str:
@@ -291,6 +292,7 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
         _check_index(u, "the extra index URL")
     if options.keep_ca_bundle and options.ca_bundle is None:
         raise UsageError("--keep-ca-bundle needs a CA bundle: pass --ca-bundle FILE (or set TORCHRIG_CA_BUNDLE)")
+    stage = _stage(env.dockerfile, target)
     lock_path = options.lock_file or root / "locks" / f"{env.id}.txt"
     lock = decide(read_lock(lock_path) if options.use_lock else None, env, index_url=index_url,
                   extra_index_urls=extra, path=lock_path, wanted=options.use_lock)
@@ -313,7 +315,7 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
     }
     kept_ca = _sha256_file(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
     inputs = hashlib.sha256(json.dumps({
-        "v": 1, "target": target, "context": context.sha256, "buildargs": buildargs,
+        "v": 1, "target": target, "stage": stage, "context": context.sha256, "buildargs": buildargs,
         "base": _image_id_or_name(client, base), "kept_ca": kept_ca, "extra_labels": dict(options.extra_labels),
     }, sort_keys=True).encode()).hexdigest()
     ref = options.ref or env.tags(target)
@@ -323,7 +325,22 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
                           revision=_git_revision(root), created=created, extra=options.extra_labels)
     budget = options.size_budget_mb or env.size_budget_mb.get(target)
     return _Plan(env=env, target=target, ref=ref, base=base, index_url=index_url, extra_index_urls=tuple(extra),
-                 lock=lock, context=context, buildargs=buildargs, labels=labels, budget_mb=budget)
+                 lock=lock, context=context, buildargs=buildargs, labels=labels, budget_mb=budget, stage=stage)
+
+
+def _stage(dockerfile: Path, target: Target) -> str | None:
+    """The stage a target builds: the one named like it. A Dockerfile without named stages builds its last one."""
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except OSError:
+        return target  # assemble() reports the missing file
+    stages = re.findall(r"^\s*FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.IGNORECASE | re.MULTILINE)
+    if not stages:
+        return None
+    if target not in [s.lower() for s in stages]:
+        raise UsageError(f"{dockerfile} has no {target!r} stage (stages: {', '.join(stages)}): name one "
+                         f"`FROM ... AS {target}`, or build another target")
+    return target
 
 
 def _sha256_file(path: Path) -> str:
@@ -457,7 +474,7 @@ def _build(plan: _Plan, options: BuildOptions, client: docker.DockerClient, say:
             buildargs["FTP_PROXY"] = url  # the predefined arg: no cache key, no history (see build_server)
         try:
             items = client.api.build(
-                fileobj=plan.context.fileobj(), custom_context=True, dockerfile="Dockerfile", target=plan.target,
+                fileobj=plan.context.fileobj(), custom_context=True, dockerfile="Dockerfile", target=plan.stage,
                 buildargs=buildargs, labels=dict(plan.labels), network_mode="host", rm=True, forcerm=True,
                 pull=False, nocache=options.no_cache, decode=True,
             )

@@ -124,7 +124,7 @@ def format_lock(*, env: Environment, index_url: str, extra_index_urls: Sequence[
         f"# requirements: {' | '.join(reqs)}",
         f"# requirements-sha256: {requirements_digest(reqs)}",
         f"# index-url: {normalize_index(index_url)}",
-        f"# extra-index-urls: {' '.join(normalize_index(u) for u in extra_index_urls)}",
+        f"# extra-index-urls: {' '.join(normalize_index(u) for u in extra_index_urls)}".rstrip(),
         f"# resolved-in: {resolved_in}",
         f"# resolved-at: {resolved_at}",
     ]
@@ -299,7 +299,7 @@ echo "torchrig lock: resolving everything ($("$pip" --version | cut -d' ' -f1-2)
 "$pip" install "${{args[@]}}" --dry-run --ignore-installed --report full.json \
     -r requirements-torch.txt -r requirements-extras.txt >&2
 python3 -c 'import json; r = json.load(open("full.json"))
-print("\n".join(i["metadata"]["name"] + "==" + i["metadata"]["version"] for i in r["install"]))' > pins.txt
+print("\\n".join(i["metadata"]["name"] + "==" + i["metadata"]["version"] for i in r["install"]))' > pins.txt
 echo "torchrig lock: splitting off torch + torchvision and what they need, at the same versions" >&2
 "$pip" install "${{args[@]}}" --dry-run --ignore-installed --report torch.json -c pins.txt \
     -r requirements-torch.txt >&2

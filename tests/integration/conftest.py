@@ -18,53 +18,35 @@ succeeds if the CA bundle reached pip.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import csv
 import hashlib
 import http.server
-import io
 import os
 import shutil
-import socket
 import ssl
-import subprocess
-import tarfile
 import threading
 import uuid
-import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from images_support import (
+    ROOT,
+    FakeCA,
+    HttpsIndex,
+    cpu_options,
+    host_ca_bundle,
+    make_wheel,
+    openssl,
+    write_matrix,
+)
 
 from torchrig.base import ensure_base
-from torchrig.images import BuildOptions, BuiltImage, default_root, ensure_image
+from torchrig.images import BuildOptions, BuiltImage, ensure_image
 from torchrig.matrix import Environment, Matrix, load_matrix
-
-ROOT = default_root()
-# PyPI's torch 2.0.1 wheel is the CUDA 11.7 build: with its nvidia-* wheels the cpu image is about 5.2 GB
-# (measured here: see docs/images.md). The budget sits ~10% above that, so growth beyond noise still fails.
-CPU_PYPI_BUDGET_MB = 5800
-PYPI = "https://pypi.org/simple"
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def host_ca_bundle() -> Path:
-    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-        if os.environ.get(var) and Path(os.environ[var]).is_file():
-            return Path(os.environ[var])
-    return Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
 
 
 # ------------------------------------------------------------------------------------------- engine, images
@@ -91,12 +73,6 @@ def matrix() -> Matrix:
     return load_matrix(ROOT / "matrix.yaml")
 
 
-def cpu_options(local_base: str, **kw: object) -> BuildOptions:
-    """How the suite builds ``cpu`` here: local base, PyPI, the host's CA bundle, a budget for PyPI's wheels."""
-    return BuildOptions.from_environ(base_image=local_base, index_url=PYPI, ca_bundle=host_ca_bundle(),
-                                     size_budget_mb=CPU_PYPI_BUDGET_MB, **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="session")
 def cpu_image(docker_client: object, local_base: str, matrix: Matrix) -> BuiltImage:
     env = matrix.get("cpu")
@@ -106,64 +82,23 @@ def cpu_image(docker_client: object, local_base: str, matrix: Matrix) -> BuiltIm
 # ------------------------------------------------------------------------------------ fake CA, HTTPS index
 
 
-@dataclass(frozen=True)
-class FakeCA:
-    cert: Path
-    key: Path
-    server_cert: Path
-    server_key: Path
-    marker: str  # the CA's unique common name
-    bundle: Path  # the host's real bundle + this CA
-
-    def needles(self) -> list[bytes]:
-        """Byte strings that appear wherever a copy of the CA does: its name and lines of its base64 body."""
-        body = [ln for ln in self.cert.read_text().splitlines() if ln and not ln.startswith("-----")]
-        return [self.marker.encode(), *(ln.encode() for ln in body[2:-2] if len(ln) == 64)]
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="session")
 def fake_ca(tmp_path_factory: pytest.TempPathFactory) -> FakeCA:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test CA")
     d = tmp_path_factory.mktemp("fake-ca")
     marker = f"torchrig-test-ca-{uuid.uuid4().hex}"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={marker}",
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={marker}",
              "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "srv.key"),
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "srv.key"),
              "-out", str(d / "srv.csr"))
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    _openssl("x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+    openssl("x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
              "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(d / "srv.pem"))
     bundle = d / "bundle.pem"
     bundle.write_bytes(host_ca_bundle().read_bytes().rstrip(b"\n") + b"\n" + (d / "ca.pem").read_bytes())
     return FakeCA(cert=d / "ca.pem", key=d / "ca.key", server_cert=d / "srv.pem", server_key=d / "srv.key",
                   marker=marker, bundle=bundle)
-
-
-def make_wheel(directory: Path, name: str, version: str, files: dict[str, str],
-               requires: Sequence[str] = ()) -> Path:
-    """A minimal pure-Python wheel (what pip needs: METADATA, WHEEL, RECORD)."""
-    dist = f"{name.replace('-', '_')}-{version}"
-    path = directory / f"{dist}-py3-none-any.whl"
-    meta = [f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", *(f"Requires-Dist: {r}\n" for r in requires)]
-    contents = {**files, f"{dist}.dist-info/METADATA": "".join(meta),
-                f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: torchrig-tests\nRoot-Is-Purelib: true\n"
-                                           "Tag: py3-none-any\n"}
-    rows = []
-    for arc, text in contents.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        rows.append([arc, f"sha256={digest}", str(len(text.encode()))])
-    record = io.StringIO()
-    csv.writer(record, lineterminator="\n").writerows([*rows, [f"{dist}.dist-info/RECORD", "", ""]])
-    contents[f"{dist}.dist-info/RECORD"] = record.getvalue()
-    with zipfile.ZipFile(path, "w") as zf:
-        for arc, text in contents.items():
-            zf.writestr(zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0)), text)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -180,12 +115,6 @@ def fake_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class _IndexHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class HttpsIndex:
-    url: str  # https://127.0.0.1:PORT/simple
-    wheels: Path
 
 
 @pytest.fixture(scope="session")
@@ -214,26 +143,6 @@ def https_index(tmp_path_factory: pytest.TempPathFactory, fake_wheels: Path, fak
         server.server_close()
 
 
-def write_matrix(path: Path, *, index: str, base: str, extra_envs: str = "") -> Matrix:
-    """A matrix with the ``small`` environment (fake torch from ``index``), local image names only."""
-    path.write_text(f"""schema_version: 1
-registry: ""
-image: torchrig-test
-environments:
-  - id: small
-    description: fake torch wheels from a local HTTPS index (integration tests)
-    accelerator: cpu
-    torch: "2.0.1"
-    python: "3.11"
-    index: {index}
-    dockerfile: {ROOT / "images" / "Dockerfile"}
-    targets: {{runtime: "{base}"}}
-    extras: ["torchrig-fake-extra==1.0"]
-    size_budget_mb: {{runtime: 400}}
-{extra_envs}""")
-    return load_matrix(path)
-
-
 @pytest.fixture(scope="session")
 def small_matrix(tmp_path_factory: pytest.TempPathFactory, https_index: HttpsIndex, local_base: str) -> Matrix:
     return write_matrix(tmp_path_factory.mktemp("matrix") / "matrix.yaml", index=https_index.url, base=local_base)
@@ -251,24 +160,3 @@ def small_built(docker_client: object, small_env: Environment, fake_ca: FakeCA) 
     return ensure_image(small_env, "runtime", options, client=docker_client, log=_say)  # type: ignore[arg-type]
 
 
-def image_bytes_contain(client: object, image: str, needles: Sequence[bytes]) -> list[str]:
-    """Where any needle occurs in the image: `docker save` (every layer), its config and its history."""
-    import json
-
-    found: list[str] = []
-    raw = b"".join(client.api.get_image(image, chunk_size=1 << 20))  # type: ignore[attr-defined]
-    with tarfile.open(fileobj=io.BytesIO(raw)) as outer:
-        for member in outer.getmembers():
-            if not member.isfile():
-                continue
-            data = outer.extractfile(member).read()  # type: ignore[union-attr]
-            blobs = [(member.name, data)]
-            if member.name.endswith("layer.tar"):
-                with contextlib.suppress(tarfile.TarError), tarfile.open(fileobj=io.BytesIO(data)) as layer:
-                    blobs += [(f"{member.name}:{m.name}", layer.extractfile(m).read())  # type: ignore[union-attr]
-                              for m in layer.getmembers() if m.isfile()]
-            found += [name for name, blob in blobs if any(n in blob for n in needles)]
-    meta = json.dumps(client.api.inspect_image(image)).encode() + \
-        json.dumps(client.api.history(image)).encode()  # type: ignore[attr-defined]
-    found += ["inspect/history" for n in needles if n in meta]
-    return found

@@ -183,3 +183,16 @@ def test_a_missing_target_says_how_to_add_one(root: Path) -> None:
     env = Environment(**{**env.__dict__, "targets": {"runtime": env.targets["runtime"]}})
     with pytest.raises(UsageError, match="no 'devel' target"):
         _plan(env, "devel", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+
+
+def test_targets_pick_the_dockerfile_stage_of_the_same_name(tmp_path: Path) -> None:
+    from torchrig.images import _stage
+
+    assert _stage(ROOT / "images" / "Dockerfile", "runtime") == "runtime"
+    assert _stage(ROOT / "images" / "Dockerfile", "devel") == "devel"
+    single = tmp_path / "Dockerfile"
+    single.write_text("FROM debian:bookworm\nRUN true\n")
+    assert _stage(single, "runtime") is None, "a Dockerfile without stages is built whole"
+    single.write_text("FROM debian:bookworm AS base\nFROM base AS app\n")
+    with pytest.raises(UsageError, match="no 'runtime' stage"):
+        _stage(single, "runtime")
