@@ -275,13 +275,12 @@ def _run_suite(args: argparse.Namespace, module: str) -> int:
     image = _ensure_image(client, matrix, env, args.target, args)
     mounts = [Mount(source=str(results), target=RESULTS_IN), Mount(source=str(data), target=DATA_IN)]
     paths = {"TORCHRIG_RESULTS": RESULTS_IN, "TORCHRIG_DATA": DATA_IN}
+    command = ["python", "-m", module, "--results", RESULTS_IN, *(["--quick"] if args.quick else [])]
     if module == "tasks" and not (data / CIFAR_FOLDER).is_dir():
-        print(f"torchrig: no CIFAR-10 in {data}: writing the synthetic stand-in there first (put the real "
-              f"{CIFAR_FOLDER}/ in {data} to train on CIFAR-10)", file=sys.stderr, flush=True)
-        make = _spec(args, env, image, facts, False, purpose="data", mounts=mounts, environment=paths,
-                     command=["python", "-m", "tasks.make_data", "--data", DATA_IN, "--quiet"])
-        run(client, make, timeout=args.timeout or None, prefix=env.id)
-    command = ["python", "-m", module, "--results", RESULTS_IN, *(["--quick"] if args.quick else []), *passthrough]
+        print(f"torchrig: no CIFAR-10 in {data}: the tasks write the synthetic stand-in there first (put the real "
+              f"{CIFAR_FOLDER}/ there to train on CIFAR-10)", file=sys.stderr, flush=True)
+        command.append("--synthetic-cifar")
+    command += passthrough
     spec = _spec(args, env, image, facts, use_gpu, purpose=module, command=command, mounts=mounts,
                  environment=paths)
     before = set(results.rglob("*.json"))
