@@ -312,7 +312,7 @@ def _cleanup(client: docker.DockerClient, name: str, container: Any, out: TextIO
         client.api.remove_container(name, force=True, v=True)
     except docker.errors.NotFound:
         pass  # never created, or already gone
-    except docker.errors.APIError as e:
+    except Exception as e:  # noqa: BLE001 - cleanup must not hide the error that brought us here
         if "already in progress" not in str(e):
             _say(out, f"warning: could not remove container {name} ({e}); remove it with `docker rm -f {name}`")
 

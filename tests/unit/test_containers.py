@@ -296,3 +296,16 @@ def test_missing_nvidia_toolkit_at_start_is_a_host_check_error() -> None:
             started(engine, _spec("cuda"), out=io.StringIO()):  # type: ignore[arg-type]
         pass
     assert engine.existing == {}, "a container that failed to start is removed too"
+
+
+def test_a_failed_removal_warns_with_the_command_and_does_not_hide_the_run_error() -> None:
+    engine = FakeEngine(exit_code=4)
+
+    def broken(name: str, **kw: Any) -> None:
+        raise ConnectionError("daemon went away")
+
+    engine.remove_container = broken  # type: ignore[method-assign]
+    out = io.StringIO()
+    with pytest.raises(RunError, match="exited with status 4"):
+        run(engine, _spec(), out=out)  # type: ignore[arg-type]
+    assert "could not remove container" in out.getvalue() and "docker rm -f torchrig-e-tasks-" in out.getvalue()
