@@ -39,6 +39,7 @@ DATA_ENV = "TORCHRIG_DATA"
 RESULTS_IN = "/results"
 DATA_IN = "/data"
 WORKSPACE_IN = "/workspace"
+INTERACTIVE_SHELL = "bash"
 IMAGE_CODE = "/opt/torchrig"  # where images/Dockerfile puts src/torchrig, tasks/ and bench/ (on PYTHONPATH)
 # The folder torchvision's CIFAR10 loader reads (tasks/make_data.py writes the synthetic stand-in there).
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -330,6 +331,8 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     command = _parse_rest(args)
     interactive = not command
+    if interactive:
+        command = [INTERACTIVE_SHELL]  # the image's CMD is `python`; developing starts from a shell
     if interactive and not sys.stdin.isatty():
         raise UsageError("`dev` without a command opens an interactive shell and needs a terminal; "
                          f"to run a command instead: torchrig dev {args.env} -- CMD ...")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,3 +133,20 @@ def test_ctrl_c_stops_and_removes_the_dev_container(docker_client: docker.Docker
     assert "interrupted" in err
     left = {c.id for c in _ours(docker_client, "dev")}
     assert started[0].id not in left
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` to give dev a terminal")
+def test_interactive_dev_opens_a_shell_through_the_docker_cli(docker_client: docker.DockerClient, small_image: str,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "marker.txt").write_text("from-the-host\n")
+    before = {c.id for c in _ours(docker_client, "dev")}
+    inner = " ".join([sys.executable, "-m", "torchrig", "--matrix", str(ROOT / "matrix.yaml"), "dev", "cpu",
+                      "--image", small_image, "--workspace", str(tmp_path)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    # `script` gives the command a pseudo-terminal, as a user's shell would; the typed lines go to bash inside.
+    typed = 'echo "uid=$(id -u) ws=$(cat /workspace/marker.txt) shell=$0"\nexit 5\n'
+    proc = subprocess.run(["script", "-qec", inner, "/dev/null"], input=typed, capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert f"uid={os.getuid()} ws=from-the-host shell=bash" in proc.stdout, proc.stdout
+    assert {c.id for c in _ours(docker_client, "dev")} <= before, "--rm removed it"

@@ -268,7 +268,7 @@ def test_interactive_dev_runs_docker_with_the_same_options(h: Harness, monkeypat
                  f"--mount=type=bind,source={h.tmp},target=/workspace", "--workdir=/workspace"):
         assert flag in argv
     assert "--env=PYTHONPATH=/workspace/src:/workspace:/opt/torchrig" in argv, "a checkout's code comes first"
-    assert argv[-1] == load_matrix(ROOT / "matrix.yaml").get("cuda118").tags("devel").immutable
+    assert argv[-2:] == [load_matrix(ROOT / "matrix.yaml").get("cuda118").tags("devel").immutable, "bash"]
 
 
 def test_records_summary_flags_records_without_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
