@@ -63,11 +63,10 @@ def code_sources(root: Path) -> dict[str, Path]:
     return out
 
 
-def assemble(*, dockerfile: Path, helper: Path, generated: Mapping[str, str], code: Mapping[str, Path],
+def assemble(*, dockerfile: str, helper: Path, generated: Mapping[str, str], code: Mapping[str, Path],
              ignore: list[str]) -> BuildContext:
-    """The context tar: ``Dockerfile``, ``torchrig-build/build-env.sh``, ``torchrig-build/<generated>``, code."""
-    if not dockerfile.is_file():
-        raise BuildError(f"the Dockerfile {dockerfile} does not exist (set dockerfile: in matrix.yaml)")
+    """The context tar: ``Dockerfile`` (its text), ``torchrig-build/build-env.sh``, ``torchrig-build/<generated>``,
+    and the code."""
     if not helper.is_file():
         raise BuildError(f"the build helper {helper} is missing from the checkout (it belongs in images/)")
     matcher = PatternMatcher(ignore)
@@ -75,7 +74,7 @@ def assemble(*, dockerfile: Path, helper: Path, generated: Mapping[str, str], co
     files: list[str] = []
     dirs: set[str] = set()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_bytes(tar, "Dockerfile", dockerfile.read_bytes(), files)
+        _add_bytes(tar, "Dockerfile", dockerfile.encode(), files)
         _add_dir(tar, "torchrig-build", dirs)
         _add_bytes(tar, "torchrig-build/build-env.sh", helper.read_bytes(), files, mode=0o755)
         for name in sorted(generated):

@@ -61,6 +61,7 @@ __all__ = [
     "image_labels",
     "measure_site_packages",
     "size_records_dir",
+    "with_labels",
 ]
 
 Log = Callable[[str], None]
@@ -297,9 +298,14 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
     lock = decide(read_lock(lock_path) if options.use_lock else None, env, index_url=index_url,
                   extra_index_urls=extra, path=lock_path, wanted=options.use_lock)
     images_dir = root / "images"
-    context = assemble(dockerfile=env.dockerfile, helper=images_dir / "build-env.sh",
-                       generated=_generated_files(env, lock), code=code_sources(root),
-                       ignore=read_dockerignore(images_dir / ".dockerignore"))
+    if not env.dockerfile.is_file():
+        raise BuildError(f"the Dockerfile {env.dockerfile} does not exist (set dockerfile: in matrix.yaml)")
+    dockerfile = env.dockerfile.read_text(encoding="utf-8")
+
+    def context_with(text: str) -> BuildContext:
+        return assemble(dockerfile=text, helper=images_dir / "build-env.sh", generated=_generated_files(env, lock),
+                        code=code_sources(root), ignore=read_dockerignore(images_dir / ".dockerignore"))
+
     buildargs = {
         "BASE_IMAGE": base,
         "PYTHON_VERSION": env.python,
@@ -315,7 +321,7 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
     }
     kept_ca = _sha256_file(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
     inputs = hashlib.sha256(json.dumps({
-        "v": 1, "target": target, "stage": stage, "context": context.sha256, "buildargs": buildargs,
+        "v": 1, "target": target, "stage": stage, "context": context_with(dockerfile).sha256, "buildargs": buildargs,
         "base": _image_id_or_name(client, base), "kept_ca": kept_ca, "extra_labels": dict(options.extra_labels),
     }, sort_keys=True).encode()).hexdigest()
     ref = options.ref or env.tags(target)
@@ -324,8 +330,36 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
                           lock_sha256=lock.lock.sha256 if lock.lock else None, inputs=inputs,
                           revision=_git_revision(root), created=created, extra=options.extra_labels)
     budget = options.size_budget_mb or env.size_budget_mb.get(target)
+    context = context_with(with_labels(dockerfile, stage, labels))
     return _Plan(env=env, target=target, ref=ref, base=base, index_url=index_url, extra_index_urls=tuple(extra),
                  lock=lock, context=context, buildargs=buildargs, labels=labels, budget_mb=budget, stage=stage)
+
+
+_FROM_RE = re.compile(r"^\s*FROM\s+\S+(?:\s+AS\s+(\S+))?\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def with_labels(dockerfile: str, stage: str | None, labels: Mapping[str, str]) -> str:
+    """The Dockerfile with one LABEL instruction at the end of ``stage`` (the last stage when None).
+
+    One instruction, not the API's ``labels=``: the legacy builder turns those into one step per label, ~20 steps
+    that all re-run on every build because ``created`` changes.
+    """
+    body = " \\\n    ".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(labels.items()))
+    instruction = f"\n# added by torchrig: the image's labels\nLABEL {body}\n"
+    end = len(dockerfile)
+    if stage is not None:
+        froms = list(_FROM_RE.finditer(dockerfile))
+        for i, m in enumerate(froms):
+            if (m.group(1) or "").lower() == stage.lower() and i + 1 < len(froms):
+                end = froms[i + 1].start()
+    return dockerfile[:end].rstrip("\n") + "\n" + instruction + ("\n" + dockerfile[end:] if end < len(dockerfile)
+                                                               else "")
+
+
+def _quote(text: str) -> str:
+    """A Dockerfile double-quoted word: backslash, quote and ``$`` (variable expansion) escaped, one line."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return '"' + " ".join(escaped.splitlines()) + '"'
 
 
 def _stage(dockerfile: Path, target: Target) -> str | None:
@@ -333,8 +367,8 @@ def _stage(dockerfile: Path, target: Target) -> str | None:
     try:
         text = dockerfile.read_text(encoding="utf-8")
     except OSError:
-        return target  # assemble() reports the missing file
-    stages = re.findall(r"^\s*FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.IGNORECASE | re.MULTILINE)
+        return target  # reported as a missing Dockerfile
+    stages = [m.group(1) for m in _FROM_RE.finditer(text) if m.group(1)]
     if not stages:
         return None
     if target not in [s.lower() for s in stages]:
@@ -475,7 +509,7 @@ def _build(plan: _Plan, options: BuildOptions, client: docker.DockerClient, say:
         try:
             items = client.api.build(
                 fileobj=plan.context.fileobj(), custom_context=True, dockerfile="Dockerfile", target=plan.stage,
-                buildargs=buildargs, labels=dict(plan.labels), network_mode="host", rm=True, forcerm=True,
+                buildargs=buildargs, network_mode="host", rm=True, forcerm=True,
                 pull=False, nocache=options.no_cache, decode=True,
             )
             image_id = stream.consume(items)
@@ -484,7 +518,10 @@ def _build(plan: _Plan, options: BuildOptions, client: docker.DockerClient, say:
     seconds = time.monotonic() - start
     if not image_id.startswith("sha256:"):
         image_id = str(client.images.get(image_id).id)
-    steps_run = tuple(s.instruction for s in stream.steps if not s.cached and not s.instruction.startswith("FROM"))
+    # what ran: not the cache's, not FROM, and not the global ARGs before the first FROM (they make no layer)
+    first_from = next((i for i, s in enumerate(stream.steps) if s.instruction.upper().startswith("FROM")), 0)
+    steps_run = tuple(s.instruction for s in stream.steps[first_from:]
+                      if not s.cached and not s.instruction.upper().startswith("FROM"))
     built = _describe(client, plan, image_id, build_seconds=seconds, reused=False, steps_run=steps_run,
                       steps_total=stream.steps[-1].total if stream.steps else 0)
     if plan.budget_mb is not None and built.size_bytes > plan.budget_mb * MB:

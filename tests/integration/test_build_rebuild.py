@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from torchrig.matrix import ImageRef, Matrix
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 # What "seconds" means on this 2-core CI machine for a 5 GB image: cache checks for ~50 steps, two small COPY
-# layers, the label steps, and measuring site-packages in a container. Measured about 10 s (docs/images.md).
-REBUILD_BUDGET_S = 45
+# layers, the label steps, and measuring site-packages in a container. Measured 2-5 s (docs/images.md).
+REBUILD_BUDGET_S = 30
 
 
 def _checkout_copy(dst: Path) -> Path:
@@ -42,19 +43,19 @@ def test_a_task_code_change_rebuilds_only_the_code_layers_in_seconds(
         # the copy is built once as it is (its code may differ from the fixture's if someone is editing), ...
         before = build_image(env, "runtime", cpu_options(local_base, root=root, ref=ref), client=docker_client,
                              log=print)
-        assert not any("requirements" in s for s in before.steps_run), "torch and extras came from the cache"
+        old = _layers(docker_client, before.image_id)  # (re-tagging drops the superseded image)
         # ... then one task file changes
         (root / "tasks" / "_rebuild_probe.py").write_text(f"PROBE = {uuid.uuid4().hex!r}\n")
+        t0 = time.monotonic()
         after = build_image(env, "runtime", cpu_options(local_base, root=root, ref=ref), client=docker_client,
                             log=print)
-        print(f"\ncode-only rebuild of the cpu image: {after.build_seconds:.1f} s; steps that ran: "
-              f"{[s.split()[0] + ' ' + s.split()[1] for s in after.steps_run]}")
-        assert after.build_seconds < REBUILD_BUDGET_S
-        ran = {s.split()[0] + " " + s.split()[1] for s in after.steps_run}
-        assert ran <= {"COPY tasks", "COPY bench", *(f"LABEL {s.split()[1]}" for s in after.steps_run
-                                                     if s.startswith("LABEL"))}, ran
-        assert "COPY tasks" in ran
-        old, new = _layers(docker_client, before.image_id), _layers(docker_client, after.image_id)
+        wall = time.monotonic() - t0
+        print(f"\ncode-only rebuild of the cpu image: {wall:.1f} s in all ({after.build_seconds:.1f} s building, "
+              f"the rest measuring and tagging); steps that ran: {[' '.join(s.split()[:2]) for s in after.steps_run]}")
+        assert wall < REBUILD_BUDGET_S
+        ran = {" ".join(s.split()[:2]) for s in after.steps_run if not s.startswith("LABEL")}
+        assert ran == {"COPY tasks", "COPY bench"}, after.steps_run
+        new = _layers(docker_client, after.image_id)
         assert len(old) == len(new)
         assert old[:-2] == new[:-2], "every layer below tasks/ and bench/ is shared"
         assert old[-2] != new[-2]

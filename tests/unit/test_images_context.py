@@ -32,7 +32,8 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _assemble(root: Path, **kw: object) -> bytes:
-    args: dict[str, object] = dict(dockerfile=ROOT / "images" / "Dockerfile", helper=ROOT / "images" / "build-env.sh",
+    args: dict[str, object] = dict(dockerfile=(ROOT / "images" / "Dockerfile").read_text(),
+                                   helper=ROOT / "images" / "build-env.sh",
                                    generated=GENERATED, code=code_sources(root),
                                    ignore=read_dockerignore(ROOT / "images" / ".dockerignore"))
     args.update(kw)
@@ -82,6 +83,6 @@ def test_every_copy_source_of_the_dockerfile_is_in_the_context(tmp_path: Path) -
     assert not missing, f"COPY sources missing from the context: {missing}"
 
 
-def test_a_missing_dockerfile_is_a_build_error(tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match="does not exist"):
-        _assemble(_project(tmp_path), dockerfile=tmp_path / "nope" / "Dockerfile")
+def test_a_missing_helper_is_a_build_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="belongs in images/"):
+        _assemble(_project(tmp_path), helper=tmp_path / "nope" / "build-env.sh")

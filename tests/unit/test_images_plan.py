@@ -196,3 +196,22 @@ def test_targets_pick_the_dockerfile_stage_of_the_same_name(tmp_path: Path) -> N
     single.write_text("FROM debian:bookworm AS base\nFROM base AS app\n")
     with pytest.raises(UsageError, match="no 'runtime' stage"):
         _stage(single, "runtime")
+
+
+def test_labels_go_into_the_target_stage_as_one_instruction() -> None:
+    from torchrig.images import with_labels
+
+    text = (ROOT / "images" / "Dockerfile").read_text()
+    out = with_labels(text, "runtime", {"b": 'say "hi" for $5', "a": "1"})
+    runtime = out[out.index("FROM base AS runtime"):out.index("FROM base AS devel")]
+    assert 'LABEL "a"="1" \\\n    "b"="say \\"hi\\" for \\$5"\n' in runtime
+    assert out.count("LABEL ") == text.count("LABEL ") + 1
+    assert with_labels("FROM x\nRUN y\n", None, {"k": "v"}).rstrip().endswith('LABEL "k"="v"')
+
+
+def test_a_missing_dockerfile_is_a_build_error(env: Environment, root: Path, tmp_path: Path) -> None:
+    from torchrig.errors import BuildError
+
+    gone = Environment(**{**env.__dict__, "dockerfile": tmp_path / "nope" / "Dockerfile"})
+    with pytest.raises(BuildError, match="does not exist"):
+        _plan(gone, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
