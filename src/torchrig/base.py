@@ -36,6 +36,7 @@ __all__ = [
     "debootstrap_command",
     "ensure_base",
     "host_mirror",
+    "suite_for_python",
 ]
 
 Suite = Literal["bookworm", "bullseye", "trixie"]
@@ -68,6 +69,21 @@ class LocalBase:
     tarball_bytes: int
     bootstrap_seconds: float | None  # None: the cached tarball was used
     imported: bool  # False: an image from the same tarball already existed
+
+
+def suite_for_python(python: str) -> str | None:
+    """The Debian suite whose python3 is ``python`` (so its local base fits the environment), or None."""
+    return next((suite for suite, py in SUITE_PYTHON.items() if py == python), None)
+
+
+def missing_base_hint(python: str) -> str:
+    """What to do when a base image cannot be pulled: a local base if Debian has this Python, else a pull."""
+    suite = suite_for_python(python)
+    if suite:
+        return (f"build a local one with `torchrig base-local --suite {suite}` (Python {python}) and pass "
+                f"--base-image {BASE_REPOSITORY}:{suite}")
+    return (f"no Debian suite ships Python {python}, so pull a base with it (e.g. python:{python}-slim-bookworm) "
+            "from a registry you can reach and pass --base-image")
 
 
 def cache_dir() -> Path:

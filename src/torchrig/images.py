@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from . import __version__
-from .base import cache_dir
+from .base import cache_dir, missing_base_hint
 from .build_context import BuildContext, assemble, code_sources, read_dockerignore
 from .build_server import FileServer, ServePlan, resolve_ca_bundle
 from .build_server import plan as serve_plan
@@ -513,6 +513,11 @@ def _build(plan: _Plan, options: BuildOptions, client: docker.DockerClient, say:
                 pull=False, nocache=options.no_cache, decode=True,
             )
             image_id = stream.consume(items)
+        except BuildError as e:
+            if stream.steps and stream.steps[-1].instruction.upper().startswith("FROM"):
+                raise BuildError(f"{e}\nThe base image {plan.base} could not be had: pull it, or "
+                                 f"{missing_base_hint(plan.env.python)}.") from None
+            raise
         except docker.errors.APIError as e:
             raise BuildError(f"the engine refused to build {label}: {e.explanation or e}") from None
     seconds = time.monotonic() - start

@@ -335,8 +335,10 @@ def resolve_in_container(*, client: docker.DockerClient, base_image: str, env: E
         container = client.containers.create(base_image, ["bash", "/tmp/torchrig/resolve.sh"], user="0",
                                              environment=environment, network_mode="host", detach=True)
     except docker.errors.ImageNotFound:
-        raise BuildError(f"base image {base_image} is not available here: pull it, or build a local one with "
-                         "`torchrig base-local` and pass --base-image torchrig-base:bookworm") from None
+        from .base import missing_base_hint
+
+        raise BuildError(f"base image {base_image} is not available here: pull it, or "
+                         f"{missing_base_hint(env.python)}") from None
     start = time.monotonic()
     try:
         container.put_archive("/tmp", archive.getvalue())

@@ -111,9 +111,9 @@ environments:
     python: "3.11"
     index: {index}
     dockerfile: {ROOT / "images" / "Dockerfile"}
-    targets: {{runtime: "{base}"}}
+    targets: {{runtime: "{base}", devel: "{base}"}}
     extras: ["torchrig-fake-extra==1.0"]
-    size_budget_mb: {{runtime: 400}}
+    size_budget_mb: {{runtime: 400, devel: 1000}}
 {extra_envs}""")
     return load_matrix(path)
 
