@@ -214,8 +214,10 @@ def _images(args: argparse.Namespace) -> int:
         if not r["present"]:
             print(f"{r['env']:<10} {r['target']:<8} {'-':>9} {'-':>11} {'-':>6} {'-':>7}  {r['image']} (not built)")
             continue
-        print(f"{r['env']:<10} {r['target']:<8} {r['size_mb']:>9,.0f} {r.get('payload_mb', '?'):>11} "
-              f"{r.get('ratio', '?'):>6} {r['budget_mb'] or '-':>7}  {r['image']}")
+        payload = f"{r['payload_mb']:,.0f}" if "payload_mb" in r else "?"
+        ratio = f"{r['ratio']:.3f}" if "ratio" in r else "?"
+        print(f"{r['env']:<10} {r['target']:<8} {r['size_mb']:>9,.0f} {payload:>11} {ratio:>6} "
+              f"{r['budget_mb'] or '-':>7}  {r['image']}")
     return 0
 
 
