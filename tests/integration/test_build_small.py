@@ -88,17 +88,18 @@ def test_the_image_runs_as_the_user_with_its_labels_and_no_caches(docker_client:
 
 @pytest.mark.slow
 def test_devel_adds_compilers_and_keeps_the_user(docker_client: docker.DockerClient, small_env: Environment,
-                                                 small_built: BuiltImage, fake_ca: FakeCA) -> None:
+                                                 fake_ca: FakeCA) -> None:
     """devel = the runtime's layers + compilers (apt, through the CA when the mirror is HTTPS), same user."""
-    built = build_image(small_env, "devel", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT),
-                        client=docker_client, log=lambda _: None)
+    options = BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT)
+    runtime = build_image(small_env, "runtime", options, client=docker_client, log=lambda _: None)
+    built = build_image(small_env, "devel", options, client=docker_client, log=lambda _: None)
     out = _run(docker_client, built.image_id, "id -un; gcc --version | head -1; ninja --version; "
                                               "test -f /usr/include/python3.11/Python.h && echo headers")
     lines = out.splitlines()
     assert lines[0] == "torchrig", "devel runs as the same non-root user"
     assert lines[1].startswith("gcc") and lines[3] == "headers"
     assert built.ref.immutable.endswith("-devel") and built.labels["io.torchrig.target"] == "devel"
-    shared = docker_client.images.get(small_built.image_id).attrs["RootFS"]["Layers"][:-3]
+    shared = docker_client.images.get(runtime.image_id).attrs["RootFS"]["Layers"][:-3]
     assert docker_client.images.get(built.image_id).attrs["RootFS"]["Layers"][:len(shared)] == shared, \
         "devel builds on the same torch/extras layers as runtime"
 
