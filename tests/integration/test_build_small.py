@@ -232,3 +232,19 @@ def test_over_budget_fails_and_tags_nothing(docker_client: docker.DockerClient, 
     for name in (ref.immutable, ref.alias):
         with pytest.raises(docker.errors.ImageNotFound):
             docker_client.images.get(name)
+
+
+def test_ensure_image_reuses_an_image_built_from_the_same_inputs(docker_client: docker.DockerClient,
+                                                                 small_env: Environment, small_built: BuiltImage,
+                                                                 fake_ca: FakeCA) -> None:
+    from torchrig.images import ensure_image, find_image
+
+    lines: list[str] = []
+    again = ensure_image(small_env, "runtime", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT),
+                         client=docker_client, log=lines.append)
+    assert again.reused and again.image_id == small_built.image_id
+    assert any("reusing" in ln for ln in lines) and not any("] step " in ln for ln in lines), "nothing was built"
+    assert find_image(small_env, "runtime", BuildOptions(root=ROOT), client=docker_client) is not None, \
+        "the CA bundle is not an input"
+    other = BuildOptions(root=ROOT, uid=1234)
+    assert find_image(small_env, "runtime", other, client=docker_client) is None, "another UID is another image"
