@@ -77,29 +77,36 @@ class Mount:
 
 @dataclass(frozen=True, kw_only=True)
 class GpuFlags:
-    """What exposes an accelerator to a container (nothing for CPU or ``--no-gpu``)."""
+    """What exposes an accelerator to a container -- and, for CPU or ``--no-gpu``, what keeps GPUs out."""
 
     nvidia: bool = False  # a device request for every NVIDIA GPU (`--gpus all`)
     devices: tuple[str, ...] = ()
     group_add: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+# On hosts whose default runtime is nvidia, NVIDIA_VISIBLE_DEVICES=all (set in every torchrig image) hands the
+# container every GPU even without a device request; "void" makes "no GPU" mean no GPU.
+_NO_NVIDIA = {"NVIDIA_VISIBLE_DEVICES": "void"}
 
 
 def gpu_flags(accelerator: Accelerator, *, use_gpu: bool = True, render_group: str | None = None) -> GpuFlags:
     """The flags an accelerator needs. ``render_group`` is the host's render GID (a number, or a placeholder in
     ``devcontainer.json``): ROCm opens ``/dev/dri/renderD*``, owned by that group, whose number differs per host."""
     if not use_gpu:
-        return GpuFlags()
+        return GpuFlags(environment=_NO_NVIDIA)
     match accelerator:
         case "cpu":
-            return GpuFlags()
+            return GpuFlags(environment=_NO_NVIDIA)
         case "cuda":
             return GpuFlags(nvidia=True)
         case "rocm":
             groups = ("video",) if render_group is None else ("video", render_group)
-            # seccomp=unconfined: ROCm's runtime uses syscalls (e.g. for HSA queues) the default profile blocks.
+            # seccomp=unconfined: AMD's ROCm Docker guide asks for it (the runtime's memory mapping and NUMA
+            # memory-policy calls are restricted by Docker's default profile).
             return GpuFlags(devices=("/dev/kfd", "/dev/dri"), group_add=groups,
-                            security_opt=("seccomp=unconfined",))
+                            security_opt=("seccomp=unconfined",), environment=_NO_NVIDIA)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,7 +237,8 @@ def container_spec(
     With ``uid``/``gid`` the container runs as that user (the host's, so files written to mounts belong to the
     user, not root) with ``HOME`` set to a writable directory; without, as the image's default user.
     """
-    env: dict[str, str] = {}
+    gpu = gpu_flags(accelerator, use_gpu=use_gpu, render_group=render_group)
+    env: dict[str, str] = dict(gpu.environment)
     user = None
     if uid is not None:
         user = f"{uid}:{gid if gid is not None else uid}"
@@ -246,7 +254,7 @@ def container_spec(
         mounts=tuple(mounts),
         shm_size=shm_size,
         ipc_host=ipc_host,
-        gpu=gpu_flags(accelerator, use_gpu=use_gpu, render_group=render_group),
+        gpu=gpu,
         network_mode=network_mode,
         labels={LABEL: purpose, ENV_LABEL: env_id},
         interactive=interactive,

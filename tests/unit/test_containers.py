@@ -74,6 +74,15 @@ def test_no_gpu_drops_every_gpu_flag(accelerator: str) -> None:
     assert not {"device_requests", "devices", "group_add", "security_opt"} & kw.keys()
 
 
+@pytest.mark.parametrize(("accelerator", "use_gpu", "hidden"), [
+    ("cpu", True, True), ("cuda", False, True), ("rocm", True, True), ("cuda", True, False)])
+def test_containers_without_nvidia_gpus_hide_them_from_a_default_nvidia_runtime(
+        accelerator: str, use_gpu: bool, hidden: bool) -> None:
+    # The images set NVIDIA_VISIBLE_DEVICES=all; where nvidia is Docker's default runtime that alone exposes GPUs.
+    env = _spec(accelerator, use_gpu=use_gpu).docker_kwargs()["environment"]
+    assert (env.get("NVIDIA_VISIBLE_DEVICES") == "void") is hidden
+
+
 def test_ipc_host_shm_size_network_and_read_only_mounts() -> None:
     spec = _spec("cpu", ipc_host=True, shm_size="16g", network_mode="host",
                  mounts=[Mount(source="/src", target="/workspace", read_only=True)])
