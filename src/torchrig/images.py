@@ -571,18 +571,15 @@ def _describe(client: docker.DockerClient, plan: _Plan, image_id: str, *, build_
 
 
 def _tag(client: docker.DockerClient, image_id: str, ref: ImageRef) -> None:
-    """Point both names at ``image_id``; drop the image they pointed at before if nothing else names it."""
-    import docker.errors
+    """Point both names at ``image_id``.
 
-    previous: set[str] = set()
+    The image they named before is left as it is (dangling, like after `docker build`): a caller may still hold
+    it (a BuiltImage, a running container), and it costs one image config, its layers being shared.
+    """
     for name in (ref.immutable, ref.alias):
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            previous.add(str(client.images.get(name).id))
         repo, tag = name.rsplit(":", 1)
         if not client.api.tag(image_id, repo, tag, force=True):
             raise BuildError(f"tagging {image_id[:19]} as {name} failed")
-    for old in previous - {image_id}:
-        _discard_untagged(client, old)
 
 
 def _discard_untagged(client: docker.DockerClient, image_id: str) -> None:

@@ -43,7 +43,7 @@ def test_a_task_code_change_rebuilds_only_the_code_layers_in_seconds(
         # the copy is built once as it is (its code may differ from the fixture's if someone is editing), ...
         before = build_image(env, "runtime", cpu_options(local_base, root=root, ref=ref), client=docker_client,
                              log=print)
-        old = _layers(docker_client, before.image_id)  # (re-tagging drops the superseded image)
+        old = _layers(docker_client, before.image_id)
         # ... then one task file changes
         (root / "tasks" / "_rebuild_probe.py").write_text(f"PROBE = {uuid.uuid4().hex!r}\n")
         t0 = time.monotonic()

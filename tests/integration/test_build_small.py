@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -90,8 +91,13 @@ def test_the_image_runs_as_the_user_with_its_labels_and_no_caches(docker_client:
 def test_devel_adds_compilers_and_keeps_the_user(docker_client: docker.DockerClient, small_env: Environment,
                                                  fake_ca: FakeCA) -> None:
     """devel = the runtime's layers + compilers (apt, through the CA when the mirror is HTTPS), same user."""
+    from torchrig.matrix import ImageRef
+
     options = BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT)
-    runtime = build_image(small_env, "runtime", options, client=docker_client, log=lambda _: None)
+    ref = ImageRef(immutable="torchrig-test:devel-probe-runtime", alias="torchrig-test:devel-probe-runtime-alias")
+    runtime = build_image(small_env, "runtime", replace(options, ref=ref), client=docker_client, log=lambda _: None)
+    for name in (ref.immutable, ref.alias):
+        docker_client.images.remove(name, noprune=True)
     built = build_image(small_env, "devel", options, client=docker_client, log=lambda _: None)
     out = _run(docker_client, built.image_id, "id -un; gcc --version | head -1; ninja --version; "
                                               "test -f /usr/include/python3.11/Python.h && echo headers")
