@@ -192,7 +192,7 @@ def run(ctx: Context) -> None:
     epochs = a.epochs or (1 if a.quick else 3)
     batch = a.batch_size or 32
     lr = a.lr if a.lr is not None else 1e-4
-    train_limit = a.train_limit or (1200 if cpu_quick else 4000 if a.quick and a.dataset else None)
+    train_limit = a.train_limit or (2000 if cpu_quick else 4000 if a.quick and a.dataset else None)
     test_limit = a.test_limit or (600 if cpu_quick else 2000 if a.quick and a.dataset else None)
     train = _fixed_shuffle(train, 1)[:train_limit]
     test = _fixed_shuffle(test, 2)[:test_limit]

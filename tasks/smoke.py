@@ -53,13 +53,13 @@ def _check_versions(ctx: Context) -> None:
 
     expected = ctx.args.expect_torch
     actual = torch.__version__
+    ctx.log(f"python {sys.version.split()[0]}, torch {actual} (CUDA {torch.version.cuda}, "
+            f"HIP {getattr(torch.version, 'hip', None)})")
     if expected:
         ctx.check("torch_version_matches", public_version(actual) == public_version(expected),
                   f"torch is {actual}, this environment expects {expected}", success=f"torch {actual}")
     else:
         ctx.warn("no expected torch version (--expect-torch or $TORCHRIG_TORCH_VERSION): version not checked")
-    ctx.log(f"python {sys.version.split()[0]}, torch {actual} (CUDA {torch.version.cuda}, "
-            f"HIP {getattr(torch.version, 'hip', None)})")
 
 
 def _check_accelerator(ctx: Context) -> list[str]:
