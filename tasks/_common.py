@@ -497,10 +497,7 @@ def _gate_summary(ctx: Context) -> str:
         return f"{g.metric}={v:.4g} {g.op} {g.threshold:g}" + ("" if g.passed else " FAILED")
 
     failed = [g for g in ctx.gates if not g.passed]
-    if len(ctx.gates) <= 4:
-        shown = ctx.gates
-    else:
-        shown = failed
+    shown = ctx.gates if len(ctx.gates) <= 4 else failed
     head = f"{len(ctx.gates) - len(failed)}/{len(ctx.gates)} gates passed"
     return "; ".join([head, *(one(g) for g in shown)])
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         from tasks import make_data
 
         if not make_data.cifar_present(a.data):
-            rc = make_data.make(a.data, a.seed, 50000, 10000, force=False, quiet=a.quiet)
+            rc = make_data.make(a.data, seed=a.seed, train_size=50000, test_size=10000, force=False, quiet=a.quiet)
             if rc:
                 return rc
     results: list[tuple[str, int, float]] = []

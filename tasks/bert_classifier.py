@@ -73,7 +73,7 @@ def resolve_model(arg: str | None) -> tuple[str, bool]:
         if not p.is_dir() or not (p / "config.json").is_file():
             raise UsageError(f"--model {arg}: not a checkpoint directory (no config.json in it)")
         return str(p), True
-    looks_like_path = arg.startswith(("/", "./", "../", "~")) or arg.count("/") > 1 or os.sep != "/" and os.sep in arg
+    looks_like_path = arg.startswith(("/", "./", "../", "~")) or arg.count("/") > 1 or (os.sep != "/" and os.sep in arg)
     if looks_like_path:
         raise UsageError(f"--model {arg}: no such directory (give a checkpoint directory or a Hub id such as "
                          "bert-base-uncased)")
@@ -135,13 +135,13 @@ def read_csv(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], 
     train: list[tuple[str, int]] = []
     test: list[tuple[str, int]] = []
     if has_split:
-        for (text, _, split), y in zip(rows, ids):
+        for (text, _, split), y in zip(rows, ids, strict=True):
             (test if split in TEST_NAMES else train).append((text, y))
     else:
         order = list(range(len(rows)))
         random.Random(HOLDOUT_SEED).shuffle(order)
         held = set(order[: max(1, len(rows) // 5)])
-        for i, ((text, _, _), y) in enumerate(zip(rows, ids)):
+        for i, ((text, _, _), y) in enumerate(zip(rows, ids, strict=True)):
             (test if i in held else train).append((text, y))
     if not train or not test:
         raise UsageError(f"--data {path}: needs both training and held-out rows ({len(train)} / {len(test)})")
@@ -198,7 +198,7 @@ def run(ctx: Context) -> None:
     test = _fixed_shuffle(test, 2)[:test_limit]
     if a.shuffle_labels:
         shuffled = _common.shuffled_labels([y for _, y in train], a.seed)
-        train = [(t, y) for (t, _), y in zip(train, shuffled)]
+        train = [(t, y) for (t, _), y in zip(train, shuffled, strict=True)]
     amp = bool(a.amp and gpu)
     ctx.set(model=name, data=data_name, labels=labels, epochs=epochs, batch_size=batch, lr=lr,
             train_size=len(train), test_size=len(test), max_length=a.max_length, warmup=a.warmup, amp=amp)

@@ -233,8 +233,8 @@ def run(ctx: Context) -> None:
         loss_sum = torch.zeros((), device=ctx.device)
         correct = torch.zeros((), device=ctx.device, dtype=torch.long)
         n = 0
-        for i, (x, y) in enumerate(train_loader):
-            x, y = to_dev(x), y.to(ctx.device, non_blocking=True)
+        for i, (xb, yb) in enumerate(train_loader):
+            x, y = to_dev(xb), yb.to(ctx.device, non_blocking=True)
             try:
                 with _common.amp_autocast(ctx.device, amp):
                     out = fwd(x)
@@ -282,7 +282,8 @@ def _make_synthetic(argv: list[str] | None) -> int | None:
         return None
     p = _common.build_parser(SPEC)
     a = p.parse_args(args)
-    return make_data.make(a.data, a.seed, a.train_size, a.test_size, a.force, a.quiet)
+    return make_data.make(a.data, seed=a.seed, train_size=a.train_size, test_size=a.test_size, force=a.force,
+                          quiet=a.quiet)
 
 
 SPEC = TaskSpec(name="cifar_cnn", description=__doc__ or "", run=run, add_arguments=add_arguments)

@@ -274,7 +274,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing cifar-10-batches-py folder")
 
 
-def make(data: str, seed: int, train_size: int, test_size: int, force: bool, quiet: bool) -> int:
+def make(data: str, *, seed: int, train_size: int, test_size: int, force: bool, quiet: bool) -> int:
     """Generate (or keep) the data set; returns an exit code (0 written or already there, 2 bad input)."""
     folder = Path(data) / BASE_FOLDER
     if folder.exists() and not force:
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     add_arguments(p)
     a = p.parse_args(argv)
-    return make(a.data, a.seed, a.train_size, a.test_size, a.force, a.quiet)
+    return make(a.data, seed=a.seed, train_size=a.train_size, test_size=a.test_size, force=a.force, quiet=a.quiet)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest CPU/GPU difference of the fitted w and b (default 1e-4)")
 
 
-def _train(ctx: Context, device: str, x: Any, y: Any, init: dict[str, Any], order: list[Any], lr: float,
+def _train(ctx: Context, device: str, *, x: Any, y: Any, init: dict[str, Any], order: list[Any], lr: float,
            batch: int) -> tuple[Any, list[float], float]:
     """Train a fresh Linear(1, 1) from ``init`` over the batches in ``order``; (model, epoch losses, seconds)."""
     import torch
@@ -53,7 +53,7 @@ def _train(ctx: Context, device: str, x: Any, y: Any, init: dict[str, Any], orde
             opt.step()
             total += loss.detach() * len(idx)
         losses.append(float(total) / len(x))
-        if epoch == 1 or epoch == epochs or epoch % max(1, epochs // 5) == 0:
+        if epoch in (1, epochs) or epoch % max(1, epochs // 5) == 0:
             w, b = model.weight.detach().item(), model.bias.detach().item()
             ctx.log(f"[{device}] epoch {epoch}/{epochs}  loss {losses[-1]:.3e}  w {w:.5f}  b {b:.5f}")
     if device == "cuda":
@@ -83,7 +83,7 @@ def run(ctx: Context) -> None:
     ctx.log(f"fitting y = {TRUE_W:g}x + {TRUE_B:g} (noise {a.noise:g}) on {n} points: {epochs} epochs, batch {batch}, "
             f"lr {lr:g}; start w {float(init['weight']):.4f} b {float(init['bias']):.4f}")
 
-    model, losses, secs = _train(ctx, "cpu", x, y, init, order, lr, batch)
+    model, losses, secs = _train(ctx, "cpu", x=x, y=y, init=init, order=order, lr=lr, batch=batch)
     w, b = model.weight.detach().item(), model.bias.detach().item()
     with torch.no_grad():
         mse = float(torch.mean((model(x) - y) ** 2))
@@ -101,7 +101,7 @@ def run(ctx: Context) -> None:
     if ctx.device == "cuda":
         # The GPU must reproduce the CPU's answer; TF32 would round the products to 10 bits, far beyond 1e-4.
         torch.backends.cuda.matmul.allow_tf32 = False
-        gpu_model, gpu_losses, gpu_secs = _train(ctx, "cuda", x, y, init, order, lr, batch)
+        gpu_model, _, gpu_secs = _train(ctx, "cuda", x=x, y=y, init=init, order=order, lr=lr, batch=batch)
         gw, gb = gpu_model.weight.detach().item(), gpu_model.bias.detach().item()
         with torch.no_grad():
             gpu_mse = float(torch.mean((gpu_model(x.cuda()) - y.cuda()) ** 2))
