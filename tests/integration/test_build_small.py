@@ -96,18 +96,20 @@ def test_devel_adds_compilers_and_keeps_the_user(docker_client: docker.DockerCli
     options = BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT)
     ref = ImageRef(immutable="torchrig-test:devel-probe-runtime", alias="torchrig-test:devel-probe-runtime-alias")
     runtime = build_image(small_env, "runtime", replace(options, ref=ref), client=docker_client, log=lambda _: None)
-    for name in (ref.immutable, ref.alias):
-        docker_client.images.remove(name, noprune=True)
-    built = build_image(small_env, "devel", options, client=docker_client, log=lambda _: None)
-    out = _run(docker_client, built.image_id, "id -un; gcc --version | head -1; ninja --version; "
-                                              "test -f /usr/include/python3.11/Python.h && echo headers")
-    lines = out.splitlines()
-    assert lines[0] == "torchrig", "devel runs as the same non-root user"
-    assert lines[1].startswith("gcc") and lines[3] == "headers"
-    assert built.ref.immutable.endswith("-devel") and built.labels["io.torchrig.target"] == "devel"
-    shared = docker_client.images.get(runtime.image_id).attrs["RootFS"]["Layers"][:-3]
-    assert docker_client.images.get(built.image_id).attrs["RootFS"]["Layers"][:len(shared)] == shared, \
-        "devel builds on the same torch/extras layers as runtime"
+    try:
+        built = build_image(small_env, "devel", options, client=docker_client, log=lambda _: None)
+        out = _run(docker_client, built.image_id, "id -un; gcc --version | head -1; ninja --version; "
+                                                  "test -f /usr/include/python3.11/Python.h && echo headers")
+        lines = out.splitlines()
+        assert lines[0] == "torchrig", "devel runs as the same non-root user"
+        assert lines[1].startswith("gcc") and lines[3] == "headers"
+        assert built.ref.immutable.endswith("-devel") and built.labels["io.torchrig.target"] == "devel"
+        shared = docker_client.images.get(runtime.image_id).attrs["RootFS"]["Layers"][:-3]
+        assert docker_client.images.get(built.image_id).attrs["RootFS"]["Layers"][:len(shared)] == shared, \
+            "devel builds on the same torch/extras layers as runtime"
+    finally:
+        for name in (ref.immutable, ref.alias):
+            docker_client.images.remove(name, noprune=True)
 
 
 def test_offline_from_a_wheelhouse(docker_client: docker.DockerClient, small_env: Environment,
