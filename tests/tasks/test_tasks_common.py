@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tasks_support import run_module
+
 from torchrig.records import validate_record
 
 pytestmark = pytest.mark.torch
