@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = {"smoke", "regression", "cifar_cnn", "bert_classifier"}
 PYPI = "https://pypi.org/simple"
-# CI's budget for this test (the quick tasks take about two minutes on 2 cores; data generation ~20 s).
-BUDGET_S = 900
+# A guard against a hung run, not a timing test: the quick tasks took 491 s on the host of a loaded 2-core machine
+# (BERT quick mode trains on 2,000 sentences), and torch 2.0.1 in the image is slower than the host's torch.
+BUDGET_S = 2400
 
 
 def test_run_tasks_cpu_inside_the_real_image(cpu_image: Any, local_base: str, docker_client: docker.DockerClient,
