@@ -8,6 +8,7 @@ the host directory, validate, belong to the host user, and name the image they c
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,4 +58,7 @@ def test_run_tasks_cpu_inside_the_real_image(cpu_image: Any, local_base: str, do
     assert owners == {os.getuid()}, "the records belong to the host user"
     assert (data / "cifar-10-batches-py").is_dir(), "the synthetic CIFAR-10 was written to the host data dir"
     assert f"{len(records)} new record(s)" in proc.stdout
-    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}=tasks"})
+    # Its own container is gone (by name: other runs of the suite may have theirs running in parallel).
+    names = re.findall(r"starting (torchrig-cpu-tasks-[0-9a-f]+) ", proc.stderr + proc.stdout)
+    assert len(names) == 1
+    assert not docker_client.containers.list(all=True, filters={"name": names[0], "label": f"{LABEL}=tasks"})
