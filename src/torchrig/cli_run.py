@@ -293,10 +293,10 @@ def _run_suite(args: argparse.Namespace, module: str) -> int:
 
 
 def _failure(result: RunResult, records: list[Record], results: Path) -> str:
-    if result.exit_code == 1 and not result.timed_out:
-        failed = [r.name for r in records if r.verdict != "pass"]
-        return (f"{len(failed)} of {len(records)} record(s) did not pass ({', '.join(failed) or 'none written'}): "
-                f"see the output above and the records in {results}")
+    failed = [r.name for r in records if r.verdict != "pass"]
+    if result.exit_code == 1 and not result.timed_out and failed:  # a gate failed: the records say which, and why
+        return (f"{len(failed)} of {len(records)} record(s) did not pass ({', '.join(failed)}): see the output "
+                f"above and the records in {results}")
     msg = result.describe()
     if result.timed_out or (result.exit_code or 0) > 128:
         msg += f"\nthe {len(records)} record(s) written before it was stopped are kept in {results}"

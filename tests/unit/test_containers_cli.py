@@ -56,6 +56,7 @@ class Harness:
     exit_code: int | None = 0
     timed_out: bool = False
     write: tuple[str, ...] = ("smoke", "regression")  # records the fake container writes
+    verdict: str = "pass"
     specs: list[ContainerSpec] = dataclasses.field(default_factory=list)
     builds: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     pulls: list[str] = dataclasses.field(default_factory=list)
@@ -67,7 +68,7 @@ class Harness:
         results = next((Path(m.source) for m in spec.mounts if m.target == "/results"), None)
         if results is not None and spec.labels["torchrig.container"] in ("tasks", "bench"):
             for name in self.write:
-                write_record(_record(name, spec.environment.get("TORCHRIG_IMAGE_ID")), results)
+                write_record(_record(name, spec.environment.get("TORCHRIG_IMAGE_ID"), self.verdict), results)
         return RunResult(name=spec.name, image=spec.image, command=spec.command, exit_code=self.exit_code,
                          duration_s=1.0, timed_out=self.timed_out, timeout_s=5.0 if self.timed_out else None)
 
@@ -84,10 +85,10 @@ class Harness:
         return type("Built", (), {"image_id": IMAGE_ID, "ref": ref})()
 
 
-def _record(name: str, image_id: str | None) -> Record:
+def _record(name: str, image_id: str | None, verdict: Any = "pass") -> Record:
     machine = Machine(hostname="h", os="Linux", cpu="c", cpu_count=2, accelerator="cpu")
     return Record(kind="task", name=name, env_id="cpu", machine=machine.with_fingerprint(),
-                  software=Software(python="3.11"), verdict="pass", wall_time_s=2.5,
+                  software=Software(python="3.11"), verdict=verdict, wall_time_s=2.5,
                   container=Container(image="img", image_id=image_id))
 
 
@@ -178,10 +179,19 @@ def test_no_gpu_runs_a_cuda_image_on_the_cpu(h: Harness, capsys: pytest.CaptureF
 def test_a_failed_gate_fails_the_command_and_names_the_task(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
     h.exit_code = 1
     h.write = ("smoke",)
+    h.verdict = "fail"
     (h.tmp / "data" / "cifar-10-batches-py").mkdir(parents=True)
     assert _main(h, "run-tasks", *_suite_args(h, "cpu")) == 6
     err = capsys.readouterr().err
-    assert "did not pass" in err
+    assert "1 of 1 record(s) did not pass (smoke)" in err
+
+
+def test_a_crash_before_any_record_shows_the_output_not_a_gate_message(
+        h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.exit_code, h.write = 1, ()
+    assert _main(h, "run-bench", *_suite_args(h, "cpu")) == 6
+    err = capsys.readouterr().err
+    assert "exited with status 1" in err and "did not pass" not in err
 
 
 def test_a_timed_out_run_says_the_records_written_are_kept(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
