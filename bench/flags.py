@@ -16,7 +16,10 @@ __all__ = ["precision_flags", "read_flags"]
 
 
 def _new_api(torch: Any) -> bool:
-    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv")
+    try:  # torch 2.0's matmul backend raises AssertionError (not AttributeError) for unknown attributes
+        return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv")
+    except AssertionError:
+        return False
 
 
 def read_flags() -> dict[str, Any]:
