@@ -13,6 +13,7 @@ import collections
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -219,7 +220,8 @@ def _inspect(client: docker.DockerClient, ref: str, env: Environment, *, ref_nam
 
 def image_environment(env: Environment, image: ImageInfo) -> dict[str, str]:
     """Variables the records read to say which image they came from (``records.collect_container``)."""
-    out = {"TORCHRIG_ENV_ID": env.id, "TORCHRIG_IMAGE": image.ref, "TORCHRIG_IMAGE_ID": image.id}
+    out = {"TORCHRIG_ENV_ID": env.id, "TORCHRIG_IMAGE": image.ref, "TORCHRIG_IMAGE_ID": image.id,
+           "TORCHRIG_HOSTNAME": socket.gethostname()}
     if image.digest:
         out["TORCHRIG_IMAGE_DIGEST"] = image.digest
     return out
@@ -311,9 +313,10 @@ def summarize_records(results: Path, before: set[Path], image: ImageInfo) -> lis
     verdicts = collections.Counter(r.verdict for r in records)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "none"
     print(f"torchrig: {len(records)} new record(s) in {results} ({counts})", flush=True)
+    width = max((len(r.name) for r in records), default=0)
     for r in sorted(records, key=lambda r: (r.kind, r.name)):
         mark = "" if r.container and r.container.image_id == image.id else "  (the record does not name the image!)"
-        print(f"  {r.verdict:<5} {r.kind:<5} {r.name:<32} {r.wall_time_s:8.1f} s{mark}", flush=True)
+        print(f"  {r.verdict:<5} {r.kind:<5} {r.name:<{width}} {r.wall_time_s:8.1f} s{mark}", flush=True)
     for problem in problems:
         if problem.path in new:
             print(f"  invalid record {problem.path}: {problem.reason}", flush=True)

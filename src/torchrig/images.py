@@ -217,8 +217,8 @@ def _generated_files(env: Environment, lock: LockDecision) -> dict[str, str]:
                 "requirements-extras.txt": lock.lock.section_text("extras"), "constraints.txt": pins}
     # Unlocked, the torch layer resolves under the extras' version pins too (e.g. numpy<2): else it would install
     # the newest numpy and the extras layer a second, older copy on top.
-    return {"requirements-torch.txt": pins, "constraints-torch.txt": extras_as_constraints(env.extras),
-            "requirements-extras.txt": "".join(f"{r}\n" for r in env.extras), "constraints.txt": pins}
+    return {"requirements-torch.txt": pins, "constraints-torch.txt": extras_as_constraints(env.image_extras),
+            "requirements-extras.txt": "".join(f"{r}\n" for r in env.image_extras), "constraints.txt": pins}
 
 
 def extras_as_constraints(extras: Sequence[str]) -> str:
@@ -318,6 +318,9 @@ def _plan(env: Environment, target: Target, options: BuildOptions, client: docke
         "TORCHRIG_TORCH_VERSION": env.torch,
         "TORCHRIG_ENV_ID": env.id,
         "TORCHRIG_ACCELERATOR": env.accelerator,
+        # torch.compile's inductor (and Triton's launcher on GPUs) compiles C/C++ at run time: the runtime image
+        # gets gcc/g++ and Python's headers wherever torch.compile can work with this Python (devel has them).
+        "TORCHRIG_C_COMPILER": "1" if env.torch_compile_supported() else "0",
     }
     kept_ca = _sha256_file(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
     inputs = hashlib.sha256(json.dumps({
@@ -483,7 +486,15 @@ def _find(plan: _Plan, client: docker.DockerClient) -> str | None:
     images = client.images.list(filters={"label": f"{LABEL_INPUTS}={plan.inputs}"})
     if not images:
         return None
-    return str(max(images, key=lambda i: str(i.attrs.get("Created", ""))).id)
+    return _pick(plan.ref.immutable, [(str(i.id), list(i.attrs.get("RepoTags") or []), str(i.attrs.get("Created", "")))
+                                      for i in images])
+
+
+def _pick(immutable: str, candidates: list[tuple[str, list[str], str]]) -> str:
+    """Of several images built from the same inputs (a rebuild with --no-cache, a copy of the checkout), the one
+    already carrying the immutable tag, then any tagged one, then the newest: the same answer every time, so a
+    second command (run-tasks after build) uses the image the first one reported."""
+    return max(candidates, key=lambda c: (immutable in c[1], bool(c[1]), c[2]))[0]
 
 
 def _build(plan: _Plan, options: BuildOptions, client: docker.DockerClient, say: Log) -> BuiltImage:

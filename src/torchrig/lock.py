@@ -319,7 +319,7 @@ def resolve_in_container(*, client: docker.DockerClient, base_image: str, env: E
     files = {
         "build-env.sh": helper.read_bytes(),
         "requirements-torch.txt": f"torch=={env.torch}\ntorchvision=={env.torchvision}\n".encode(),
-        "requirements-extras.txt": "".join(f"{r}\n" for r in env.extras).encode(),
+        "requirements-extras.txt": "".join(f"{r}\n" for r in env.image_extras).encode(),
         "resolve.sh": resolve_script(python_version=env.python).encode(),
     }
     archive = io.BytesIO()

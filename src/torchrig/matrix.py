@@ -51,6 +51,10 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _TORCH_RE = re.compile(r"^\d+\.\d+\.\d+$")
 _PY_RE = re.compile(r"^3\.\d{1,2}$")
 _GPU_VER_RE = re.compile(r"^\d+\.\d+(\.\d+)?$")
+# Every image carries the benchmark suite (bench/) and what runs it, so `torchrig run-bench ENV` needs nothing
+# installed at run time (GPU machines often have no internet). An environment that lists one of these in its
+# extras keeps its own pin.
+IMAGE_EXTRAS: tuple[str, ...] = ("pytest>=7.3", "pytest-benchmark>=4.0")
 _REQ_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"  # name[extras]
     r"\s*((===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*"  # version specifiers
@@ -125,9 +129,26 @@ class Environment:
             return None
         return (compat or load_compat()).driver_min.get(self.cuda)
 
+    def torch_compile_supported(self, compat: Compat | None = None) -> bool:
+        """Whether torch.compile (dynamo) supports this environment's Python in its torch release."""
+        release = (compat or load_compat()).release(self.torch)
+        return release is not None and parse_version(self.python) <= parse_version(release.compile_max_python)
+
+    @property
+    def image_extras(self) -> tuple[str, ...]:
+        """The extras plus what every image carries (:data:`IMAGE_EXTRAS`) unless the extras name it already."""
+        named = {_req_name(r) for r in self.extras}
+        return (*self.extras, *(r for r in IMAGE_EXTRAS if _req_name(r) not in named))
+
     def requirements(self) -> tuple[str, ...]:
         """What pip installs into the image, torch and torchvision pinned first."""
-        return (f"torch=={self.torch}", f"torchvision=={self.torchvision}", *self.extras)
+        return (f"torch=={self.torch}", f"torchvision=={self.torchvision}", *self.image_extras)
+
+
+def _req_name(requirement: str) -> str:
+    """The canonical project name of a requirement string (``Pytest_Benchmark[x]>=4`` -> ``pytest-benchmark``)."""
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else requirement
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -207,7 +207,8 @@ def collect_machine(device: str = "cpu") -> Machine:
         gpu_mem = round(props.total_memory / 2**30, 1)
         driver = _gpu_driver(accelerator)
     m = Machine(
-        hostname=socket.gethostname(),
+        # in a container, the host's name (torchrig passes it): the container's own is a random id
+        hostname=os.environ.get("TORCHRIG_HOSTNAME") or socket.gethostname(),
         os=f"{platform.system()} {platform.release()}",
         cpu=_cpu_model(),
         cpu_count=os.cpu_count() or 1,

@@ -103,12 +103,20 @@ def fake_ca(tmp_path_factory: pytest.TempPathFactory) -> FakeCA:
 
 @pytest.fixture(scope="session")
 def fake_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """torch 2.0.1 / torchvision 0.15.2 stand-ins (a few bytes each) and one extra."""
+    """torch 2.0.1 / torchvision 0.15.2 / pytest / pytest-benchmark stand-ins (a few bytes each) and one extra."""
     d = tmp_path_factory.mktemp("wheels")
     make_wheel(d, "torch", "2.0.1", {"torch/__init__.py": '__version__ = "2.0.1"\n'})
     make_wheel(d, "torchvision", "0.15.2", {"torchvision/__init__.py": '__version__ = "0.15.2"\n'},
                requires=["torch==2.0.1"])
     make_wheel(d, "torchrig-fake-extra", "1.0", {"torchrig_fake_extra/__init__.py": "VALUE = 42\n"})
+    # a torch whose torch.compile supports Python 3.11: its runtime image gets a C compiler
+    make_wheel(d, "torch", "2.1.0", {"torch/__init__.py": '__version__ = "2.1.0"\n'})
+    make_wheel(d, "torchvision", "0.16.0", {"torchvision/__init__.py": '__version__ = "0.16.0"\n'},
+               requires=["torch==2.1.0"])
+    # every image carries what runs the benchmarks (matrix.IMAGE_EXTRAS): stand-ins, as the index is offline
+    make_wheel(d, "pytest", "8.0.0", {"pytest/__init__.py": '__version__ = "8.0.0"\n'})
+    make_wheel(d, "pytest-benchmark", "4.0.0", {"pytest_benchmark/__init__.py": '__version__ = "4.0.0"\n'},
+               requires=["pytest>=3.8"])
     return d
 
 
@@ -121,14 +129,16 @@ class _IndexHandler(http.server.SimpleHTTPRequestHandler):
 def https_index(tmp_path_factory: pytest.TempPathFactory, fake_wheels: Path, fake_ca: FakeCA) -> Iterator[HttpsIndex]:
     """A PEP 503 index of ``fake_wheels`` over HTTPS on 127.0.0.1, its certificate signed by ``fake_ca``."""
     root = tmp_path_factory.mktemp("index")
+    (root / "files").mkdir()
+    links: dict[str, list[str]] = {}
     for whl in sorted(fake_wheels.glob("*.whl")):
         project = whl.name.split("-")[0].replace("_", "-").lower()
-        (root / "simple" / project).mkdir(parents=True, exist_ok=True)
-        (root / "files").mkdir(exist_ok=True)
         shutil.copy(whl, root / "files" / whl.name)
         digest = hashlib.sha256(whl.read_bytes()).hexdigest()
-        (root / "simple" / project / "index.html").write_text(
-            f'<html><body><a href="../../files/{whl.name}#sha256={digest}">{whl.name}</a></body></html>\n')
+        links.setdefault(project, []).append(f'<a href="../../files/{whl.name}#sha256={digest}">{whl.name}</a>')
+    for project, anchors in links.items():
+        (root / "simple" / project).mkdir(parents=True)
+        (root / "simple" / project / "index.html").write_text(f"<html><body>{''.join(anchors)}</body></html>\n")
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), lambda *a: _IndexHandler(*a, directory=str(root)))  # type: ignore[misc]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

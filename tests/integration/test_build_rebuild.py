@@ -39,6 +39,8 @@ def test_a_task_code_change_rebuilds_only_the_code_layers_in_seconds(
     root = _checkout_copy(tmp_path)
     ref = ImageRef(immutable="torchrig-test/cpu-rebuild:probe", alias="torchrig-test/cpu-rebuild:probe-alias")
     env = matrix.get("cpu")
+    before: BuiltImage | None = None
+    after: BuiltImage | None = None
     try:
         # the copy is built once as it is (its code may differ from the fixture's if someone is editing), ...
         before = build_image(env, "runtime", cpu_options(local_base, root=root, ref=ref), client=docker_client,
@@ -64,3 +66,16 @@ def test_a_task_code_change_rebuilds_only_the_code_layers_in_seconds(
         for name in (ref.immutable, ref.alias):
             if docker_client.images.list(name=name):
                 docker_client.images.remove(name, noprune=True)
+        # `before` now has no tag but the same inputs label as the fixture's image: remove it, so that no later
+        # `ensure_image` has two candidates (it would pick the tagged one, but leave nothing behind anyway)
+        for image in (before, after):
+            if image is not None:
+                _remove_if_untagged(docker_client, image.image_id)
+
+
+def _remove_if_untagged(client: docker.DockerClient, image_id: str) -> None:
+    try:
+        if not client.images.get(image_id).tags:
+            client.images.remove(image_id, noprune=True)
+    except docker.errors.APIError:  # already gone, or a container uses it
+        pass

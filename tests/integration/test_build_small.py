@@ -256,3 +256,46 @@ def test_ensure_image_reuses_an_image_built_from_the_same_inputs(docker_client: 
         "the CA bundle is not an input"
     other = BuildOptions(root=ROOT, uid=1234)
     assert find_image(small_env, "runtime", other, client=docker_client) is None, "another UID is another image"
+
+
+def test_runtime_images_compile_cpp_against_python_where_torch_compile_works(
+        docker_client: docker.DockerClient, small_built: BuiltImage, local_base: str, *, https_index: HttpsIndex,
+        fake_ca: FakeCA, tmp_path: Path) -> None:
+    """inductor compiles C++ that includes Python.h (and Triton its launcher): what the image must be able to do.
+
+    The control: the small image (torch 2.0 on Python 3.11, where torch.compile cannot work) has no compiler.
+    """
+    from torchrig.matrix import ImageRef
+
+    assert "no compiler" in _run(docker_client, small_built.image_id, "command -v gcc g++ || echo no compiler")
+    extra = f"""  - id: compiles
+    accelerator: cpu
+    torch: "2.1.0"
+    python: "3.11"
+    index: {https_index.url}
+    dockerfile: {ROOT / "images" / "Dockerfile"}
+    targets: {{runtime: "{local_base}"}}
+"""
+    m = write_matrix(tmp_path / "matrix.yaml", index=https_index.url, base=local_base, extra_envs=extra)
+    ref = ImageRef(immutable="torchrig-test:compiles", alias="torchrig-test:compiles-alias")
+    built = build_image(m.get("compiles"), "runtime", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT, ref=ref),
+                        client=docker_client, log=print)
+    try:
+        script = r"""set -e
+inc="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+printf '#include <Python.h>\n#include <vector>\n' > /tmp/t.cpp
+printf 'int main() { std::vector<int> v{1, 2}; return PY_MAJOR_VERSION - 3 + v.size() - 2; }\n' >> /tmp/t.cpp
+g++ -O2 -I"$inc" /tmp/t.cpp -o /tmp/t 2>&1
+g++ -O2 -shared -fPIC -I"$inc" /tmp/t.cpp -o /tmp/t.so 2>&1
+/tmp/t && echo compiled
+id -u
+ls /var/lib/apt/lists | grep -v -e '^lock$' -e '^partial$' | wc -l
+"""
+        out = _run(docker_client, built.image_id, script).split()
+        assert out == ["compiled", "1000", "0"], out
+        grown = (built.size_bytes - small_built.size_bytes) / 1e6
+        print(f"\nthe C/C++ compiler + Python headers add {grown:,.0f} MB to a runtime image")
+        assert grown < 400
+    finally:
+        for name in (ref.immutable, ref.alias):
+            docker_client.images.remove(name)

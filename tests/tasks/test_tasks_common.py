@@ -112,3 +112,14 @@ def test_all_runner_rejects_an_unknown_task(tmp_path: Path) -> None:
     r = run_module("tasks.all", "--only", "smoke,regresion", results=tmp_path)
     assert r.rc == 2
     assert "unknown task(s) regresion" in r.stderr
+
+
+def test_a_record_written_in_a_container_names_the_host_not_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchrig.records import collect_machine
+
+    monkeypatch.delenv("TORCHRIG_HOSTNAME", raising=False)
+    own = collect_machine()
+    monkeypatch.setenv("TORCHRIG_HOSTNAME", "gpu-node-7")
+    passed = collect_machine()
+    assert passed.hostname == "gpu-node-7"
+    assert passed.fingerprint == own.fingerprint, "the name is not part of what makes results comparable"

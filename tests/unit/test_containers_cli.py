@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -130,6 +131,7 @@ def test_run_tasks_mounts_results_and_data_runs_as_the_user_and_names_the_image(
     assert env["TORCHRIG_IMAGE_ID"] == IMAGE_ID
     assert env["TORCHRIG_IMAGE_DIGEST"].startswith("ghcr.io/torchrig/torchrig@sha256:")
     assert env["TORCHRIG_ENV_ID"] == "cpu" and env["TORCHRIG_RESULTS"] == "/results"
+    assert env["TORCHRIG_HOSTNAME"] == socket.gethostname(), "records name the host, not the container id"
     assert kw["network_mode"] == "none" and kw["shm_size"] == "8g"
     assert "device_requests" not in kw
     assert h.builds == [("cpu", "runtime")]

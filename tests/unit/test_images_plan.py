@@ -77,7 +77,7 @@ def test_unlocked_builds_pin_torch_and_carry_the_extras_pins_into_the_torch_laye
     assert files["requirements-torch.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
     assert files["constraints.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
     assert "numpy<2\n" in files["constraints-torch.txt"], "else torch's layer gets numpy 2 and the extras a 2nd copy"
-    assert files["requirements-extras.txt"].splitlines() == list(env.extras)
+    assert files["requirements-extras.txt"].splitlines() == [*env.extras, "pytest>=7.3", "pytest-benchmark>=4.0"]
 
 
 def test_extras_become_constraints_without_their_extras_or_urls() -> None:
@@ -215,3 +215,40 @@ def test_a_missing_dockerfile_is_a_build_error(env: Environment, root: Path, tmp
     gone = Environment(**{**env.__dict__, "dockerfile": tmp_path / "nope" / "Dockerfile"})
     with pytest.raises(BuildError, match="does not exist"):
         _plan(gone, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+
+
+def test_of_images_with_the_same_inputs_the_one_with_the_immutable_tag_wins() -> None:
+    from torchrig.images import _pick
+
+    tag = "ghcr.io/torchrig/torchrig:2.0.1-cpu-py3.11"
+    older_tagged = ("sha256:a", [tag, "ghcr.io/torchrig/torchrig:cpu"], "2026-11-22T10:00:00Z")
+    newer_dangling = ("sha256:b", [], "2026-11-22T11:00:00Z")
+    newer_other_tag = ("sha256:c", ["torchrig-test/probe:x"], "2026-11-22T12:00:00Z")
+    assert _pick(tag, [newer_dangling, older_tagged, newer_other_tag]) == "sha256:a"
+    assert _pick(tag, [newer_dangling, newer_other_tag]) == "sha256:c", "a tagged image before a dangling one"
+    assert _pick(tag, [("sha256:d", [], "2026-11-22T09:00:00Z"), newer_dangling]) == "sha256:b", "else the newest"
+
+
+def test_every_image_carries_what_runs_the_benchmarks_unless_the_extras_pin_it() -> None:
+    from dataclasses import replace
+
+    m = load_matrix(ROOT / "matrix.yaml")
+    env = m.get("cpu")
+    assert env.image_extras[-2:] == ("pytest>=7.3", "pytest-benchmark>=4.0")
+    own = replace(env, extras=("Pytest_Benchmark==4.0.0",))
+    assert own.image_extras == ("Pytest_Benchmark==4.0.0", "pytest>=7.3"), "the environment's own pin wins"
+    assert env.requirements()[-2:] == env.image_extras[-2:], "the lock resolves them too"
+
+
+def test_runtime_images_get_a_c_compiler_where_torch_compile_can_work(root: Path) -> None:
+    from dataclasses import replace
+
+    env = load_matrix(ROOT / "matrix.yaml").get("cpu")  # torch 2.0.1 on Python 3.11: dynamo supports <= 3.10
+    assert not env.torch_compile_supported()
+    assert _plan(env, "runtime", BuildOptions(root=root), FakeClient()).buildargs[  # type: ignore[arg-type]
+        "TORCHRIG_C_COMPILER"] == "0"
+    for torch, tv, py in (("2.0.1", "0.15.2", "3.10"), ("2.14.1", "0.29.1", "3.12")):
+        e = replace(env, torch=torch, torchvision=tv, python=py)
+        assert e.torch_compile_supported()
+        assert _plan(e, "runtime", BuildOptions(root=root, use_lock=False), FakeClient()).buildargs[  # type: ignore[arg-type]
+            "TORCHRIG_C_COMPILER"] == "1"
