@@ -173,6 +173,16 @@ class Context:
         self.log(f"gate {key} {op} {threshold:g}: {value:.6g} {unit} -> {'pass' if g.passed else 'FAIL'}")
         return g
 
+    def training_result(self, *, final_loss: float, samples: int, train_time: float, unit: str,
+                        test_accuracy: float, gate: float) -> Gate:
+        """The metrics every training task ends with, and its accuracy gate: loss, throughput in ``unit``
+        (samples per second of training), training time, held-out accuracy ``>= gate`` percent."""
+        self.metric("final_loss", final_loss, "nats", higher_is_better=False)
+        self.metric("throughput", samples / train_time if train_time else 0.0, unit)
+        self.metric("train_time", train_time, "s", higher_is_better=False)
+        self.metric("test_accuracy", test_accuracy, "%")
+        return self.gate("test_accuracy", ">=", gate)
+
     def check(self, key: str, ok: bool, failure: str, *, success: str | None = None) -> bool:
         """A yes/no check as a gate (metric 1 or 0, gate ``>= 1``), with the reason printed when it fails."""
         self.metric(key, 1.0 if ok else 0.0, "bool")

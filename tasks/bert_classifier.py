@@ -288,11 +288,8 @@ def run(ctx: Context) -> None:
         ctx.log(f"epoch {epoch}/{epochs}  loss {final_loss:.4f}  train acc {100.0 * correct / len(train):.1f} %  "
                 f"held-out acc {acc:.1f} %  {len(train) / dt:.0f} sentences/s  ({dt:.1f} s)")
 
-    ctx.metric("final_loss", final_loss, "nats", higher_is_better=False)
-    ctx.metric("throughput", seen / train_time if train_time else 0.0, "sentences/s")
-    ctx.metric("train_time", train_time, "s", higher_is_better=False)
-    ctx.metric("test_accuracy", acc, "%")
-    ctx.gate("test_accuracy", ">=", GATE)
+    ctx.training_result(final_loss=final_loss, samples=seen, train_time=train_time, unit="sentences/s",
+                        test_accuracy=acc, gate=GATE)
 
 
 SPEC = TaskSpec(name="bert_classifier", description=__doc__ or "", run=run, add_arguments=add_arguments)

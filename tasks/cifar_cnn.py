@@ -264,11 +264,8 @@ def run(ctx: Context) -> None:
         ctx.log(f"epoch {epoch}/{epochs}  loss {final_loss:.4f}  train acc {100.0 * float(correct) / n:.1f} %  "
                 f"test acc {test_acc:.1f} %  {n / dt:.0f} img/s  ({dt:.1f} s)")
 
-    ctx.metric("final_loss", final_loss, "nats", higher_is_better=False)
-    ctx.metric("throughput", seen / train_time if train_time else 0.0, "img/s")
-    ctx.metric("train_time", train_time, "s", higher_is_better=False)
-    ctx.metric("test_accuracy", test_acc, "%")
-    ctx.gate("test_accuracy", ">=", gate)
+    ctx.training_result(final_loss=final_loss, samples=seen, train_time=train_time, unit="img/s",
+                        test_accuracy=test_acc, gate=gate)
 
 
 def _make_synthetic(argv: list[str] | None) -> int | None:

@@ -98,6 +98,18 @@ class HttpsIndex:
     wheels: Path
 
 
+def extra_env(eid: str, *, torch: str, python: str, index: str, base: str) -> str:
+    """One more environment for :func:`write_matrix`'s ``extra_envs``: ``torch`` from ``index``, runtime ``base``."""
+    return f"""  - id: {eid}
+    accelerator: cpu
+    torch: "{torch}"
+    python: "{python}"
+    index: {index}
+    dockerfile: {ROOT / "images" / "Dockerfile"}
+    targets: {{runtime: "{base}"}}
+"""
+
+
 def write_matrix(path: Path, *, index: str, base: str, extra_envs: str = "") -> Matrix:
     """A matrix with the ``small`` environment (fake torch from ``index``), local image names only."""
     path.write_text(f"""schema_version: 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from images_support import ROOT, FakeCA, HttpsIndex, image_bytes_contain, write_matrix
+from images_support import ROOT, FakeCA, HttpsIndex, extra_env, image_bytes_contain, write_matrix
 
 from torchrig.errors import BuildError
 from torchrig.images import BuildOptions, BuiltImage, build_image
@@ -212,14 +212,7 @@ def test_a_base_with_the_wrong_python_fails_clearly(docker_client: docker.Docker
     """A base matrix.yaml's validator does not know (so only the build can tell) with another Python."""
     unknown = "torchrig-test-base:unknown-python"
     docker_client.images.get(local_base).tag(*unknown.rsplit(":", 1))
-    extra = f"""  - id: py310
-    accelerator: cpu
-    torch: "2.0.1"
-    python: "3.10"
-    index: {https_index.url}
-    dockerfile: {ROOT / "images" / "Dockerfile"}
-    targets: {{runtime: "{unknown}"}}
-"""
+    extra = extra_env("py310", torch="2.0.1", python="3.10", index=https_index.url, base=unknown)
     try:
         m = write_matrix(tmp_path / "matrix.yaml", index=https_index.url, base=local_base, extra_envs=extra)
         with pytest.raises(BuildError) as e:
@@ -268,14 +261,7 @@ def test_runtime_images_compile_cpp_against_python_where_torch_compile_works(
     from torchrig.matrix import ImageRef
 
     assert "no compiler" in _run(docker_client, small_built.image_id, "command -v gcc g++ || echo no compiler")
-    extra = f"""  - id: compiles
-    accelerator: cpu
-    torch: "2.1.0"
-    python: "3.11"
-    index: {https_index.url}
-    dockerfile: {ROOT / "images" / "Dockerfile"}
-    targets: {{runtime: "{local_base}"}}
-"""
+    extra = extra_env("compiles", torch="2.1.0", python="3.11", index=https_index.url, base=local_base)
     m = write_matrix(tmp_path / "matrix.yaml", index=https_index.url, base=local_base, extra_envs=extra)
     ref = ImageRef(immutable="torchrig-test:compiles", alias="torchrig-test:compiles-alias")
     built = build_image(m.get("compiles"), "runtime", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT, ref=ref),
