@@ -76,6 +76,6 @@ def test_a_task_code_change_rebuilds_only_the_code_layers_in_seconds(
 def _remove_if_untagged(client: docker.DockerClient, image_id: str) -> None:
     try:
         if not client.images.get(image_id).tags:
-            client.images.remove(image_id, noprune=True)
+            client.images.remove(image_id)  # and its untagged parents that nothing else uses (the COPY layers)
     except docker.errors.APIError:  # already gone, or a container uses it
         pass
