@@ -65,7 +65,7 @@ def test_a_task_code_change_rebuilds_only_the_code_layers_in_seconds(
     finally:
         for name in (ref.immutable, ref.alias):
             if docker_client.images.list(name=name):
-                docker_client.images.remove(name, noprune=True)
+                docker_client.images.remove(name)
         # `before` now has no tag but the same inputs label as the fixture's image: remove it, so that no later
         # `ensure_image` has two candidates (it would pick the tagged one, but leave nothing behind anyway)
         for image in (before, after):
