@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import BuildError, ConfigurationError
-from .matrix import Environment
+from .matrix import Environment, canonical_name
 
 if TYPE_CHECKING:
     import docker
@@ -50,16 +50,10 @@ __all__ = [
 LOCK_VERSION = 1
 Section = Literal["torch", "extras"]
 SECTIONS: tuple[Section, ...] = ("torch", "extras")
-_NAME_RE = re.compile(r"[-_.]+")
 _ENTRY_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 _HASH_RE = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 
 Log = Callable[[str], None]
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and ``typing-extensions`` agree."""
-    return _NAME_RE.sub("-", name).lower()
 
 
 def normalize_index(url: str) -> str:

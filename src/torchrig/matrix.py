@@ -145,10 +145,15 @@ class Environment:
         return (f"torch=={self.torch}", f"torchvision=={self.torchvision}", *self.image_extras)
 
 
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and ``typing-extensions`` agree."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _req_name(requirement: str) -> str:
     """The canonical project name of a requirement string (``Pytest_Benchmark[x]>=4`` -> ``pytest-benchmark``)."""
     m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-    return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else requirement
+    return canonical_name(m.group(1)) if m else requirement
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -418,7 +423,7 @@ class _Validator:
         for req in extras or ():
             if not _REQ_RE.match(req.strip()):
                 self.err(f"{eid}.extras", f"{req!r} is not a pip requirement (e.g. 'transformers==4.40.2')")
-            elif re.match(r"^(torch|torchvision)\b(?![._-])", req.strip()):
+            elif _req_name(req) in ("torch", "torchvision"):
                 self.err(f"{eid}.extras", f"{req!r}: torch and torchvision are pinned by the `torch` key; "
                          "remove them from extras")
         budgets = self._budgets(eid, merged.get("size_budget_mb"))
