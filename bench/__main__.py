@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, src)  # a checkout without `pip install`: use its torchrig
     import pytest
 
-    from torchrig.benchconv import convert
     from torchrig.errors import FatalError
+    from torchrig.results.benchconv import convert
 
     raw.parent.mkdir(parents=True, exist_ok=True)
     code = int(pytest.main(cmdline))

@@ -119,6 +119,6 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     """Model FLOPS utilisation against the GEMM ceilings measured in this same run (order-independent)."""
-    from torchrig.benchconv import add_utilisation
+    from torchrig.results.benchconv import add_utilisation
 
     add_utilisation(output_json.get("benchmarks", []))

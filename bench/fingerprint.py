@@ -1,6 +1,6 @@
 """The environment a benchmark ran in, for ``machine_info`` in the pytest-benchmark JSON.
 
-The parts the shared record schema knows (machine, software, container) come from :mod:`torchrig.records`, so a
+The parts the shared record schema knows (machine, software, container) come from :mod:`torchrig.results.records`, so a
 benchmark record and a task record of the same machine carry the same fingerprint. The rest -- GPU properties,
 cuDNN/MIOpen and NCCL versions, clocks and power limits from ``nvidia-smi``/``rocm-smi`` where they answer -- goes
 alongside. Every probe is optional: a missing tool or an unreadable value is recorded as absent, never fatal.
@@ -18,7 +18,7 @@ from typing import Any
 from bench.flags import read_flags
 from bench.harness import TorchDevice
 from bench.peaks import lookup
-from torchrig.records import collect_container, collect_machine, collect_software
+from torchrig.results.records import collect_container, collect_machine, collect_software
 
 __all__ = ["ENV_VARS", "environment", "smi"]
 

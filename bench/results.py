@@ -1,7 +1,7 @@
 """Turn a :class:`~bench.harness.Measurement` into derived metrics and the ``extra_info`` of one benchmark.
 
 ``benchmark.extra_info`` is what lands in the pytest-benchmark JSON beside the raw statistics. Its layout
-(``torchrig_bench`` = 1) is what :mod:`torchrig.benchconv` reads::
+(``torchrig_bench`` = 1) is what :mod:`torchrig.results.benchconv` reads::
 
     name, bench ("gemm" | "copy" | "train" | "ddp"), case (the parameters), workload (model details),
     flags (TF32, cudnn.benchmark ... as in effect), timing (rounds, steps per round, first step, self-check ...),

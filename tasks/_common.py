@@ -32,7 +32,7 @@ from typing import Any
 
 try:
     from torchrig.errors import UsageError
-    from torchrig.records import (
+    from torchrig.results.records import (
         Gate,
         Metric,
         Record,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from torchrig.benchconv import add_utilisation, convert, main, records_from_json
 from torchrig.errors import ConfigurationError
-from torchrig.records import load_records, validate_record
+from torchrig.results.benchconv import add_utilisation, convert, main, records_from_json
+from torchrig.results.records import load_records, validate_record
 
 
 def _metric(v: float, unit: str, repeats: int = 5, sd: float | None = None, hib: bool = True) -> dict[str, Any]:

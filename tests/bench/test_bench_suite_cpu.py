@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from torchrig.records import load_records, validate_record
+from torchrig.results.records import load_records, validate_record
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
@@ -117,7 +117,8 @@ def test_records(run: dict[str, Any]) -> None:
 
 def test_converter_cli_on_the_same_json(run: dict[str, Any], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-m", "torchrig.benchconv", str(run["raw"]), "--results", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-m", "torchrig.results.benchconv", str(run["raw"]),
+                           "--results", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "bench").glob("*.json"))) == len(run["json"]["benchmarks"])

@@ -40,8 +40,8 @@ from images_support import (
     write_matrix,
 )
 
-from torchrig.base import ensure_base
 from torchrig.images import BuildOptions, BuiltImage, ensure_image
+from torchrig.images.base import ensure_base
 from torchrig.matrix import Environment, Matrix, load_matrix
 
 
@@ -54,7 +54,7 @@ def _say(line: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[object]:
-    from torchrig.docker_client import connect
+    from torchrig.engine.client import connect
 
     client = connect()
     yield client

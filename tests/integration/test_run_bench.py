@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from torchrig.records import load_records
+from torchrig.results.records import load_records
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import pytest
 
-from torchrig.containers import KEEP_ENV, LABEL, Mount, container_spec, run
+from torchrig.engine.containers import KEEP_ENV, LABEL, Mount, container_spec, run
 from torchrig.errors import RunError
 
 pytestmark = pytest.mark.docker

@@ -18,8 +18,8 @@ from typing import Any
 import docker
 import pytest
 
-from torchrig.containers import LABEL
-from torchrig.records import load_records
+from torchrig.engine.containers import LABEL
+from torchrig.results.records import load_records
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -3,7 +3,7 @@
 ``$TORCHRIG_FAKE_MACHINE`` holds Machine fields as JSON (e.g. a GPU name and driver); every record the run
 writes then names that machine, with its own fingerprint, while the numbers are this machine's. This is how the
 report tests get records of "two machines" out of one: through the real task and benchmark code, where
-``torchrig.records.collect_machine`` is wrapped before that code imports it.
+``torchrig.results.records.collect_machine`` is wrapped before that code imports it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import runpy
 import sys
 from dataclasses import replace
 
-from torchrig import records
+from torchrig.results import records
 
 _real = records.collect_machine
 _fields = json.loads(os.environ.get("TORCHRIG_FAKE_MACHINE") or "{}")

@@ -15,8 +15,8 @@ import pytest
 from fleet import AA_RUNS, Fleet
 
 from torchrig.__main__ import main
-from torchrig.records import Metric, Record, load_records, new_run_id, write_record
 from torchrig.report import REGRESSION_EXIT_CODE
+from torchrig.results.records import Metric, Record, load_records, new_run_id, write_record
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tasks_support import ROOT
 
-from torchrig.records import validate_record
+from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch
 

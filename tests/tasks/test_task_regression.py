@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torchrig.records import validate_record
+from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch
 

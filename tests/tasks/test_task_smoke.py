@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tasks_support import task_env
 
-from torchrig.records import validate_record
+from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tasks_support import run_module
 
-from torchrig.records import validate_record
+from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch
 
@@ -72,7 +72,7 @@ def test_a_non_finite_metric_fails_its_gate_and_the_record_stays_valid(tmp_path:
 
 def test_a_failing_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks import _common
-    from torchrig import records
+    from torchrig.results import records
 
     def run(ctx: _common.Context) -> None:
         ctx.metric("x", 1.0, "1")
@@ -115,7 +115,7 @@ def test_all_runner_rejects_an_unknown_task(tmp_path: Path) -> None:
 
 
 def test_a_record_written_in_a_container_names_the_host_not_the_container(monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchrig.records import collect_machine
+    from torchrig.results.records import collect_machine
 
     monkeypatch.delenv("TORCHRIG_HOSTNAME", raising=False)
     own = collect_machine()

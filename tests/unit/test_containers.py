@@ -12,7 +12,7 @@ import docker.errors
 import docker.types
 import pytest
 
-from torchrig.containers import (
+from torchrig.engine.containers import (
     KEEP_ENV,
     LABEL,
     ContainerSpec,

@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 import docker.errors
 import pytest
 
-from torchrig import cli_run
 from torchrig.__main__ import main
-from torchrig.containers import ContainerSpec, RunResult
+from torchrig.cli import run as cli_run
+from torchrig.engine.containers import ContainerSpec, RunResult
+from torchrig.engine.hostcheck import HostFacts
 from torchrig.errors import RegistryError
-from torchrig.hostcheck import HostFacts
 from torchrig.matrix import load_matrix
-from torchrig.records import Container, Machine, Record, Software, write_record
+from torchrig.results.records import Container, Machine, Record, Software, write_record
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ID = "sha256:" + "ab" * 32

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from torchrig.__main__ import main
-from torchrig.devcontainer import (
+from torchrig.matrix import REGISTRY_ENV, load_matrix
+from torchrig.matrix.devcontainer import (
     IMAGE_USER,
     RENDER_GID_PLACEHOLDER,
     devcontainer_files,
     render_devcontainer,
     stale_devcontainers,
 )
-from torchrig.matrix import REGISTRY_ENV, load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from torchrig.engine.hostcheck import HostFacts, check_host, gather_host_facts, parse_nvidia_proc_version
 from torchrig.errors import HostCheckError
-from torchrig.hostcheck import HostFacts, check_host, gather_host_facts, parse_nvidia_proc_version
 from torchrig.matrix import Environment, load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]

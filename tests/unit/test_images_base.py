@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from torchrig.base import DEFAULT_MIRROR, debootstrap_command, ensure_base, host_mirror
 from torchrig.errors import UsageError
+from torchrig.images.base import DEFAULT_MIRROR, debootstrap_command, ensure_base, host_mirror
 
 DEB822 = """Types: deb
 URIs: http://mirror.example/debian

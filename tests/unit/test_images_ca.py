@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from torchrig.build_server import FileServer, plan, resolve_ca_bundle
-from torchrig.docker_client import is_local_daemon
+from torchrig.engine.client import is_local_daemon
 from torchrig.errors import UsageError
+from torchrig.images.serve import FileServer, plan, resolve_ca_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = ROOT / "images" / "build-env.sh"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from torchrig.build_context import assemble, code_sources, read_dockerignore
 from torchrig.errors import BuildError
+from torchrig.images.context import assemble, code_sources, read_dockerignore
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = {"requirements-torch.txt": "torch==2.0.1\n", "requirements-extras.txt": "six\n",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from torchrig.errors import BuildError, ConfigurationError
-from torchrig.lock import (
+from torchrig.images.lock import (
     LockedPackage,
     decide,
     format_lock,

@@ -87,7 +87,7 @@ def test_extras_become_constraints_without_their_extras_or_urls() -> None:
 
 
 def _lock(env: Environment, root: Path, index: str) -> Path:
-    from torchrig.lock import LockedPackage, format_lock
+    from torchrig.images.lock import LockedPackage, format_lock
 
     pkgs = [LockedPackage(name="torch", version="2.0.1", hashes=("sha256:" + "a" * 64,), section="torch"),
             LockedPackage(name="six", version="1.16.0", hashes=("sha256:" + "b" * 64,), section="extras")]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from torchrig.docker_stream import BuildStream, TransferStream
+from torchrig.engine.stream import BuildStream, TransferStream
 from torchrig.errors import BuildError, RegistryError
 
 # Recorded from `client.api.build(..., decode=True)` on Docker 20.10 (legacy builder), shortened.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from torchrig.docs import README_BEGIN, README_END, env_table_markdown
 from torchrig.matrix import load_matrix
+from torchrig.matrix.docs import README_BEGIN, README_END, env_table_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

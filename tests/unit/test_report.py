@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from torchrig.errors import UsageError
-from torchrig.records import Gate, Machine, Metric, Record, Software, load_records, write_record
 from torchrig.report import HOST, RowKey, build_report, format_number, parse_formats, write_report
+from torchrig.results.records import Gate, Machine, Metric, Record, Software, load_records, write_record
 
 CPU_BOX = Machine(hostname="ci-1", os="Linux 6.1", cpu="AMD EPYC 7763", cpu_count=4, accelerator="cpu")
 GPU_BOX = Machine(hostname="gpu-1", os="Linux 6.1", cpu="Intel Xeon 8480", cpu_count=32, accelerator="cuda",

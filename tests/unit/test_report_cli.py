@@ -9,8 +9,8 @@ import pytest
 from test_report import bench, task  # same directory: pytest puts it on sys.path (rootdir import mode)
 
 from torchrig.__main__ import main
-from torchrig.records import write_record
 from torchrig.report import REGRESSION_EXIT_CODE
+from torchrig.results.records import write_record
 
 
 def _runs(d: Path, env: str, values: list[float], *, day: int) -> None:

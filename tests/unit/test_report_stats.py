@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from torchrig.report_stats import Sample, judge, t_critical
+from torchrig.report.stats import Sample, judge, t_critical
 
 
 def _runs(rng: random.Random, n: int, mean: float, noise: tuple[float, float, int]) -> Sample:

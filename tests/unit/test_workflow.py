@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from torchrig.ci import github_matrix
 from torchrig.matrix import load_matrix
+from torchrig.matrix.ci import github_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"

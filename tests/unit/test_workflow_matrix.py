@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from torchrig.ci import RUNNER_LABELS
+from torchrig.matrix.ci import RUNNER_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
 

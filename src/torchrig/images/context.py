@@ -19,7 +19,7 @@ from pathlib import Path
 
 from docker.utils.build import PatternMatcher
 
-from .errors import BuildError
+from torchrig.errors import BuildError
 
 __all__ = ["CODE_DIRS", "MTIME", "BuildContext", "assemble", "code_sources", "read_dockerignore"]
 
@@ -59,7 +59,7 @@ def code_sources(root: Path) -> dict[str, Path]:
     for arc, rel in CODE_DIRS:
         out[arc] = root / rel
     if not out["src/torchrig"].is_dir():  # an installed torchrig (not a checkout): ship the package itself
-        out["src/torchrig"] = Path(__file__).resolve().parent
+        out["src/torchrig"] = Path(__file__).resolve().parents[1]
     return out
 
 

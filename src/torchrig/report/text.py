@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import Cell, Comparison, MachineGroup, Report, RowKey, format_number
+from torchrig.report import Cell, Comparison, MachineGroup, Report, RowKey, format_number
 
 __all__ = ["CellText", "cell_text", "change_text", "legend", "render_csv", "render_markdown", "row_label"]
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from .report import Cell, MachineGroup, Report
-from .report_text import cell_text, legend, row_label
+from torchrig.report import Cell, MachineGroup, Report
+from torchrig.report.text import cell_text, legend, row_label
 
 __all__ = ["render_html"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BuildError, RegistryError
+from torchrig.errors import BuildError, RegistryError
 
 __all__ = ["BuildStream", "Step", "TransferStream", "registry_hint"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .matrix import Matrix
+from torchrig.matrix import Matrix
 
 __all__ = ["README_BEGIN", "README_END", "env_table_markdown"]
 

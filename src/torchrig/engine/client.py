@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from .errors import DockerUnavailableError
+from torchrig.errors import DockerUnavailableError
 
 if TYPE_CHECKING:
     import docker

@@ -2,7 +2,7 @@
 
 VS Code and the Dev Containers CLI offer each ``.devcontainer/<name>/devcontainer.json`` as a choice. The files
 are generated (``torchrig devcontainer --all``) and committed; a unit test regenerates them and compares, so they
-cannot fall out of step with the matrix. Their ``runArgs`` come from :func:`torchrig.containers.container_spec`,
+cannot fall out of step with the matrix. Their ``runArgs`` come from :func:`torchrig.engine.containers.container_spec`,
 the function ``dev`` and ``run-tasks`` use, so the editor's container gets the same shared memory and GPU flags.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .containers import DEFAULT_SHM_SIZE, container_spec
-from .matrix import Environment, Matrix, Target
+from torchrig.engine.containers import DEFAULT_SHM_SIZE, container_spec
+from torchrig.matrix import Environment, Matrix, Target
 
 __all__ = [
     "DEVCONTAINER_DIR",

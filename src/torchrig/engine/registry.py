@@ -1,7 +1,7 @@
 """Push and pull an environment's images (immutable tag and alias), with per-layer progress.
 
 docker-py's push and pull do not raise when the registry fails: the failure is an item in the stream
-(docker/docker-py#3161). :class:`~torchrig.docker_stream.TransferStream` reads it and raises
+(docker/docker-py#3161). :class:`~torchrig.engine.stream.TransferStream` reads it and raises
 :class:`~torchrig.errors.RegistryError` with what to do next (e.g. "cannot reach registry 127.0.0.1:5999: is it
 running? set TORCHRIG_REGISTRY").
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .docker_stream import TransferStream, registry_hint
-from .errors import RegistryError
-from .matrix import ImageRef
+from torchrig.engine.stream import TransferStream, registry_hint
+from torchrig.errors import RegistryError
+from torchrig.matrix import ImageRef
 
 if TYPE_CHECKING:
     import docker

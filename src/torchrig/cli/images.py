@@ -8,14 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from .base import SUITES, ensure_base
-from .build_server import FileServer
-from .build_server import plan as serve_plan
-from .docker_client import connect
-from .images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
-from .lock import format_lock, packages_from_reports, parse_lock, resolve_in_container
-from .matrix import TARGETS, Environment, Matrix, Target, load_matrix
-from .registry import pull_image, push_image
+from torchrig.engine.client import connect
+from torchrig.engine.registry import pull_image, push_image
+from torchrig.images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
+from torchrig.images.base import SUITES, ensure_base
+from torchrig.images.lock import format_lock, packages_from_reports, parse_lock, resolve_in_container
+from torchrig.images.serve import FileServer
+from torchrig.images.serve import plan as serve_plan
+from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
 
 __all__ = ["register"]
 

@@ -33,8 +33,8 @@ import docker
 import docker.errors
 import docker.types
 
-from .errors import HostCheckError, RunError
-from .matrix import Accelerator
+from torchrig.errors import HostCheckError, RunError
+from torchrig.matrix import Accelerator
 
 __all__ = [
     "DEFAULT_SHM_SIZE",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import BuildError, ConfigurationError
-from .matrix import Environment, canonical_name
+from torchrig.errors import BuildError, ConfigurationError
+from torchrig.matrix import Environment, canonical_name
 
 if TYPE_CHECKING:
     import docker
@@ -329,7 +329,7 @@ def resolve_in_container(*, client: docker.DockerClient, base_image: str, env: E
         container = client.containers.create(base_image, ["bash", "/tmp/torchrig/resolve.sh"], user="0",
                                              environment=environment, network_mode="host", detach=True)
     except docker.errors.ImageNotFound:
-        from .base import missing_base_hint
+        from torchrig.images.base import missing_base_hint
 
         raise BuildError(f"base image {base_image} is not available here: pull it, or "
                          f"{missing_base_hint(env.python)}") from None

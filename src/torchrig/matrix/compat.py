@@ -115,5 +115,5 @@ def _from_data(data: dict[str, Any]) -> Compat:
 
 @functools.cache
 def load_compat() -> Compat:
-    text = resources.files("torchrig").joinpath("compat.yaml").read_text(encoding="utf-8")
+    text = resources.files("torchrig.matrix").joinpath("compat.yaml").read_text(encoding="utf-8")
     return _from_data(yaml.safe_load(text))

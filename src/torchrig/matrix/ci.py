@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .matrix import Matrix
+from torchrig.matrix import Matrix
 
 __all__ = ["RUNNER_LABELS", "github_matrix"]
 

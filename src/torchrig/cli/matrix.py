@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from .ci import github_matrix
-from .docs import env_table_markdown
-from .matrix import TARGETS, load_matrix
+from torchrig.matrix import TARGETS, load_matrix
+from torchrig.matrix.ci import github_matrix
+from torchrig.matrix.docs import env_table_markdown
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

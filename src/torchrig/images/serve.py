@@ -27,8 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .docker_client import daemon_address, is_local_daemon
-from .errors import UsageError
+from torchrig.engine.client import daemon_address, is_local_daemon
+from torchrig.errors import UsageError
 
 __all__ = ["CA_ENV_VARS", "FileServer", "ServePlan", "plan", "resolve_ca_bundle"]
 

@@ -15,8 +15,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .report import MachineGroup, Report, RowKey, format_number
+from torchrig.errors import UsageError
+from torchrig.report import MachineGroup, Report, RowKey, format_number
 
 __all__ = ["require_matplotlib", "write_charts"]
 

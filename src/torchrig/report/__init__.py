@@ -15,7 +15,7 @@ A missing cell says why: ``not run`` (no record), ``no GPU``, ``skipped: ...``, 
 Files that are not valid records (corrupt, partial, a newer schema) are listed in the report and skipped.
 
 With a baseline, each metric cell is compared with the baseline's runs of the same row, environment and machine
-under the noise rule of :mod:`torchrig.report_stats`; a task that passed in the baseline and fails in every current
+under the noise rule of :mod:`torchrig.report.stats`; a task that passed in the baseline and fails in every current
 run is a regression too (when only some runs fail it is shown as flaky).
 """
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from .errors import FatalError, UsageError
-from .records import Gate, LoadProblem, Machine, Record, utc_now
-from .report_stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE, Sample, judge
+from torchrig.errors import FatalError, UsageError
+from torchrig.report.stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE, Sample, judge
+from torchrig.results.records import Gate, LoadProblem, Machine, Record, utc_now
 
 __all__ = [
     "FORMATS",
@@ -516,9 +516,9 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str] = FORMATS
     PNG charts come first so the HTML page can embed them (it stays a single self-contained file).
     """
     # Imported here: the renderers import this module's model, and matplotlib should load only when needed.
-    from .report_charts import write_charts
-    from .report_html import render_html
-    from .report_text import render_csv, render_markdown
+    from torchrig.report.charts import write_charts
+    from torchrig.report.html import render_html
+    from torchrig.report.text import render_csv, render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -17,8 +17,8 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from .compat import Compat, load_compat, parse_version
-from .errors import ConfigurationError, UsageError
+from torchrig.errors import ConfigurationError, UsageError
+from torchrig.matrix.compat import Compat, load_compat, parse_version
 
 __all__ = [
     "ACCELERATORS",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from .errors import BuildError, HostCheckError, UsageError
+from torchrig.errors import BuildError, HostCheckError, UsageError
 
 if TYPE_CHECKING:
     import docker

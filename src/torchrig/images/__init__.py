@@ -33,16 +33,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from . import __version__
-from .base import cache_dir, missing_base_hint
-from .build_context import BuildContext, assemble, code_sources, read_dockerignore
-from .build_server import FileServer, ServePlan, resolve_ca_bundle
-from .build_server import plan as serve_plan
-from .docker_client import connect
-from .docker_stream import BuildStream
-from .errors import BuildError, UsageError
-from .lock import LockDecision, decide, read_lock
-from .matrix import Environment, ImageRef, Target, default_matrix_path
+from torchrig import __version__
+from torchrig.engine.client import connect
+from torchrig.engine.stream import BuildStream
+from torchrig.errors import BuildError, UsageError
+from torchrig.images.base import cache_dir, missing_base_hint
+from torchrig.images.context import BuildContext, assemble, code_sources, read_dockerignore
+from torchrig.images.lock import LockDecision, decide, read_lock
+from torchrig.images.serve import FileServer, ServePlan, resolve_ca_bundle
+from torchrig.images.serve import plan as serve_plan
+from torchrig.matrix import Environment, ImageRef, Target, default_matrix_path
 
 if TYPE_CHECKING:
     import docker
@@ -76,7 +76,7 @@ def _stderr(line: str) -> None:
 
 def default_root() -> Path:
     """The torchrig checkout: where images/, locks/ and the code copied into images live."""
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[3]
     if (here / "images" / "Dockerfile").is_file():
         return here
     return default_matrix_path().parent

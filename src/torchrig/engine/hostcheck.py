@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .compat import parse_version
-from .docker_client import is_local_daemon
-from .errors import HostCheckError
-from .matrix import Environment
+from torchrig.engine.client import is_local_daemon
+from torchrig.errors import HostCheckError
+from torchrig.matrix import Environment
+from torchrig.matrix.compat import parse_version
 
 __all__ = [
     "HostCheck",

@@ -2,7 +2,7 @@
 
 The torchrig suite (``bench/``) stores everything a record needs in the JSON itself: the environment fingerprint in
 ``machine_info["torchrig"]`` and, per benchmark, ``extra_info`` with the case, the flags, the timing self-check and
-the derived metrics (see ``bench/results.py``). This module maps that onto :mod:`torchrig.records` and adds:
+the derived metrics (see ``bench/results.py``). This module maps that onto :mod:`torchrig.results.records` and adds:
 
 * model FLOPS utilisation (``mfu_pct``): a model's achieved TFLOP/s as a percentage of the best GEMM TFLOP/s
   measured in the same JSON at the matching precision (fp32, tf32, bf16 or fp16), where both are present;
@@ -11,7 +11,7 @@ the derived metrics (see ``bench/results.py``). This module maps that onto :mod:
 
 Benchmarks from other suites (no ``extra_info["torchrig_bench"]``) still become records, with the mean time.
 
-Usage: ``python -m torchrig.benchconv BENCH.json [MORE.json ...] --results DIR``. Standard library only.
+Usage: ``python -m torchrig.results.benchconv BENCH.json [MORE.json ...] --results DIR``. Standard library only.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrig.errors import ConfigurationError, FatalError
-from torchrig.records import (
+from torchrig.results.records import (
     Container,
     Gate,
     Machine,
@@ -271,7 +271,7 @@ def convert(paths: Iterable[str | Path], results_dir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m torchrig.benchconv",
+    ap = argparse.ArgumentParser(prog="python -m torchrig.results.benchconv",
                                  description="Convert pytest-benchmark JSON into torchrig result records.")
     ap.add_argument("json", nargs="+", type=Path, help="pytest-benchmark --benchmark-json output file(s)")
     ap.add_argument("--results", type=Path, required=True, help="results directory (records go to DIR/bench/)")

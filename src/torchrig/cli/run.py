@@ -2,7 +2,7 @@
 
 Each run follows the same steps: check the host can run the image (before anything is pulled or built), make
 sure the image exists (building it through :mod:`torchrig.images` when absent, with the same overrides as
-``torchrig build``), start the container with the options from :func:`torchrig.containers.container_spec`, stream
+``torchrig build``), start the container with the options from :func:`torchrig.engine.containers.container_spec`, stream
 its output, and -- for tasks and benchmarks -- list the records that landed on the host.
 """
 
@@ -22,15 +22,23 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .containers import DEFAULT_SHM_SIZE, ContainerSpec, Mount, RunResult, container_spec, keep_containers, run
-from .devcontainer import dev_target, devcontainer_files, stale_devcontainers, write_devcontainers
-from .docker_client import connect
-from .errors import RegistryError, RunError, UsageError
-from .hostcheck import HostFacts, check_host, gather_host_facts
-from .images import BuildOptions, ensure_image, find_image
-from .matrix import TARGETS, Environment, Matrix, Target, load_matrix
-from .records import Record, load_records
-from .registry import pull_image
+from torchrig.engine.client import connect
+from torchrig.engine.containers import (
+    DEFAULT_SHM_SIZE,
+    ContainerSpec,
+    Mount,
+    RunResult,
+    container_spec,
+    keep_containers,
+    run,
+)
+from torchrig.engine.hostcheck import HostFacts, check_host, gather_host_facts
+from torchrig.engine.registry import pull_image
+from torchrig.errors import RegistryError, RunError, UsageError
+from torchrig.images import BuildOptions, ensure_image, find_image
+from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
+from torchrig.matrix.devcontainer import dev_target, devcontainer_files, stale_devcontainers, write_devcontainers
+from torchrig.results.records import Record, load_records
 
 __all__ = ["ImageInfo", "image_environment", "register", "summarize_records"]
 

@@ -7,10 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigurationError, UsageError
-from .records import LoadProblem, Record, load_records
-from .report import FORMATS, REGRESSION_EXIT_CODE, RegressionError, build_report, parse_formats, write_report
-from .report_stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE
+from torchrig.errors import ConfigurationError, UsageError
+from torchrig.report import FORMATS, REGRESSION_EXIT_CODE, RegressionError, build_report, parse_formats, write_report
+from torchrig.report.stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE
+from torchrig.results.records import LoadProblem, Record, load_records
 
 __all__ = ["register"]
 
@@ -74,7 +74,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.fail_on_regression and not args.baseline:
         raise UsageError("--fail-on-regression needs --baseline DIR: there is nothing to regress against")
     if "png" in formats:
-        from .report_charts import require_matplotlib
+        from torchrig.report.charts import require_matplotlib
 
         require_matplotlib()  # before reading anything: a missing dependency is cheap to report early
 
