@@ -108,7 +108,7 @@ class Settings:
                                  "number of MB: set it to e.g. 6000, or unset it") from None
         ca, ca_source = None, None
         for name in ("TORCHRIG_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-            if name == "TORCHRIG_CA_BUNDLE" and name in env or env.get(name):
+            if (name == "TORCHRIG_CA_BUNDLE" and name in env) or env.get(name):
                 ca, ca_source = env[name], name
                 break
         if env.get("TORCHRIG_CACHE"):
@@ -118,7 +118,7 @@ class Settings:
             cache = (Path(xdg) if xdg else Path.home() / ".cache") / "torchrig"
         return cls(
             matrix_path=matrix_path,
-            registry=env["TORCHRIG_REGISTRY"] if "TORCHRIG_REGISTRY" in env else None,
+            registry=env.get("TORCHRIG_REGISTRY"),
             results_dir=Path(results).expanduser() if results else default_results_dir(matrix_path),
             data_dir=Path(data).expanduser() if data else None,
             keep_containers=_flag(env.get("TORCHRIG_KEEP_CONTAINERS")),
