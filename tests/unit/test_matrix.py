@@ -14,6 +14,7 @@ import pytest
 from torchrig.__main__ import main
 from torchrig.errors import ConfigurationError, UsageError
 from torchrig.matrix import load_matrix
+from torchrig.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((Path(__file__).parent / "matrices" / "bad").glob("*.yaml"))
@@ -122,17 +123,25 @@ def test_torchvision_is_derived_and_defaults_merge() -> None:
     assert cu118.min_driver() == "520.61.05"
 
 
-def test_tags_are_decided_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = load_matrix(ROOT / "matrix.yaml").get("cuda118")
-    monkeypatch.delenv("TORCHRIG_REGISTRY", raising=False)
+def test_tags_are_decided_in_one_place() -> None:
+    env = load_matrix(ROOT / "matrix.yaml", settings=Settings.from_environ({}, matrix=ROOT / "matrix.yaml")).get(
+        "cuda118")
     assert env.tags().immutable == "ghcr.io/torchrig/torchrig:2.0.1-cu118-py3.10"
     assert env.tags().alias == "ghcr.io/torchrig/torchrig:cuda118"
     assert env.tags("devel").immutable == "ghcr.io/torchrig/torchrig:2.0.1-cu118-py3.10-devel"
     assert env.tags("devel").alias == "ghcr.io/torchrig/torchrig:cuda118-devel"
+
+
+def test_registry_override_is_read_once_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$TORCHRIG_REGISTRY replaces matrix.yaml's registry when the matrix is loaded, not on every tags() call."""
     monkeypatch.setenv("TORCHRIG_REGISTRY", "127.0.0.1:5000/team")
+    env = load_matrix(ROOT / "matrix.yaml").get("cuda118")
     assert env.tags().immutable == "127.0.0.1:5000/team/torchrig:2.0.1-cu118-py3.10"
-    monkeypatch.setenv("TORCHRIG_REGISTRY", "")
-    assert env.tags().alias == "torchrig:cuda118"
+    monkeypatch.setenv("TORCHRIG_REGISTRY", "elsewhere:1")
+    assert env.tags().immutable == "127.0.0.1:5000/team/torchrig:2.0.1-cu118-py3.10", "already decided"
+    local = load_matrix(ROOT / "matrix.yaml", settings=Settings.from_environ({"TORCHRIG_REGISTRY": ""},
+                                                                            matrix=ROOT / "matrix.yaml"))
+    assert local.get("cuda118").tags().alias == "torchrig:cuda118"
 
 
 def test_warnings_name_known_limitations() -> None:

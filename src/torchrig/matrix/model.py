@@ -1,0 +1,164 @@
+"""The typed matrix: frozen :class:`Matrix` / :class:`Environment` objects that the rest of torchrig receives.
+
+:mod:`torchrig.matrix.load` makes them from ``matrix.yaml`` (validated against the compat data); nothing
+downstream sees a raw dict.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from torchrig.errors import UsageError
+from torchrig.matrix.compat import Compat, load_compat, parse_version
+
+__all__ = [
+    "ACCELERATORS",
+    "IMAGE_EXTRAS",
+    "SCHEMA_VERSION",
+    "TARGETS",
+    "Accelerator",
+    "Environment",
+    "ImageRef",
+    "Matrix",
+    "Target",
+    "canonical_name",
+    "requirement_name",
+]
+
+Accelerator = Literal["cpu", "cuda", "rocm"]
+Target = Literal["runtime", "devel"]
+ACCELERATORS: tuple[str, ...] = get_args(Accelerator)
+TARGETS: tuple[str, ...] = get_args(Target)
+
+SCHEMA_VERSION = 1
+# Every image carries the benchmark suite (bench/) and what runs it, so `torchrig run-bench ENV` needs nothing
+# installed at run time (GPU machines often have no internet). An environment that lists one of these in its
+# extras keeps its own pin.
+IMAGE_EXTRAS: tuple[str, ...] = ("pytest>=7.3", "pytest-benchmark>=4.0")
+
+@dataclass(frozen=True, kw_only=True)
+class ImageRef:
+    """The names one image is pushed under: an immutable tag and a rolling alias."""
+
+    immutable: str
+    alias: str
+
+    @property
+    def repository(self) -> str:
+        return self.immutable.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment:
+    id: str
+    description: str
+    accelerator: Accelerator
+    torch: str
+    torchvision: str
+    python: str
+    cuda: str | None
+    rocm: str | None
+    targets: Mapping[Target, str]  # target -> base image
+    index: str
+    extra_index: tuple[str, ...]
+    extras: tuple[str, ...]
+    size_budget_mb: Mapping[Target, int]
+    dockerfile: Path
+    registry: str
+    image: str
+
+    @property
+    def flavour(self) -> str:
+        """The PyTorch wheel flavour: ``cpu``, ``cu118``, ``rocm5.4.2``."""
+        match self.accelerator:
+            case "cpu":
+                return "cpu"
+            case "cuda":
+                assert self.cuda is not None
+                return "cu" + self.cuda.replace(".", "")
+            case "rocm":
+                return f"rocm{self.rocm}"
+
+    @property
+    def gpu_version(self) -> str | None:
+        return self.cuda or self.rocm
+
+    def tags(self, target: Target = "runtime") -> ImageRef:
+        """The one place image names are decided (``<registry>/<image>:<torch>-<flavour>-py<python>[-devel]``).
+
+        The registry is decided once, when the matrix is loaded: matrix.yaml's, unless the settings override it
+        (``$TORCHRIG_REGISTRY``; an empty value means local names without a registry).
+        """
+        registry = self.registry.rstrip("/")
+        repo = f"{registry}/{self.image}" if registry else self.image
+        suffix = "" if target == "runtime" else f"-{target}"
+        return ImageRef(
+            immutable=f"{repo}:{self.torch}-{self.flavour}-py{self.python}{suffix}",
+            alias=f"{repo}:{self.id}{suffix}",
+        )
+
+    def min_driver(self, compat: Compat | None = None) -> str | None:
+        """Minimum NVIDIA driver for this environment's CUDA (None for CPU/ROCm)."""
+        if self.cuda is None:
+            return None
+        return (compat or load_compat()).driver_min.get(self.cuda)
+
+    def torch_compile_supported(self, compat: Compat | None = None) -> bool:
+        """Whether torch.compile (dynamo) supports this environment's Python in its torch release."""
+        release = (compat or load_compat()).release(self.torch)
+        return release is not None and parse_version(self.python) <= parse_version(release.compile_max_python)
+
+    @property
+    def image_extras(self) -> tuple[str, ...]:
+        """The extras plus what every image carries (:data:`IMAGE_EXTRAS`) unless the extras name it already."""
+        named = {requirement_name(r) for r in self.extras}
+        return (*self.extras, *(r for r in IMAGE_EXTRAS if requirement_name(r) not in named))
+
+    def requirements(self) -> tuple[str, ...]:
+        """What pip installs into the image, torch and torchvision pinned first."""
+        return (f"torch=={self.torch}", f"torchvision=={self.torchvision}", *self.image_extras)
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation: ``Jinja2`` and ``jinja2``, ``typing_extensions`` and ``typing-extensions`` agree."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(requirement: str) -> str:
+    """The canonical project name of a requirement string (``Pytest_Benchmark[x]>=4`` -> ``pytest-benchmark``)."""
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return canonical_name(m.group(1)) if m else requirement
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    path: Path
+    registry: str
+    image: str
+    environments: tuple[Environment, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(e.id for e in self.environments)
+
+    def get(self, env_id: str) -> Environment:
+        for env in self.environments:
+            if env.id == env_id:
+                return env
+        msg = f"unknown environment {env_id!r} (environments in {self.path.name}: {', '.join(self.ids)})"
+        close = difflib.get_close_matches(env_id, self.ids, 1, 0.6)
+        if close:
+            msg += f". Perhaps you meant {close[0]!r}?"
+        raise UsageError(msg)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
