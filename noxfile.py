@@ -16,6 +16,7 @@ Running ``nox`` with the dependencies above missing makes nox create a small hel
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,20 +95,44 @@ def validate(session: nox.Session) -> None:
     _torchrig(session, "validate")
 
 
+def _with_results(posargs: list[str]) -> list[str]:
+    """The session's default ``--results`` unless the user passed their own (once is enough)."""
+    given = any(a == "--results" or a.startswith("--results=") for a in posargs)
+    return posargs if given else ["--results", RESULTS, *posargs]
+
+
 @nox.session(name="tasks")
 def tasks_host(session: nox.Session) -> None:
     """Run the correctness tasks on this host in a fresh venv (no Docker needed): smoke, regression, CNN, BERT."""
     session.install(*HOST_TORCH)
     session.install("-e", ".", *HOST_TASK_DEPS)
-    session.run("python", "-m", "tasks", "--results", RESULTS, *session.posargs, env={"PYTHONPATH": str(ROOT)})
+    session.run("python", "-m", "tasks", *_with_results(session.posargs), env={"PYTHONPATH": str(ROOT)})
+
+
+# What `python -m bench` needs in the interpreter it runs on (import name -> what to install).
+BENCH_NEEDS = {"torch": "torch", "pytest": "pytest", "pytest_benchmark": "pytest-benchmark"}
 
 
 @nox.session(name="bench", python=False)
 def bench_host(session: nox.Session) -> None:
     """Run the GPU benchmark suite on this host's existing Python and torch (nothing is downloaded)."""
     python = os.environ.get("TORCHRIG_PYTHON", "python3")
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    session.run(python, "-m", "bench", "--results", RESULTS, *session.posargs, env=env, external=True)
+    probe = ("import importlib.util, sys; "
+             f"print(' '.join(n for n in {sorted(BENCH_NEEDS)!r} if importlib.util.find_spec(n) is None))")
+    try:
+        missing = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
+                                 check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        session.error(f"cannot run {python} ({e}): set TORCHRIG_PYTHON to the Python that has torch")
+    if missing:
+        names = " ".join(BENCH_NEEDS[m] for m in missing)
+        session.error(
+            f"{python} has no {', '.join(missing)}: the benchmarks run on this host's own Python and torch.\n"
+            f"  either install them into it:  {python} -m pip install {names}\n"
+            "  (with torch built for your GPU), or point TORCHRIG_PYTHON at a Python that has them;\n"
+            "  or run the suite inside an image, with nothing to install:  nox -s bench-<env>  (e.g. bench-cuda121)")
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}  # this checkout's torchrig and bench
+    session.run(python, "-m", "bench", *_with_results(session.posargs), env=env, external=True)
 
 
 @nox.session
@@ -126,7 +151,7 @@ def base_local(session: nox.Session) -> None:
 # ---------------------------------------------------------------------------------- per-environment sessions
 
 _ACTIONS = {
-    "build": ("build", "Build the {id} images ({what}) through the Docker SDK."),
+    "build": ("build", "Build the {id} runtime image ({what}) through the Docker SDK; -- --target devel|all."),
     "lock": ("lock", "Write the hash-pinned lock for {id} ({what})."),
     "tasks": ("run-tasks", "Run the correctness tasks inside the {id} image ({what})."),
     "bench": ("run-bench", "Run the benchmarks inside the {id} image ({what})."),

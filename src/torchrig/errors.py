@@ -1,7 +1,8 @@
 """One error family for torchrig: each kind carries its exit code and a message telling the user what to do.
 
-The CLI and the noxfile catch :class:`FatalError` once, print its message and exit with its ``return_code``;
-anything else that escapes is a bug and is shown as one.
+``torchrig.__main__`` catches :class:`FatalError` once, prints its message and exits with its ``return_code``
+(the nox sessions run the CLI, so they exit the same way); anything else that escapes is a bug and is shown as
+one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ __all__ = [
     "DockerUnavailableError",
     "FatalError",
     "HostCheckError",
-    "NotAvailableYetError",
     "RegistryError",
     "RunError",
     "UsageError",
@@ -72,9 +72,3 @@ class HostCheckError(FatalError):
     """The host cannot run the image: no GPU runtime, a driver too old for the image's CUDA, no /dev/kfd."""
 
     return_code = 7
-
-
-class NotAvailableYetError(FatalError):
-    """A session or command exists in the menu but its implementation has not landed yet."""
-
-    return_code = 9

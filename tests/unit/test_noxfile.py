@@ -69,3 +69,36 @@ def test_an_invalid_matrix_generates_no_environment_sessions(tmp_path: Path) -> 
     assert "cu121 needs torch >= 2.1.0" in proc.stderr
     assert "build-cpu [" not in proc.stdout
     assert "- tests" in proc.stdout or "* tests" in proc.stdout
+
+
+def _noxfile_module() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("torchrig_noxfile", ROOT / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_host_sessions_pass_results_once() -> None:
+    """`nox -s tasks -- --results X` used to pass --results twice (the session's own and the user's)."""
+    with_results = _noxfile_module().__dict__["_with_results"]
+    assert with_results(["--quick"])[:1] == ["--results"]
+    for mine in (["--results", "X", "--quick"], ["--results=X"]):
+        out = with_results(mine)
+        assert out == mine and sum(a.startswith("--results") for a in out) == 1
+
+
+def test_bench_on_a_bare_python_says_what_is_missing_and_the_ways_forward(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    env = {**os.environ, "NOX_SCRIPT_MODE": "none", "TORCHRIG_PYTHON": str(bare / "bin" / "python"),
+           "TORCHRIG_RESULTS": str(tmp_path / "results")}
+    proc = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", "bench"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in out and "ModuleNotFoundError" not in out
+    assert "has no pytest, pytest_benchmark, torch" in out
+    assert "pip install pytest pytest-benchmark torch" in out and "nox -s bench-<env>" in out
