@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["BaseImageFacts", "Compat", "TorchRelease", "load_compat", "parse_version", "version_str"]
+__all__ = ["BaseImageFacts", "Compat", "TorchRelease", "load_compat", "parse_version"]
 
 Version = tuple[int, ...]
 
@@ -19,19 +19,18 @@ def parse_version(text: str) -> Version:
     return tuple(int(p) for p in text.split("."))
 
 
-def version_str(v: Version) -> str:
-    return ".".join(str(p) for p in v)
-
-
 @dataclass(frozen=True, kw_only=True)
 class TorchRelease:
     minor: str  # "2.0"
     python_min: str
     python_max: str
-    cuda: tuple[str, ...]
-    pypi_cuda: str
+    torch_only_python: tuple[str, ...]  # torch has wheels for these, torchvision has not
+    cuda: tuple[str, ...]  # advertised: what validate accepts
+    cuda_unadvertised: tuple[str, ...]  # on the index, but without PyTorch's support promise
+    pypi_cuda: str  # the CUDA of PyPI's default (plain-version) Linux wheel
     rocm: tuple[str, ...]
-    torchvision: dict[str, str]  # patch release -> torchvision
+    torchvision: dict[str, str | None]  # patch release -> torchvision (None: none released for it yet)
+    torchvision_unpaired: tuple[str, ...]  # torchvision releases of the series that no patch pins
     wheel_tag: str
     compile_max_python: str
     confirmed: bool
@@ -43,6 +42,19 @@ class TorchRelease:
 
     def python_ok(self, python: str) -> bool:
         return parse_version(self.python_min) <= parse_version(python) <= parse_version(self.python_max)
+
+    @property
+    def pythons(self) -> tuple[str, ...]:
+        """Every CPython minor with wheels, oldest first (``("3.10", ..., "3.14")``)."""
+        major, lo = parse_version(self.python_min)[:2]
+        hi = parse_version(self.python_max)[1]
+        return tuple(f"{major}.{m}" for m in range(lo, hi + 1))
+
+    @property
+    def flavours(self) -> tuple[str, ...]:
+        """The local-version labels the PyTorch index carries: ``cpu``, ``cu126`` ..., ``rocm7.2`` ..."""
+        cuda = (*self.cuda, *self.cuda_unadvertised)
+        return ("cpu", *("cu" + c.replace(".", "") for c in cuda), *("rocm" + r for r in self.rocm))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,10 +107,13 @@ def _from_data(data: dict[str, Any]) -> Compat:
             minor=str(minor),
             python_min=str(r["python"][0]),
             python_max=str(r["python"][1]),
+            torch_only_python=tuple(str(x) for x in r.get("torch_only_python", ())),
             cuda=tuple(str(x) for x in r["cuda"]),
+            cuda_unadvertised=tuple(str(x) for x in r.get("cuda_unadvertised", ())),
             pypi_cuda=str(r["pypi_cuda"]),
             rocm=tuple(str(x) for x in r["rocm"]),
-            torchvision={str(k): str(v) for k, v in r["torchvision"].items()},
+            torchvision={str(k): None if v is None else str(v) for k, v in r["torchvision"].items()},
+            torchvision_unpaired=tuple(str(x) for x in r.get("torchvision_unpaired", ())),
             wheel_tag=str(r["wheel_tag"]),
             compile_max_python=str(r["compile_max_python"]),
             confirmed=bool(r.get("confirmed", True)),

@@ -263,7 +263,10 @@ class _Validator:
                 self.err(f"{eid}.torch", f"torch {torch} is not a known {release.minor} release ({known})")
             else:
                 tv = release.torchvision[torch]
-                if torchvision is not None and torchvision != tv:
+                if tv is None:
+                    self.err(f"{eid}.torch", f"torch {torch} has no torchvision release yet (compat.yaml); pick "
+                             "an earlier torch, or add the pair to compat.yaml once torchvision ships one")
+                elif torchvision is not None and torchvision != tv:
                     self.err(f"{eid}.torchvision", f"torchvision {torchvision} does not match torch {torch}; "
                              f"torch {torch} pairs with torchvision {tv} (remove the key to derive it)")
                 torchvision = tv
@@ -281,6 +284,8 @@ class _Validator:
             flav = "cu" + cuda.replace(".", "")
             first = self.compat.first_with_cuda(cuda)
             need = f"{flav} needs torch >= {first}.0" if first else f"no torch release in the table offers {flav}"
+            if cuda in release.cuda_unadvertised:
+                need = f"its {flav} wheels are on the index, but PyTorch neither advertises nor supports them"
             offers = ", ".join("cu" + c.replace(".", "") for c in release.cuda)
             self.err(f"{eid}.cuda", f"torch {torch} has no {flav} build; {need} ({torch} offers {offers})")
         if cuda is not None and accelerator == "cuda" and cuda not in self.compat.driver_min:
@@ -290,7 +295,7 @@ class _Validator:
             first = self.compat.first_with_rocm(rocm)
             need = f"rocm{rocm} first shipped with torch {first}" if first else \
                 f"PyTorch never shipped a rocm{rocm} build"
-            offers = ", ".join("rocm" + r for r in release.rocm)
+            offers = ", ".join("rocm" + r for r in release.rocm) or "no ROCm build known to compat.yaml"
             self.err(f"{eid}.rocm", f"torch {torch} has no rocm{rocm} build; {need} ({torch} offers {offers})")
 
         targets = self._targets(eid, merged.get("targets"), python=python, torch=torch, cuda=cuda, rocm=rocm,
