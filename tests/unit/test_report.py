@@ -68,8 +68,8 @@ def test_columns_are_grouped_by_machine_and_machines_are_never_mixed(tmp_path: P
     assert [g.envs for g in report.groups] == [("cuda118",), ("cuda118", "cuda121"), ("cpu",)]
     a100, h100, cpu = report.groups
     assert "A100" in a100.description and "H100" in h100.description and "no GPU" in cpu.description
-    assert report.cell(THROUGHPUT, h100, "cuda118").stats.mean == 2600  # type: ignore[union-attr]
-    assert report.cell(THROUGHPUT, a100, "cuda118").stats.mean == 1200  # type: ignore[union-attr]
+    assert report.cell(THROUGHPUT, h100, "cuda118").sample.mean == 2600  # type: ignore[union-attr]
+    assert report.cell(THROUGHPUT, a100, "cuda118").sample.mean == 1200  # type: ignore[union-attr]
     assert any("3 machines" in n and "never compared" in n for n in report.notes)
 
 
@@ -90,8 +90,8 @@ def test_several_runs_show_the_mean_with_the_count_and_the_latest_verdict() -> N
     ])
     g = report.groups[0]
     tp = report.cell(THROUGHPUT, g, "cuda118")
-    assert tp.stats is not None
-    assert (tp.stats.mean, tp.stats.runs, tp.stats.spread) == (110, 3, pytest.approx(10.0))
+    assert tp.sample is not None
+    assert (tp.sample.mean, tp.sample.n, tp.sample.spread) == (110, 3, pytest.approx(10.0))
     verdict = report.cell(CNN_VERDICT, g, "cuda118")
     assert (verdict.verdict, verdict.passed_runs, verdict.runs, verdict.status) == ("fail", 2, 3, "fail")
     assert "accuracy >= 0.9" in (verdict.note or "")
@@ -114,7 +114,7 @@ def test_missing_cells_say_why() -> None:
     assert report.cell(THROUGHPUT, gpu, "rocm").missing == "not run"
     assert report.cell(THROUGHPUT, gpu, "cuda121").missing == "error"
     assert report.cell(ACCURACY, gpu, "cuda121").missing == "error: RuntimeError: CUDA out of memory"
-    assert report.cell(ACCURACY, gpu, "rocm").stats is not None  # a failing gate still shows its value
+    assert report.cell(ACCURACY, gpu, "rocm").sample is not None  # a failing gate still shows its value
     host = report.groups[1]
     assert host.envs == (HOST,)
     assert report.cell(RowKey(kind="bench", name="resnet50"), host, HOST).note == "no GPU"
@@ -136,7 +136,7 @@ def test_runs_in_an_older_unit_are_not_averaged_with_the_latest() -> None:
     old = Record(**{**old.__dict__, "metrics": {"throughput": Metric(value=5.0, unit="kimg/s")}})
     report = build_report([old, bench("cuda118", 2000.0, created="2025-01-01T00:00:02Z")])
     c = report.cell(THROUGHPUT, report.groups[0], "cuda118")
-    assert c.stats is not None and (c.stats.mean, c.stats.unit, c.stats.runs) == (2000.0, "img/s", 1)
+    assert c.sample is not None and (c.sample.mean, c.sample.unit, c.sample.n) == (2000.0, "img/s", 1)
     assert c.note == "runs in kimg/s left out (the latest runs are in img/s)"
 
 
@@ -144,7 +144,7 @@ def test_a_run_without_a_value_is_counted_but_not_averaged() -> None:
     report = build_report([bench("cuda118", 100, created="2025-01-01T00:00:01Z"),
                            bench("cuda118", 0, verdict="error", created="2025-01-01T00:00:02Z")])
     c = report.cell(THROUGHPUT, report.groups[0], "cuda118")
-    assert c.stats is not None and c.stats.mean == 100 and c.runs == 2
+    assert c.sample is not None and c.sample.mean == 100 and c.runs == 2
     assert c.note == "1 of 2 runs had no value (latest: error)"
 
 
@@ -200,7 +200,7 @@ def test_all_four_outputs_are_written_and_agree(tmp_path: Path) -> None:
     report = build_report(records)
     written = write_report(report, tmp_path / "out")
     names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in written)
-    assert names == sorted(["report.md", "report.html", "report.csv",
+    assert names == sorted(["report.md", "report.html", "report.csv", "fleet.csv",
                             *(f"charts/machine-{x}-{g.fingerprint}.png" for x, g in zip("ab", report.groups,
                                                                                           strict=True))])
     for png in (tmp_path / "out" / "charts").iterdir():
@@ -227,7 +227,7 @@ def test_all_four_outputs_are_written_and_agree(tmp_path: Path) -> None:
 
 def test_formats_can_be_chosen(tmp_path: Path) -> None:
     written = write_report(build_report([bench("cuda118", 1.0)]), tmp_path, parse_formats("csv,md"))
-    assert sorted(p.name for p in written) == ["report.csv", "report.md"]
+    assert sorted(p.name for p in written) == ["fleet.csv", "report.csv", "report.md"]
     with pytest.raises(UsageError, match="md, html, csv, png"):
         parse_formats("md,pdf")
 

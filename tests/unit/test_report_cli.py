@@ -37,7 +37,7 @@ def test_report_writes_all_outputs_into_report_dir_by_default(dirs: dict[str, Pa
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(dirs["base"])]) == 0
     out = dirs["base"] / "report"
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "report.csv", "charts"}
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.html", "report.csv", "fleet.csv", "charts"}
     printed = capsys.readouterr()
     assert str(out / "report.md") in printed.out
     assert "results: 10 records" in printed.err
@@ -47,6 +47,22 @@ def test_without_dir_the_report_reads_torchrig_results(dirs: dict[str, Path], mo
     monkeypatch.setenv("TORCHRIG_RESULTS", str(dirs["base"]))
     assert main(["report", "--format", "md"]) == 0
     assert "2,597 img/s" in (dirs["base"] / "report" / "report.md").read_text()  # the mean of BASE
+
+
+def test_without_dir_the_report_reads_results_beside_matrix_yaml_from_any_subfolder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # run-tasks writes <matrix root>/results/<env>: the report, run from deeper in the project, must read there.
+    project = tmp_path / "project"
+    (project / "docs" / "deep").mkdir(parents=True)
+    (project / "matrix.yaml").write_text("environments: []\n")
+    _runs(project / "results" / "cuda118", "cuda118", BASE[:2], day=1)
+    monkeypatch.delenv("TORCHRIG_RESULTS", raising=False)
+    monkeypatch.delenv("TORCHRIG_MATRIX", raising=False)
+    monkeypatch.chdir(project / "docs" / "deep")
+    assert main(["report", "--format", "md"]) == 0
+    assert "results: 4 records" in capsys.readouterr().err
+    assert "2,628 img/s" in (project / "results" / "report" / "report.md").read_text()  # the mean of BASE[:2]
+    assert not (project / "docs" / "deep" / "results").exists()
 
 
 def test_run_to_run_noise_is_not_a_regression(dirs: dict[str, Path], tmp_path: Path,

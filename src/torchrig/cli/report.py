@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from torchrig.errors import ConfigurationError, UsageError
-from torchrig.report import FORMATS, REGRESSION_EXIT_CODE, RegressionError, build_report, parse_formats, write_report
+from torchrig.report import (
+    FORMATS,
+    REGRESSION_EXIT_CODE,
+    RegressionError,
+    Report,
+    build_report,
+    parse_formats,
+    write_report,
+)
+from torchrig.report.charts import require_matplotlib
 from torchrig.report.stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE
 from torchrig.results.records import LoadProblem, Record, load_records
+from torchrig.settings import Settings
 
 __all__ = ["register"]
-
-RESULTS_ENV = "TORCHRIG_RESULTS"  # where tasks and benchmarks write their records by default
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                "beyond noise with --fail-on-regression. See docs/report.md.",
     )
     p.add_argument("dirs", nargs="*", metavar="DIR",
-                   help=f"results directories, searched recursively (default: ${RESULTS_ENV} or ./results)")
+                   help="results directories, searched recursively (default: $TORCHRIG_RESULTS, else results/ "
+                        "beside matrix.yaml, where run-tasks and run-bench write)")
     p.add_argument("--out", metavar="DIR", type=Path, default=None,
                    help="output directory (default: report/ inside the first DIR)")
     p.add_argument("--baseline", metavar="DIR", action="append", default=None,
@@ -56,7 +64,8 @@ def _load(dirs: list[str], what: str) -> tuple[list[Record], list[LoadProblem]]:
         if not Path(d).is_dir():
             raise UsageError(
                 f"{what} directory {d!r} does not exist: pass the directory the records were written to "
-                "(by default ./results; `nox -s tasks-cpu` or `nox -s bench` write there)"
+                "(by default $TORCHRIG_RESULTS, else results/ beside matrix.yaml; `nox -s tasks-cpu` or "
+                "`nox -s bench` write there)"
             )
     records, problems = load_records(dirs)
     _log(f"{what}: {len(records)} records from {', '.join(dirs)}"
@@ -66,16 +75,24 @@ def _load(dirs: list[str], what: str) -> tuple[list[Record], list[LoadProblem]]:
     return records, problems
 
 
+def _log_fleet(report: Report) -> None:
+    fleet = report.fleet
+    if len(fleet.nodes) < 2:
+        return
+    _log(f"fleet: {len(fleet.nodes)} nodes, {len(fleet.passed)} passed, {len(fleet.outliers)} outlier finding(s)")
+    for o in fleet.outliers:
+        _log(f"  {o.node} ({o.group}): {o.figure}")
+
+
 def _report(args: argparse.Namespace) -> int:
-    args.dirs = args.dirs or [os.environ.get(RESULTS_ENV) or "results"]
+    if not args.dirs:  # the one default, shared with run-tasks and run-bench
+        args.dirs = [str(Settings.from_environ(matrix=args.matrix).results_dir)]
     formats = parse_formats(args.format)
     if args.noise_k <= 0 or not 0 <= args.min_noise < 1:
         raise UsageError("--noise-k must be > 0 and --min-noise between 0 and 1 (a fraction, 0.005 = 0.5%)")
     if args.fail_on_regression and not args.baseline:
         raise UsageError("--fail-on-regression needs --baseline DIR: there is nothing to regress against")
     if "png" in formats:
-        from torchrig.report.charts import require_matplotlib
-
         require_matplotlib()  # before reading anything: a missing dependency is cheap to report early
 
     records, problems = _load(args.dirs, "results")
@@ -92,6 +109,7 @@ def _report(args: argparse.Namespace) -> int:
     if "png" in formats and not any(p.suffix == ".png" for p in written):
         _log("no benchmark records: no charts")
 
+    _log_fleet(report)
     if not records:
         raise ConfigurationError([f"{p.path}: {p.reason}" for p in problems],
                                  source=f"no valid records under {', '.join(args.dirs)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrig.errors import UsageError
-from torchrig.report import MachineGroup, Report, RowKey, format_number
+from torchrig.report.model import MachineGroup, Report, RowKey, format_number
 
 __all__ = ["require_matplotlib", "write_charts"]
 
@@ -46,9 +46,9 @@ def _chart_rows(report: Report, g: MachineGroup) -> list[RowKey]:
     """The throughputs (higher-is-better metrics) of each benchmark; all its metrics where it has none."""
     rows: dict[str, list[tuple[RowKey, bool]]] = {}
     for r in g.rows:
-        stats = [s for e in g.envs if r.kind == "bench" and r.metric and (s := report.cell(r, g, e).stats)]
-        if stats:
-            rows.setdefault(r.name, []).append((r, any(s.higher_is_better for s in stats)))
+        samples = [s for e in g.envs if r.kind == "bench" and r.metric and (s := report.cell(r, g, e).sample)]
+        if samples:
+            rows.setdefault(r.name, []).append((r, any(s.higher_is_better for s in samples)))
     out = []
     for metrics in rows.values():
         rates = [r for r, higher in metrics if higher]
@@ -61,7 +61,7 @@ def _panel(ax: Any, report: Report, g: MachineGroup, row: RowKey) -> None:
     top = 0.0
     for i, env in enumerate(g.envs):
         cell = report.cell(row, g, env)
-        s = cell.stats
+        s = cell.sample
         if s is None:
             ax.text(i, 0, f" {cell.missing or 'not run'}", rotation=90, ha="center", va="bottom", fontsize=8,
                     color="#818b98", style="italic")
@@ -74,7 +74,7 @@ def _panel(ax: Any, report: Report, g: MachineGroup, row: RowKey) -> None:
         ax.bar(i, s.mean, width=0.7, color=_PALETTE[i % len(_PALETTE)], yerr=err, capsize=4,
                edgecolor="#d1242f" if regressed else "none", linewidth=2.5 if regressed else 0)
         top = max(top, s.mean + err)
-        label = f"{format_number(s.mean)}\nn={s.runs}" + (
+        label = f"{format_number(s.mean)}\nn={s.n}" + (
             f" · {cmp.change:+.1%}" if cmp is not None and cmp.change is not None else "")
         ax.annotate(label, (i, s.mean + err), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
                     fontsize=8, color="#d1242f" if regressed else "#1f2328")

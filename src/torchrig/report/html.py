@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from torchrig.report import Cell, MachineGroup, Report
-from torchrig.report.text import cell_text, legend, row_label
+from torchrig.report.model import Cell, MachineGroup, Report
+from torchrig.report.text import cell_text, fleet_headline, fleet_lines, legend, row_label
 
 __all__ = ["render_html"]
 
@@ -62,7 +62,7 @@ def _td(cell: Cell) -> str:
     classes = ["cell", f"s-{cell.status}"]
     if cell.comparison is not None:
         classes.append(f"o-{cell.comparison.outcome}")
-    sort = repr(cell.stats.mean) if cell.stats is not None else (cell.verdict or "")
+    sort = repr(cell.sample.mean) if cell.sample is not None else (cell.verdict or "")
     title = cell.comparison.detail if cell.comparison is not None else ""
     html = f'<td class="{" ".join(classes)}" data-sort="{escape(sort)}" title="{escape(title)}">'
     html += f'<div class="main">{escape((t.mark + " " + t.main).strip())}</div>'
@@ -104,12 +104,22 @@ def _regressions(report: Report) -> str:
     return f'<div class="warn"><b>{len(regs)} regression(s) beyond noise</b><ul>{"".join(items)}</ul></div>'
 
 
+def _fleet(report: Report) -> str:
+    fleet = report.fleet
+    box = "warn" if fleet.outliers or len(fleet.passed) < len(fleet.nodes) else "ok"
+    items = "".join(f"<li>{escape(x)}</li>" for x in fleet_lines(fleet))
+    return (f'<div class="{box}" id="fleet"><b>Fleet:</b> {escape(fleet_headline(fleet))}'
+            + (f"<ul>{items}</ul>" if items else "") + "</div>")
+
+
 def render_html(report: Report, *, charts: Sequence[Path] = ()) -> str:
     n = len(report.groups)
     meta = f"{report.n_records} records · {n} machine{'s' if n != 1 else ''} · generated {report.created}"
     if report.n_baseline_records is not None:
         meta += f" · baseline: {report.n_baseline_records} records"
     body = ["<h1>torchrig results</h1>", f'<p class="meta">{escape(meta)}</p>']
+    if report.fleet.nodes:
+        body.append(_fleet(report))
     body += [f'<div class="note"><b>Note:</b> {escape(x)}</div>' for x in report.notes]
     if report.problems:
         body.append(f'<div class="warn"><b>{len(report.problems)} file(s) skipped</b>: not valid records '

@@ -18,14 +18,21 @@ The change must exceed every one of these thresholds:
 * **A/A range**: the largest difference two repeated runs on the same side already showed.
 
 A change is judged only with noise evidence (repeated runs, or runs that recorded their spread); without it the
-comparison says "not judged". The direction comes from the metric's ``higher_is_better``. There is no
-fixed-percentage threshold.
+comparison says "not judged". The direction comes from the metric's ``higher_is_better`` (carried by the
+current sample). There is no fixed-percentage threshold.
+
+The same thresholds judge a node of a fleet against its group (:func:`against_median`): the baseline is the median
+of the group's node means, the A/A spread is pooled over each node's repeated runs around that node's own mean
+(so node-to-node differences, which are what is looked for, do not count as noise), the A/A range is the largest
+one node's runs showed, and ``f = sqrt(1/n_node + 1/n_fewest)`` with ``n_fewest`` the fewest runs any node of the
+group has (the median is one node's mean, or the midpoint of two: the conservative choice).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -34,8 +41,9 @@ __all__ = [
     "DEFAULT_K",
     "DEFAULT_MIN_REL_NOISE",
     "Judgement",
-    "Outcome",
+    "JudgementOutcome",
     "Sample",
+    "against_median",
     "judge",
     "t_critical",
 ]
@@ -43,16 +51,21 @@ __all__ = [
 DEFAULT_K = 3.0
 DEFAULT_MIN_REL_NOISE = 0.005
 
-Outcome = Literal["regression", "improvement", "within-noise", "unjudged"]
+# What :func:`judge` concludes about one change. The report's comparisons add outcomes of their own on top
+# (``torchrig.report.model.ComparisonOutcome``: unchanged, flaky, not compared).
+JudgementOutcome = Literal["regression", "improvement", "within-noise", "unjudged"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Sample:
-    """The runs of one metric on one side: ``values[i]`` with its within-run ``stddevs[i]`` over ``repeats[i]``."""
+    """The runs of one metric on one side: ``values[i]`` with its within-run ``stddevs[i]`` over ``repeats[i]``,
+    in ``unit``; ``higher_is_better`` is the metric's direction."""
 
     values: tuple[float, ...]
     stddevs: tuple[float | None, ...]
     repeats: tuple[int, ...]
+    unit: str = ""
+    higher_is_better: bool = True
 
     def __post_init__(self) -> None:
         if not self.values:
@@ -72,6 +85,13 @@ class Sample:
     def range(self) -> float:
         return max(self.values) - min(self.values)
 
+    @property
+    def spread(self) -> float | None:
+        """Run-to-run standard deviation with several runs; else the single run's own stddev (or None)."""
+        if len(self.values) >= 2:
+            return statistics.stdev(self.values)
+        return self.stddevs[0]
+
     def within(self) -> list[tuple[float, int]]:
         """``(stddev, repeats)`` of the runs that measured their own spread."""
         return [(s, r) for s, r in zip(self.stddevs, self.repeats, strict=True) if s is not None and r >= 2]
@@ -81,7 +101,7 @@ class Sample:
 class Judgement:
     """The verdict on one metric: ``change`` is relative to the baseline mean (``None`` when that is 0)."""
 
-    outcome: Outcome
+    outcome: JudgementOutcome
     baseline: float
     current: float
     delta: float
@@ -149,11 +169,12 @@ def t_critical(k: float, df: int) -> float:
 # ------------------------------------------------------------------------------------------------ the rule
 
 
-def _pooled_aa_stddev(base: Sample, cur: Sample) -> tuple[float, int] | None:
-    df = (base.n - 1) + (cur.n - 1)
+def _pooled_aa_stddev(samples: Sequence[Sample]) -> tuple[float, int] | None:
+    """The spread of the runs around their own sample's mean, pooled over the samples, and its degrees of freedom."""
+    df = sum(x.n - 1 for x in samples)
     if df < 1:
         return None
-    ss = math.fsum((v - base.mean) ** 2 for v in base.values) + math.fsum((v - cur.mean) ** 2 for v in cur.values)
+    ss = math.fsum((v - x.mean) ** 2 for x in samples for v in x.values)
     return math.sqrt(ss / df), df
 
 
@@ -164,43 +185,70 @@ def _pooled_within(samples: Sequence[Sample], *, standard_error: bool) -> float 
     return math.sqrt(math.fsum(p * p for p in parts) / len(parts))
 
 
+def _threshold(samples: Sequence[Sample], *, center: float, f: float, k: float,
+               min_rel_noise: float) -> tuple[str, float] | None:
+    """The largest of the thresholds in this module's docstring, with its name; None without noise evidence."""
+    if k <= 0 or min_rel_noise < 0:
+        raise ValueError("k must be > 0 and min_rel_noise >= 0")
+    aa = _pooled_aa_stddev(samples)
+    # With repeated runs the A/A spread already holds the drift between runs, so each run's own spread enters
+    # as the standard error of its mean; without them the plain spread of single repeats is the stand-in.
+    within = _pooled_within(samples, standard_error=aa is not None)
+    if aa is None and within is None:
+        return None
+    thresholds: dict[str, float] = {f"noise floor {min_rel_noise:.1%}": k * min_rel_noise * abs(center) * f}
+    if aa is not None:
+        thresholds["A/A spread"] = t_critical(k, aa[1]) * aa[0] * f
+        thresholds["A/A range"] = max(x.range for x in samples)
+    if within is not None:
+        thresholds["within-run spread"] = k * within * f
+    return max(thresholds.items(), key=lambda kv: kv[1])
+
+
+def _verdict(center: float, value: float, *, higher_is_better: bool, found: tuple[str, float] | None,
+             runs: str) -> Judgement:
+    delta = value - center
+    change = delta / abs(center) if center != 0 else None
+    if found is None:
+        return Judgement(outcome="unjudged", baseline=center, current=value, delta=delta, change=change,
+                         threshold=None, basis=f"{runs}, no recorded spread: noise unknown, not judged")
+    source, threshold = found
+    worse = delta < 0 if higher_is_better else delta > 0
+    if abs(delta) <= threshold:
+        outcome: JudgementOutcome = "within-noise"
+    else:
+        outcome = "regression" if worse else "improvement"
+    return Judgement(outcome=outcome, baseline=center, current=value, delta=delta, change=change,
+                     threshold=threshold, basis=f"{source}, {runs}")
+
+
 def judge(
     base: Sample,
     cur: Sample,
     *,
-    higher_is_better: bool,
     k: float = DEFAULT_K,
     min_rel_noise: float = DEFAULT_MIN_REL_NOISE,
 ) -> Judgement:
-    """Compare ``cur`` against ``base`` under the rule in this module's docstring."""
-    if k <= 0 or min_rel_noise < 0:
-        raise ValueError("k must be > 0 and min_rel_noise >= 0")
-    b, c = base.mean, cur.mean
-    delta = c - b
-    change = delta / abs(b) if b != 0 else None
-    runs = f"{base.n}+{cur.n} runs"
-
-    aa = _pooled_aa_stddev(base, cur)
-    # With repeated runs the A/A spread already holds the drift between runs, so each run's own spread enters
-    # as the standard error of its mean; without them the plain spread of single repeats is the stand-in.
-    within = _pooled_within((base, cur), standard_error=aa is not None)
-    if aa is None and within is None:
-        return Judgement(outcome="unjudged", baseline=b, current=c, delta=delta, change=change, threshold=None,
-                         basis=f"{runs}, no recorded spread: noise unknown, not judged")
-
+    """Compare ``cur`` against ``base`` under the rule in this module's docstring (direction: ``cur``'s)."""
     f = math.sqrt(1.0 / base.n + 1.0 / cur.n)
-    thresholds: dict[str, float] = {f"noise floor {min_rel_noise:.1%}": k * min_rel_noise * abs(b) * f}
-    if aa is not None:
-        thresholds["A/A spread"] = t_critical(k, aa[1]) * aa[0] * f
-        thresholds["A/A range"] = max(base.range, cur.range)
-    if within is not None:
-        thresholds["within-run spread"] = k * within * f
-    source, threshold = max(thresholds.items(), key=lambda kv: kv[1])
+    found = _threshold((base, cur), center=base.mean, f=f, k=k, min_rel_noise=min_rel_noise)
+    return _verdict(base.mean, cur.mean, higher_is_better=cur.higher_is_better, found=found,
+                    runs=f"{base.n}+{cur.n} runs")
 
-    worse = delta < 0 if higher_is_better else delta > 0
-    if abs(delta) <= threshold:
-        outcome: Outcome = "within-noise"
-    else:
-        outcome = "regression" if worse else "improvement"
-    return Judgement(outcome=outcome, baseline=b, current=c, delta=delta, change=change, threshold=threshold,
-                     basis=f"{source}, {runs}")
+
+def against_median(
+    node: Sample,
+    group: Sequence[Sample],
+    *,
+    k: float = DEFAULT_K,
+    min_rel_noise: float = DEFAULT_MIN_REL_NOISE,
+) -> Judgement:
+    """``node`` (one of ``group``) against the median of the group's node means, beyond the group's run-to-run
+    noise (this module's docstring). "regression" means worse than the median beyond the noise."""
+    if not any(x is node for x in group):
+        raise ValueError("the node must be one of the group's samples")
+    median = statistics.median(x.mean for x in group)
+    f = math.sqrt(1.0 / node.n + 1.0 / min(x.n for x in group))
+    found = _threshold(group, center=median, f=f, k=k, min_rel_noise=min_rel_noise)
+    return _verdict(median, node.mean, higher_is_better=node.higher_is_better, found=found,
+                    runs=f"{len(group)} nodes, {sum(x.n for x in group)} runs")

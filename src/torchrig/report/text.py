@@ -1,6 +1,8 @@
-"""The report as text: Markdown (README, PR comment, GitHub job summary) and CSV (one line per cell, for analysis).
+"""The report as text: Markdown (README, PR comment, GitHub job summary) and CSV (one line per cell, and one per
+node for the fleet summary, for analysis).
 
-The cell wording lives here once (:func:`cell_text`) and the HTML page reuses it, so the three outputs agree.
+The wording of cells and of the fleet summary lives here once (:func:`cell_text`, :func:`fleet_lines`) and the
+HTML page reuses it, so the outputs agree.
 """
 
 from __future__ import annotations
@@ -11,9 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchrig.report import Cell, Comparison, MachineGroup, Report, RowKey, format_number
+from torchrig.report.model import Cell, Comparison, Fleet, MachineGroup, Report, RowKey, format_number
 
-__all__ = ["CellText", "cell_text", "change_text", "legend", "render_csv", "render_markdown", "row_label"]
+__all__ = [
+    "CellText",
+    "cell_text",
+    "change_text",
+    "fleet_headline",
+    "fleet_lines",
+    "legend",
+    "render_csv",
+    "render_fleet_csv",
+    "render_markdown",
+    "row_label",
+]
 
 _VERDICT_MARK = {"pass": "✓", "fail": "✗", "error": "⚠", "skip": "–"}
 _OUTCOME_TEXT = {
@@ -58,22 +71,27 @@ def change_text(cmp: Comparison | None, unit: str = "") -> str:
     return f"{word}: {cmp.detail}" if cmp.outcome in ("not-compared", "unjudged") else word
 
 
+def _repeats(repeats: tuple[int, ...]) -> str:
+    lo, hi = min(repeats), max(repeats)
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def cell_text(cell: Cell) -> CellText:
-    cmp_unit = cell.stats.unit if cell.stats else ""
+    cmp_unit = cell.sample.unit if cell.sample else ""
     change = change_text(cell.comparison, cmp_unit)
     if cell.verdict is not None:
         runs = f"{cell.passed_runs}/{cell.runs} runs passed" if cell.runs > 1 else "1 run"
         detail = "; ".join(x for x in (runs, cell.note) if x)
         return CellText(main=cell.verdict, detail=detail, change=change, mark=_VERDICT_MARK.get(cell.verdict, ""))
-    if cell.stats is None:
+    if cell.sample is None:
         return CellText(main=cell.missing or "not run", detail=cell.note or "", change=change, mark="")
-    s = cell.stats
+    s = cell.sample
     parts = []
     spread = s.spread
     if spread is not None and s.unit != "bool":
         parts.append(f"±{spread / abs(s.mean):.1%}" if s.mean else f"±{format_number(spread)}")
-    runs = f"{s.runs} run{'s' if s.runs != 1 else ''}"
-    parts.append(f"{runs} × {s.repeats_text}" if max(s.repeats) > 1 else runs)
+    runs = f"{s.n} run{'s' if s.n != 1 else ''}"
+    parts.append(f"{runs} × {_repeats(s.repeats)}" if max(s.repeats) > 1 else runs)
     if cell.gate is not None and cell.gated_runs > 1:
         parts.append(f"gate passed {cell.passed_runs}/{cell.gated_runs}")
     if cell.note:
@@ -92,8 +110,8 @@ def row_label(report: Report, group: MachineGroup, row: RowKey) -> str:
         if c.gate is not None:
             extra = f" (gate {c.gate.op} {c.gate.threshold:g})"
             break
-        if c.stats is not None and row.kind == "bench" and not extra:
-            extra = " (higher is better)" if c.stats.higher_is_better else " (lower is better)"
+        if c.sample is not None and row.kind == "bench" and not extra:
+            extra = " (higher is better)" if c.sample.higher_is_better else " (lower is better)"
     return f"{row.name} · {row.metric}{extra}"
 
 
@@ -115,6 +133,35 @@ def legend(report: Report) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------------ the fleet
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def fleet_headline(fleet: Fleet) -> str:
+    """N nodes, the GPU models, how many passed, how many outliers: the first line of every report."""
+    models = ", ".join(f"{m} ({_plural(len(ns), 'node')})" for m, ns in fleet.models.items())
+    odd = sorted({o.node for o in fleet.outliers})
+    return (f"{_plural(len(fleet.nodes), 'node')} · GPU models: {models or 'none'} · "
+            f"{len(fleet.passed)} of {len(fleet.nodes)} passed · "
+            + (f"{_plural(len(odd), 'outlier')}: {', '.join(odd)}" if odd else "no outliers"))
+
+
+def fleet_lines(fleet: Fleet) -> list[str]:
+    """The outliers with the figure that made each one, then what the rule could not decide, one line each."""
+    lines = [f"{o.node} ({o.group}): {'slow' if o.reason == 'slow' else 'fails'}: {o.figure}"
+             for o in fleet.outliers]
+    failing = [n for n in fleet.nodes if n not in fleet.passed]
+    if failing:
+        lines.append(f"did not pass everything they ran: {', '.join(failing)}")
+    lines += [f"{g.label}: {note}" for g in fleet.groups for note in g.notes]
+    if fleet.nodes and not any(len(g.nodes) > 1 for g in fleet.groups):
+        lines.append("every group (GPU model and environment) has one node: there is no other node to compare with")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------- Markdown
 
 
@@ -124,7 +171,7 @@ def _md(text: str) -> str:
 
 def _md_cell(cell: Cell) -> str:
     t = cell_text(cell)
-    missing = cell.stats is None and cell.verdict is None
+    missing = cell.sample is None and cell.verdict is None
     parts = [f"*{_md(t.main)}*" if missing else f"{t.mark} **{_md(t.main)}**".strip()]
     if t.detail:
         parts.append(f"<sub>{_md(t.detail)}</sub>")
@@ -159,9 +206,10 @@ def _md_regressions(report: Report) -> list[str]:
     for g, row, env, cell in regs:
         cmp = cell.comparison
         assert cmp is not None
-        if cell.stats is not None and cmp.baseline is not None:
-            what = (f"{_value(cmp.baseline, cell.stats.unit)} → {_value(cell.stats.mean, cell.stats.unit)} "
-                    f"({cmp.change:+.1%}); threshold {_value(cmp.threshold or 0, cell.stats.unit)} from {cmp.detail}"
+        if cell.sample is not None and cmp.baseline is not None:
+            unit = cell.sample.unit
+            what = (f"{_value(cmp.baseline, unit)} → {_value(cell.sample.mean, unit)} "
+                    f"({cmp.change:+.1%}); threshold {_value(cmp.threshold or 0, unit)} from {cmp.detail}"
                     if cmp.change is not None else cmp.detail)
         else:
             what = cmp.detail
@@ -178,6 +226,10 @@ def render_markdown(report: Report, *, charts: Sequence[Path] = ()) -> str:
     if report.n_baseline_records is not None:
         summary += f" · baseline: {report.n_baseline_records} records"
     lines += [summary, ""]
+    if report.fleet.nodes:
+        lines += [f"**Fleet:** {_md(fleet_headline(report.fleet))}", ""]
+        extra = fleet_lines(report.fleet)
+        lines += [f"- {_md(x)}" for x in extra] + ([""] if extra else [])
     for note in report.notes:
         lines += [f"> **Note:** {_md(note)}", ""]
     if report.problems:
@@ -216,17 +268,35 @@ def render_csv(report: Report) -> str:
         for row in g.rows:
             for env in g.envs:
                 c = report.cell(row, g, env)
-                s, cmp = c.stats, c.comparison
+                s, cmp = c.sample, c.comparison
                 base = "" if cmp is None else (repr(cmp.baseline) if cmp.baseline is not None else cmp.baseline_text)
                 w.writerow([
                     g.label, g.fingerprint, g.description, env, g.software.get(env, ""), row.kind, row.name,
                     row.metric, c.status,
                     repr(s.mean) if s else "", s.unit if s else "", s.higher_is_better if s else "",
                     repr(s.spread) if s and s.spread is not None else "", c.runs,
-                    s.repeats_text if s else "", c.verdict or "", c.passed_runs if c.runs else "",
+                    _repeats(s.repeats) if s else "", c.verdict or "", c.passed_runs if c.runs else "",
                     f"{c.gate.op} {c.gate.threshold:g}" if c.gate else "", c.missing or "", c.note or "",
                     base or "",
                     f"{cmp.change:.6f}" if cmp and cmp.change is not None else "",
                     cmp.outcome if cmp else "", cmp.detail if cmp else "",
                 ])
+    return buf.getvalue()
+
+
+FLEET_CSV_COLUMNS = ("node", "gpu_model", "env", "records", "passed", "outlier", "why")
+
+
+def render_fleet_csv(report: Report) -> str:
+    """The fleet summary, one line per (node, group): its records, whether it passed, whether and why it is an
+    outlier."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(FLEET_CSV_COLUMNS)
+    fleet = report.fleet
+    for g in fleet.groups:
+        for node in g.nodes:
+            odd = fleet.outliers_of(node, g)
+            w.writerow([node, g.model, g.env, g.records[node],
+                        node not in g.failing, bool(odd), "; ".join(o.figure for o in odd)])
     return buf.getvalue()
