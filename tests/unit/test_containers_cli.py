@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import docker.errors
 import pytest
 
+from torchrig import run as run_step
 from torchrig.__main__ import main
-from torchrig.cli import run as cli_run
-from torchrig.engine.containers import ContainerSpec, RunResult
+from torchrig.engine import ContainerSpec, RunResult
 from torchrig.engine.hostcheck import HostFacts
 from torchrig.errors import RegistryError
 from torchrig.matrix import load_matrix
@@ -63,6 +63,8 @@ class Harness:
     pulls: list[str] = dataclasses.field(default_factory=list)
     registry_up: bool = False
     docker_argv: list[str] = dataclasses.field(default_factory=list)
+    docker_cli: str | None = None
+    engine: Any = None
 
     def run(self, client: Any, spec: ContainerSpec, **kw: Any) -> RunResult:
         self.specs.append(spec)
@@ -96,13 +98,12 @@ def _record(name: str, image_id: str | None, verdict: Any = "pass") -> Record:
 @pytest.fixture
 def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     harness = Harness(tmp=tmp_path)
-    monkeypatch.setattr(cli_run, "connect", FakeClient)
-    monkeypatch.setattr(cli_run, "gather_host_facts", lambda info: harness.facts)
-    monkeypatch.setattr(cli_run, "ensure_image", harness.ensure)
-    monkeypatch.setattr(cli_run, "pull_image", harness.pull)
     monkeypatch.setattr(FakeClient, "present", set())
-    monkeypatch.setattr(cli_run, "run", harness.run)
-    monkeypatch.setattr(cli_run.subprocess, "call", lambda argv: harness.docker_argv.extend(argv) or 0)
+    harness.engine = run_step.Engine(
+        connect=FakeClient, host_facts=lambda info: harness.facts, ensure_image=harness.ensure,
+        pull_image=harness.pull, run=harness.run, call=lambda argv: harness.docker_argv.extend(argv) or 0,
+        which=lambda name: harness.docker_cli)
+    monkeypatch.setattr(run_step, "DEFAULT_ENGINE", harness.engine)  # the one place the engine is swapped
     monkeypatch.delenv("TORCHRIG_RESULTS", raising=False)
     monkeypatch.delenv("TORCHRIG_DATA", raising=False)
     return harness
@@ -270,7 +271,7 @@ class _Tty(io.StringIO):
 
 def test_interactive_dev_runs_docker_with_the_same_options(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", _Tty())
-    monkeypatch.setattr(cli_run.shutil, "which", lambda name: "/usr/bin/docker")
+    h.docker_cli = "/usr/bin/docker"
     h.facts = NVIDIA_HOST
     (h.tmp / "src" / "torchrig").mkdir(parents=True)
     assert _main(h, "dev", "cuda118", "--workspace", str(h.tmp), "--ipc-host") == 0
@@ -286,7 +287,19 @@ def test_interactive_dev_runs_docker_with_the_same_options(h: Harness, monkeypat
 def test_records_summary_flags_records_without_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_record(_record("smoke", None), tmp_path)
     (tmp_path / "task" / "broken-1.json").write_text(json.dumps({"schema": "torchrig.record", "schema_version": 1}))
-    image = cli_run.ImageInfo(ref="r", id=IMAGE_ID, digest=None)
-    records = cli_run.summarize_records(tmp_path, set(), image)
+    image = run_step.ImageInfo(ref="r", id=IMAGE_ID, digest=None)
+    records = run_step.summarize_records(tmp_path, set(), image)
     out = capsys.readouterr().out
     assert len(records) == 1 and "does not name the image" in out and "invalid record" in out
+
+
+def test_run_suite_is_testable_without_the_cli(h: Harness) -> None:
+    """The run step takes frozen options and an engine: no argparse, no patched module globals."""
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    request = run_step.SuiteRequest(suite="tasks", results=h.tmp / "r", data=h.tmp / "d", quick=True)
+    records = run_step.run_suite(matrix, matrix.get("cpu"), run_step.RunOptions(), request, engine=h.engine)
+    assert sorted(r.name for r in records) == ["regression", "smoke"]
+    (spec,) = h.specs
+    # compat data the image cannot read itself (it may have no PyYAML) travels in the contract's variable
+    assert spec.environment["TORCHRIG_COMPILE_MAX_PYTHON"] == "3.10"
+    assert spec.environment["TORCHRIG_ENV_ID"] == "cpu"

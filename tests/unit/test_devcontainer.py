@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from torchrig.__main__ import main
-from torchrig.matrix import REGISTRY_ENV, load_matrix
+from torchrig.matrix import load_matrix
 from torchrig.matrix.devcontainer import (
     IMAGE_USER,
     RENDER_GID_PLACEHOLDER,
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def _matrix_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     # The committed files name the registry in matrix.yaml, not a developer's $TORCHRIG_REGISTRY.
-    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    monkeypatch.delenv("TORCHRIG_REGISTRY", raising=False)
 
 
 def _load(text: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 VS Code and the Dev Containers CLI offer each ``.devcontainer/<name>/devcontainer.json`` as a choice. The files
 are generated (``torchrig devcontainer --all``) and committed; a unit test regenerates them and compares, so they
-cannot fall out of step with the matrix. Their ``runArgs`` come from :func:`torchrig.engine.containers.container_spec`,
+cannot fall out of step with the matrix. Their ``runArgs`` come from :func:`torchrig.engine.container_spec`,
 the function ``dev`` and ``run-tasks`` use, so the editor's container gets the same shared memory and GPU flags.
 """
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrig.engine.containers import DEFAULT_SHM_SIZE, container_spec
+from torchrig.engine import DEFAULT_SHM_SIZE, container_spec
 from torchrig.matrix import Environment, Matrix, Target
+from torchrig.results.contract import WORKSPACE_IN
 
 __all__ = [
     "DEVCONTAINER_DIR",
@@ -39,7 +40,7 @@ IMAGE_PYTHON = "/opt/venv/bin/python"
 # without it the container joins `video` only (`export TORCHRIG_RENDER_GID=$(getent group render | cut -d: -f3)`).
 RENDER_GID_PLACEHOLDER = "${localEnv:TORCHRIG_RENDER_GID:video}"
 _HEADER = ("// Generated from matrix.yaml by `torchrig devcontainer --all`: edit matrix.yaml (or "
-           "src/torchrig/devcontainer.py) and regenerate, do not edit by hand.\n")
+           "src/torchrig/matrix/devcontainer.py) and regenerate, do not edit by hand.\n")
 
 
 def dev_target(env: Environment) -> Target:
@@ -56,8 +57,8 @@ def devcontainer_config(env: Environment) -> dict[str, Any]:
     return {
         "name": f"torchrig {env.id}: torch {env.torch}, {gpu}, Python {env.python}",
         "image": image,
-        "workspaceFolder": "/workspace",
-        "workspaceMount": "source=${localWorkspaceFolder},target=/workspace,type=bind",
+        "workspaceFolder": WORKSPACE_IN,
+        "workspaceMount": f"source=${{localWorkspaceFolder}},target={WORKSPACE_IN},type=bind",
         "remoteUser": IMAGE_USER,
         "updateRemoteUserUID": True,
         "runArgs": spec.cli_args(remove=False, image_and_command=False),

@@ -1,0 +1,115 @@
+"""The layout issue's guarantees: no import cycle in the package, small modules, the CLI imported statically."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+MAX_LINES = 420  # "roughly under 400 lines": one job per module
+
+
+def _module_name(path: Path, base: Path) -> str:
+    parts = list(path.relative_to(base).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p, SRC): p for p in (SRC / "torchrig").rglob("*.py")}
+
+
+def _imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
+    """The torchrig modules ``path`` imports anywhere (top level or inside functions: a lazy import that only
+    breaks a circle is still a circle)."""
+    is_pkg = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "torchrig")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = name if is_pkg else name.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    package = package.rpartition(".")[0]
+                base = f"{package}.{node.module}" if node.module else package
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != "torchrig":
+                continue
+            for alias in node.names:  # `from torchrig.cli import run` imports the submodule torchrig.cli.run
+                sub = f"{base}.{alias.name}"
+                out.add(sub if sub in known else base)
+    return {m for m in out if m in known and m != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    known = _modules()
+    return {name: _imports(path, name, known) for name, path in known.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = _graph()
+    assert len(graph) > 30 and graph["torchrig.cli"], "the walk sees the package"
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_steps_have_their_folders() -> None:
+    for step in ("matrix", "cli", "engine", "images", "results", "report"):
+        assert (SRC / "torchrig" / step / "__init__.py").is_file(), step
+    assert (SRC / "torchrig" / "settings.py").is_file() and (SRC / "torchrig" / "run.py").is_file()
+
+
+@pytest.mark.parametrize("folder", ["src/torchrig", "tasks", "bench"])
+def test_no_module_holds_more_than_one_job(folder: str) -> None:
+    big = {str(p.relative_to(ROOT)): n for p in (ROOT / folder).rglob("*.py")
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines (split them by job): {big}"
+
+
+def test_the_cli_imports_its_command_groups_statically() -> None:
+    """A renamed command module must fail loudly, not vanish from the menu (no importlib, no swallowed errors)."""
+    for path in (SRC / "torchrig" / "cli").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "importlib" not in text and "ModuleNotFoundError" not in text, path.name
+    main = (SRC / "torchrig" / "__main__.py").read_text(encoding="utf-8")
+    assert "importlib" not in main
+
+
+def test_no_sys_path_edits_in_tasks_bench_or_the_package() -> None:
+    offenders = [str(p.relative_to(ROOT)) for folder in ("src/torchrig", "tasks", "bench")
+                 for p in (ROOT / folder).rglob("*.py") if "sys.path.insert" in p.read_text(encoding="utf-8")
+                 or "sys.path.append" in p.read_text(encoding="utf-8")]
+    assert not offenders
