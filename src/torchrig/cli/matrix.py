@@ -1,4 +1,4 @@
-"""Matrix commands: validate, envs, tags, readme-table, ci-matrix."""
+"""Matrix commands: validate, envs, tags, readme-table, ci-matrix, compat-check."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 
+from torchrig.images.serve import resolve_ca_bundle
 from torchrig.matrix import TARGETS, load_matrix
 from torchrig.matrix.ci import github_matrix
+from torchrig.matrix.compat import load_compat
+from torchrig.matrix.compat_check import PYPI_INDEX, PYTORCH_INDEX, check_index, parse_selection
 from torchrig.matrix.docs import env_table_markdown
+from torchrig.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +34,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("ci-matrix", help="print the GitHub Actions matrix (JSON) derived from matrix.yaml")
     p.set_defaults(func=_ci_matrix)
+
+    p = sub.add_parser("compat-check", help="compare compat.yaml with the torch/torchvision builds a package index "
+                       "offers; exit 0 in agreement, 1 printing the differences")
+    p.add_argument("torch", nargs="*", metavar="TORCH", help="releases to check, 2.12 or 2.12.1 (default: all)")
+    p.add_argument("--index", action="append", metavar="URL",
+                   help=f"simple index (PEP 503/691) to read; repeatable (default: {PYTORCH_INDEX}; "
+                   f"{PYPI_INDEX} checks PyPI's default builds). CA bundle: $PIP_CERT, $REQUESTS_CA_BUNDLE, "
+                   "$SSL_CERT_FILE")
+    p.set_defaults(func=_compat_check)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -65,3 +78,15 @@ def _readme_table(args: argparse.Namespace) -> int:
 def _ci_matrix(args: argparse.Namespace) -> int:
     print(json.dumps(github_matrix(load_matrix(args.matrix)), indent=2))
     return 0
+
+
+def _compat_check(args: argparse.Namespace) -> int:
+    selection = parse_selection(args.torch)
+    settings = Settings.from_environ(matrix=args.matrix)
+    ca_bundle = resolve_ca_bundle(None, settings.ca_bundle, settings.ca_bundle_source)
+    rc = 0
+    for index in args.index or [PYTORCH_INDEX]:
+        report = check_index(load_compat(), index, selection=selection, ca_bundle=ca_bundle)
+        print(report.render(), end="")
+        rc = rc or (0 if report.agrees else 1)
+    return rc
