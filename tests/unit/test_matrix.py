@@ -170,3 +170,9 @@ def test_ci_matrix_lists_every_environment(capsys: pytest.CaptureFixture[str]) -
         assert entry["torch"] == env.torch and entry["accelerator"] == env.accelerator
         assert ("nvidia" in entry["runs-on"]) == (env.accelerator == "cuda")
         assert ("amd" in entry["runs-on"]) == (env.accelerator == "rocm")
+
+
+def test_a_registry_override_docker_would_refuse_is_a_configuration_error() -> None:
+    settings = Settings.from_environ({"TORCHRIG_REGISTRY": "https://localhost:5000"}, matrix=ROOT / "matrix.yaml")
+    with pytest.raises(ConfigurationError, match=r"TORCHRIG_REGISTRY: 'https://localhost:5000' is not a registry"):
+        load_matrix(ROOT / "matrix.yaml", settings=settings)

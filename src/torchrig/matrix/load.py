@@ -28,6 +28,12 @@ from torchrig.matrix.model import (
     Target,
     requirement_name,
 )
+from torchrig.matrix.references import (
+    image_reference_problem,
+    index_url_problem,
+    registry_problem,
+    repository_problem,
+)
 from torchrig.settings import Settings
 
 __all__ = ["load_matrix"]
@@ -114,6 +120,8 @@ def load_matrix(path: str | os.PathLike[str] | None = None, *, compat: Compat | 
     if v.problems or matrix is None:
         raise ConfigurationError(v.problems or [f"{name}: not a matrix"], source=name)
     if settings.registry is not None:
+        if problem := registry_problem(settings.registry):
+            raise ConfigurationError([f"TORCHRIG_REGISTRY: {problem}"], source="the environment")
         registry = settings.registry.rstrip("/")
         matrix = replace(matrix, registry=registry,
                          environments=tuple(replace(e, registry=registry) for e in matrix.environments))
@@ -174,8 +182,11 @@ class _Validator:
         if ver != SCHEMA_VERSION:
             self.err("schema_version", f"{ver!r} is not supported; this torchrig reads schema_version {SCHEMA_VERSION}")
         registry = self._str("registry", data.get("registry", "")) or ""
-        image = self._str("image", data.get("image", "torchrig"), pattern=re.compile(r"^[a-z0-9][a-z0-9._/-]*$"),
-                          example="torchrig") or "torchrig"
+        if problem := registry_problem(registry):
+            self.err("registry", problem)
+        image = self._str("image", data.get("image", "torchrig")) or "torchrig"
+        if problem := repository_problem(image):
+            self.err("image", problem)
         defaults = data.get("defaults", {}) or {}
         if not isinstance(defaults, dict):
             self.err("defaults", f"expected a mapping, got {type(defaults).__name__}")
@@ -314,7 +325,10 @@ class _Validator:
                          "remove them from extras")
         budgets = self._budgets(eid, merged.get("size_budget_mb"))
         dockerfile = self._str(f"{eid}.dockerfile", merged.get("dockerfile", "images/Dockerfile"))
-        if dockerfile is not None and not (self.root / dockerfile).is_file():
+        if dockerfile is not None and not (self.root / dockerfile).resolve().is_relative_to(self.root.resolve()):
+            self.err(f"{eid}.dockerfile", f"{dockerfile!r} is outside the project ({self.root}): the build context "
+                     "is the project, so keep the Dockerfile inside it, e.g. images/Dockerfile")
+        elif dockerfile is not None and not (self.root / dockerfile).is_file():
             self.err(f"{eid}.dockerfile", f"{dockerfile} does not exist (relative to {self.root})")
 
         if len(self.problems) > n_before or accelerator not in ACCELERATORS:
@@ -336,6 +350,11 @@ class _Validator:
         except (KeyError, IndexError, ValueError) as e:
             self.err(f"{eid}.index",
                      f"bad placeholder {e} (use {{python}}, {{torch}}, {{flavour}}, {{cuda}}, {{rocm}})")
+            return None
+        for key, url in (("index", index_url), *(("extra_index", x) for x in extra)):
+            if problem := index_url_problem(url):
+                self.err(f"{eid}.{key}", problem)
+        if len(self.problems) > n_before:
             return None
         return Environment(**{**env.__dict__, "index": index_url, "extra_index": extra})
 
@@ -362,6 +381,9 @@ class _Validator:
                 b = b.format(python=python or "", torch=torch or "", cuda=cuda or "", rocm=rocm or "")
             except (KeyError, IndexError, ValueError) as e:
                 self.err(f"{where}.{tgt}", f"bad placeholder {e} in {base!r}")
+                continue
+            if problem := image_reference_problem(b):
+                self.err(f"{where}.{tgt}", problem)
                 continue
             facts = self.compat.base_image(b)
             if facts is not None and python is not None and facts.python and facts.python != python:
