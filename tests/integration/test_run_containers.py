@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import pytest
 
-from torchrig.engine.containers import KEEP_ENV, LABEL, Mount, container_spec, run
+from torchrig.engine import LABEL, Mount, container_spec, run
 from torchrig.errors import RunError
 
 pytestmark = pytest.mark.docker
@@ -57,7 +57,8 @@ def _spec(image: str, purpose: str, command: list[str], **kw: Any) -> Any:
 
 def test_a_successful_run_is_removed(docker_client: docker.DockerClient, small_image: str, purpose: str) -> None:
     out = io.StringIO()
-    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "id -u; echo done"]), prefix="t", out=out)
+    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "id -u; echo done"]), keep=False, prefix="t",
+                 out=out)
     assert result.ok
     assert f"[t] {os.getuid()}\n[t] done\n" in out.getvalue()
     assert _ours(docker_client, purpose) == []
@@ -66,7 +67,7 @@ def test_a_successful_run_is_removed(docker_client: docker.DockerClient, small_i
 def test_a_failing_command_is_reported_and_removed(docker_client: docker.DockerClient, small_image: str,
                                                    purpose: str) -> None:
     with pytest.raises(RunError) as e:
-        run(docker_client, _spec(small_image, purpose, ["sh", "-c", "echo about to fail; exit 3"]),
+        run(docker_client, _spec(small_image, purpose, ["sh", "-c", "echo about to fail; exit 3"]), keep=False,
             out=io.StringIO())
     assert "exited with status 3" in str(e.value) and "about to fail" in str(e.value)
     assert _ours(docker_client, purpose) == []
@@ -78,7 +79,7 @@ def test_a_timed_out_run_is_stopped_removed_and_keeps_what_it_wrote(
     spec = _spec(small_image, purpose, command, mounts=[Mount(source=str(tmp_path), target="/results")])
     t0 = time.monotonic()
     with pytest.raises(RunError) as e:
-        run(docker_client, spec, timeout=3, out=io.StringIO())
+        run(docker_client, spec, keep=False, timeout=3, out=io.StringIO())
     assert time.monotonic() - t0 < 30, "the timeout stopped the run"
     assert "timeout" in str(e.value) and "written" in str(e.value)
     assert _ours(docker_client, purpose) == []
@@ -87,9 +88,9 @@ def test_a_timed_out_run_is_stopped_removed_and_keeps_what_it_wrote(
 
 
 def test_keep_containers_keeps_it_for_debugging(docker_client: docker.DockerClient, small_image: str,
-                                                purpose: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEEP_ENV, "1")
-    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "exit 2"]), check=False,
+                                                purpose: str) -> None:
+    # keep=True is what TORCHRIG_KEEP_CONTAINERS=1 becomes (Settings.keep_containers)
+    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "exit 2"]), keep=True, check=False,
                  out=io.StringIO())
     (kept,) = _ours(docker_client, purpose)
     assert kept.name == result.name and kept.status == "exited"

@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import pytest
 
-from torchrig.engine.containers import LABEL
+from torchrig.engine import LABEL
 from torchrig.results.records import load_records
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -1,19 +1,23 @@
-"""Container options per accelerator, and the run loop's cleanup/timeout/failure handling against a fake engine."""
+"""Container options per accelerator, and the one lifecycle's cleanup/timeout/failure handling against a fake
+engine -- including the helper containers that resolve a lock and measure an image, which go through it too."""
 
 from __future__ import annotations
 
 import io
+import json
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker.errors
 import docker.types
 import pytest
 
-from torchrig.engine.containers import (
-    KEEP_ENV,
+from torchrig.engine import (
+    ENV_LABEL,
     LABEL,
     ContainerSpec,
     Mount,
@@ -22,7 +26,7 @@ from torchrig.engine.containers import (
     run,
     started,
 )
-from torchrig.errors import HostCheckError, RunError
+from torchrig.errors import BuildError, HostCheckError, RunError
 
 
 def _spec(accelerator: str = "cpu", **kw: Any) -> ContainerSpec:
@@ -144,15 +148,38 @@ class FakeContainer:
         self.code: int | None = None
         self.stopped_with: list[int] = []
         self.attrs: dict[str, Any] = {"State": {"OOMKilled": engine.oom}}
+        self.archives: list[tuple[str, bytes]] = []
+        self.started = False
+
+    def put_archive(self, path: str, data: bytes) -> bool:
+        assert not self.started, "files are copied in before the start"
+        self.archives.append((path, data))
+        return True
+
+    def files(self) -> dict[str, str]:
+        out = {}
+        for path, data in self.archives:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for m in tar.getmembers():
+                    out[path.rstrip("/") + "/" + m.name] = tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+        return out
 
     def start(self) -> None:
         if self.engine.start_error is not None:
             raise self.engine.start_error
+        self.started = True
         if self.engine.behaviour == "exit":
             self.code = self.engine.exit_code
             self.exited.set()
 
-    def logs(self, **kw: Any) -> Iterator[bytes]:
+    def logs(self, **kw: Any) -> Any:
+        if not kw.get("stream"):
+            assert kw.get("stdout") and not kw.get("stderr"), "only stdout is read apart"
+            return self.engine.stdout
+        self.engine.streamed_with.append((bool(kw.get("stdout")), bool(kw.get("stderr"))))
+        return self._stream()
+
+    def _stream(self) -> Iterator[bytes]:
         yield from self.engine.output
         self.exited.wait(30)
 
@@ -173,10 +200,14 @@ class FakeContainer:
 class FakeEngine:
     """Just enough of docker.DockerClient for containers.run; remembers what is still 'on the engine'."""
 
-    def __init__(self, behaviour: str = "exit", exit_code: int = 0, output: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, behaviour: str = "exit", exit_code: int = 0, output: tuple[bytes, ...] = (),
+                 stdout: bytes = b"") -> None:
         self.behaviour = behaviour  # "exit": finishes at once; "hang": runs until stopped
         self.exit_code = exit_code
-        self.output = output
+        self.output = output  # what the log stream yields
+        self.stdout = stdout  # what reading stdout alone returns after the exit
+        self.streamed_with: list[tuple[bool, bool]] = []
+        self.images_here: set[str] = {"img:1", "base:1"}
         self.oom = False
         self.start_error: Exception | None = None
         self.create_error: BaseException | None = None
@@ -184,6 +215,12 @@ class FakeEngine:
         self.created: list[FakeContainer] = []
         self.containers = self
         self.api = self
+        self.images = self
+
+    def get(self, name: str) -> object:  # client.images.get
+        if name not in self.images_here:
+            raise docker.errors.ImageNotFound(name)
+        return object()
 
     def create(self, **kwargs: Any) -> FakeContainer:
         c = FakeContainer(self, kwargs)
@@ -204,6 +241,7 @@ class FakeEngine:
 
 def _run(engine: FakeEngine, **kw: Any) -> tuple[Any, str]:
     out = io.StringIO()
+    kw.setdefault("keep", False)
     result = run(engine, _spec(), prefix="cpu", out=out, **kw)  # type: ignore[arg-type]
     return result, out.getvalue()
 
@@ -282,12 +320,11 @@ def test_a_container_created_just_before_ctrl_c_is_removed_by_name() -> None:
     assert engine.created and engine.existing == {}
 
 
-def test_keep_containers_leaves_it_behind_and_says_how_to_remove_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(KEEP_ENV, "1")
+def test_keep_containers_leaves_it_behind_and_says_how_to_remove_it() -> None:
     engine = FakeEngine(exit_code=2)
-    result, out = _run(engine, check=False)
+    result, out = _run(engine, check=False, keep=True)
     assert list(engine.existing) == [result.name]
-    assert f"docker rm -f {result.name}" in out
+    assert f"docker rm -f {result.name}" in out and "TORCHRIG_KEEP_CONTAINERS=1" in out
 
 
 def test_missing_image_says_to_build_it() -> None:
@@ -302,7 +339,7 @@ def test_missing_nvidia_toolkit_at_start_is_a_host_check_error() -> None:
     engine.start_error = docker.errors.APIError(
         "500", explanation='could not select device driver "" with capabilities: [[gpu]]')
     with pytest.raises(HostCheckError, match="NVIDIA Container Toolkit"), \
-            started(engine, _spec("cuda"), out=io.StringIO()):  # type: ignore[arg-type]
+            started(engine, _spec("cuda"), keep=False, out=io.StringIO()):  # type: ignore[arg-type]
         pass
     assert engine.existing == {}, "a container that failed to start is removed too"
 
@@ -316,5 +353,119 @@ def test_a_failed_removal_warns_with_the_command_and_does_not_hide_the_run_error
     engine.remove_container = broken  # type: ignore[method-assign]
     out = io.StringIO()
     with pytest.raises(RunError, match="exited with status 4"):
-        run(engine, _spec(), out=out)  # type: ignore[arg-type]
+        run(engine, _spec(), keep=False, out=out)  # type: ignore[arg-type]
     assert "could not remove container" in out.getvalue() and "docker rm -f torchrig-e-tasks-" in out.getvalue()
+
+
+def test_files_are_copied_in_before_the_start() -> None:
+    engine = FakeEngine()
+    _run(engine, files={"/tmp/torchrig/run.sh": b"echo hi\n", "/etc/x.conf": b"k=v\n"})
+    assert engine.created[0].files() == {"/tmp/torchrig/run.sh": "echo hi\n", "/etc/x.conf": "k=v\n"}
+
+
+def test_captured_stdout_is_returned_and_only_stderr_streams() -> None:
+    engine = FakeEngine(output=(b"progress\n",), stdout=b'{"answer": 42}\n')
+    result, out = _run(engine, capture_stdout=True)
+    assert result.stdout == '{"answer": 42}\n'
+    assert engine.streamed_with == [(False, True)], "the live stream leaves stdout out"
+    assert "[cpu] progress" in out and "answer" not in out
+
+
+def test_quiet_says_nothing_about_starting_and_ending() -> None:
+    _, out = _run(FakeEngine(output=(b"x\n",)), quiet=True, echo=False)
+    assert out == ""
+
+
+# ------------------------------------------------------------------- helper containers: measure and lock
+
+
+def test_measuring_site_packages_goes_through_the_lifecycle() -> None:
+    from torchrig.images.measure import measure_site_packages
+
+    engine = FakeEngine(stdout=b'{"bytes": 123456, "paths": ["/opt/venv/lib/python3.11/site-packages"]}\n')
+    assert measure_site_packages(engine, "img:1", env_id="cpu") == 123456  # type: ignore[arg-type]
+    (c,) = engine.created
+    assert c.kwargs["labels"] == {LABEL: "measure", ENV_LABEL: "cpu"}
+    assert c.name.startswith("torchrig-cpu-measure-") and c.kwargs["network_mode"] == "none"
+    assert engine.existing == {}, "removed after the measurement"
+
+
+def test_a_failed_measurement_is_a_build_error_and_the_container_is_removed() -> None:
+    from torchrig.images.measure import measure_site_packages
+
+    engine = FakeEngine(exit_code=1, output=(b"python: not found\n",))
+    with pytest.raises(BuildError, match=r"measuring site-packages in img:1 failed \(exit 1\):\npython: not found"):
+        measure_site_packages(engine, "img:1", env_id="cpu")  # type: ignore[arg-type]
+    assert engine.created and engine.existing == {}
+
+
+def test_a_hung_measurement_is_stopped_at_its_timeout() -> None:
+    from torchrig.images.measure import measure_site_packages
+
+    engine = FakeEngine(behaviour="hang")
+    with pytest.raises(BuildError, match=r"did not finish within 0\.2 s"):
+        measure_site_packages(engine, "img:1", env_id="cpu", timeout=0.2)  # type: ignore[arg-type]
+    assert engine.created[0].stopped_with and engine.existing == {}
+
+
+def test_kept_helper_containers_stay_for_debugging() -> None:
+    from torchrig.images.measure import measure_site_packages
+
+    engine = FakeEngine(stdout=b'{"bytes": 1}\n')
+    measure_site_packages(engine, "img:1", env_id="cpu", keep=True)  # type: ignore[arg-type]
+    assert len(engine.existing) == 1
+
+
+def _resolve(engine: FakeEngine, tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    from torchrig.images.resolve import resolve_in_container
+    from torchrig.matrix import load_matrix
+
+    env = load_matrix(Path(__file__).resolve().parents[2] / "matrix.yaml").get("cpu")
+    helper = tmp_path / "build-env.sh"
+    helper.write_text("# helper\n")
+    args: dict[str, Any] = {"client": engine, "base_image": "base:1", "env": env, "index_url": "https://i/simple",
+                            "extra_index_urls": ["https://x/simple"], "helper": helper,
+                            "server_url": "http://127.0.0.1:1/t/", "out": io.StringIO()}
+    args.update(kw)
+    return resolve_in_container(**args)
+
+
+def test_the_lock_resolver_runs_through_the_lifecycle_with_its_files(tmp_path: Path) -> None:
+    report = {"torch": {"install": []}, "full": {"install": []}, "python": "3.11.2", "machine": "x86_64"}
+    engine = FakeEngine(output=(b"resolving\n",), stdout=(json.dumps(report) + "\n").encode())
+    assert _resolve(engine, tmp_path) == report
+    (c,) = engine.created
+    assert c.kwargs["labels"] == {LABEL: "lock", ENV_LABEL: "cpu"} and c.name.startswith("torchrig-cpu-lock-")
+    assert c.kwargs["user"] == "0:0" and c.kwargs["network_mode"] == "host"
+    assert c.kwargs["command"] == ["bash", "/tmp/torchrig/resolve.sh"]
+    env = c.kwargs["environment"]
+    assert (env["TORCHRIG_INDEX_URL"], env["TORCHRIG_EXTRA_INDEX_URLS"], env["FTP_PROXY"]) == (
+        "https://i/simple", "https://x/simple", "http://127.0.0.1:1/t/")
+    files = c.files()
+    assert files["/tmp/torchrig/build-env.sh"] == "# helper\n"
+    assert files["/tmp/torchrig/requirements-torch.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
+    assert "pip" in files["/tmp/torchrig/resolve.sh"]
+    assert engine.existing == {}
+
+
+def test_a_failed_resolve_names_the_exit_and_the_index_and_removes_the_container(tmp_path: Path) -> None:
+    engine = FakeEngine(exit_code=1, output=(b"ERROR: No matching distribution found for torch==2.0.1\n",))
+    with pytest.raises(BuildError) as e:
+        _resolve(engine, tmp_path)
+    assert "failed (exit 1)" in str(e.value) and "No matching distribution" in str(e.value)
+    assert "Is https://i/simple reachable" in str(e.value)
+    assert engine.created and engine.existing == {}
+
+
+def test_a_hung_resolve_is_stopped_at_its_timeout(tmp_path: Path) -> None:
+    engine = FakeEngine(behaviour="hang")
+    with pytest.raises(BuildError, match=r"did not finish within 0\.2 s"):
+        _resolve(engine, tmp_path, timeout=0.2)
+    assert engine.existing == {}
+
+
+def test_a_missing_base_image_says_how_to_make_one_before_any_container(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    with pytest.raises(BuildError, match="base-local --suite bookworm"):
+        _resolve(engine, tmp_path, base_image="python:3.11-slim-bookworm")
+    assert engine.created == []

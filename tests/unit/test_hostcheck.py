@@ -23,8 +23,7 @@ def _env(accelerator: str, cuda: str | None = None) -> Environment:
 
 
 GOOD_NVIDIA = HostFacts(uid=1000, gid=1000, docker_runtimes=("nvidia", "runc"), nvidia_driver="535.104.05")
-GOOD_AMD = HostFacts(uid=1000, gid=1000, docker_runtimes=("runc",), has_kfd=True, has_dri=True, render_gid=109,
-                     video_gid=44)
+GOOD_AMD = HostFacts(uid=1000, gid=1000, docker_runtimes=("runc",), has_kfd=True, has_dri=True, render_gid=109)
 BARE = HostFacts(uid=1000, gid=1000, docker_runtimes=("runc",))
 
 

@@ -51,4 +51,4 @@ def test_debootstrap_makes_a_minimal_base_with_python_venv_and_cas(tmp_path: Pat
 
 def test_an_unknown_suite_is_refused_before_anything_runs() -> None:
     with pytest.raises(UsageError, match="bookworm, bullseye, trixie"):
-        ensure_base("sid", client=object())  # type: ignore[arg-type]
+        ensure_base("sid", client=object(), cache_dir=Path("/nonexistent"))  # type: ignore[arg-type]

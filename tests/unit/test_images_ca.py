@@ -11,11 +11,18 @@ import pytest
 
 from torchrig.engine.client import is_local_daemon
 from torchrig.errors import UsageError
-from torchrig.images.serve import FileServer, plan, resolve_ca_bundle
+from torchrig.images import BuildOptions
+from torchrig.images.serve import FileServer, plan
+from torchrig.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = ROOT / "images" / "build-env.sh"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBfakeFAKEfake\n-----END CERTIFICATE-----\n"
+
+
+def resolve_ca_bundle(option: str | Path | None, environ: dict[str, str]) -> Path | None:
+    """The CA bundle a build gets from the ``--ca-bundle`` flag and the environment, as the CLI computes it."""
+    return BuildOptions.from_settings(Settings.from_environ(environ), ca_bundle=option).ca_bundle
 
 
 @pytest.fixture

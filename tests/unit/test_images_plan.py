@@ -12,8 +12,10 @@ import docker.errors
 import pytest
 
 from torchrig.errors import UsageError
-from torchrig.images import BuildOptions, _plan, extras_as_constraints, image_labels
+from torchrig.images import BuildOptions, extras_as_constraints, image_labels
+from torchrig.images.plan import plan_build
 from torchrig.matrix import Environment, load_matrix
+from torchrig.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPI = "https://pypi.org/simple"
@@ -59,21 +61,31 @@ def test_options_come_from_flags_then_torchrig_variables(tmp_path: Path) -> None
                "TORCHRIG_EXTRA_INDEX_URL": "https://a.example/simple https://b.example/simple",
                "TORCHRIG_WHEELHOUSE": str(tmp_path / "wh"), "TORCHRIG_CA_BUNDLE": str(ca),
                "TORCHRIG_KEEP_CA_BUNDLE": "1", "TORCHRIG_SIZE_BUDGET_MB": "6000"}
-    o = BuildOptions.from_environ(environ)
+    o = BuildOptions.from_settings(Settings.from_environ(environ))
     assert (o.base_image, o.index_url, o.wheelhouse, o.ca_bundle, o.keep_ca_bundle, o.size_budget_mb) == (
         "torchrig-base:bookworm", PYPI, tmp_path / "wh", ca, True, 6000)
     assert o.extra_index_urls == ("https://a.example/simple", "https://b.example/simple")
-    o = BuildOptions.from_environ(environ, base_image="python:3.11-slim-bookworm", index_url="https://m/simple",
-                                  extra_index_urls=[], size_budget_mb=100, keep_ca_bundle=False, ca_bundle="none")
+    o = BuildOptions.from_settings(Settings.from_environ(environ), base_image="python:3.11-slim-bookworm",
+                                   index_url="https://m/simple", extra_index_urls=[], size_budget_mb=100,
+                                   keep_ca_bundle=False, ca_bundle="none")
     assert (o.base_image, o.index_url, o.extra_index_urls, o.size_budget_mb, o.keep_ca_bundle, o.ca_bundle) == (
         "python:3.11-slim-bookworm", "https://m/simple", (), 100, False, None)
     with pytest.raises(UsageError, match="TORCHRIG_SIZE_BUDGET_MB"):
-        BuildOptions.from_environ({"TORCHRIG_SIZE_BUDGET_MB": "lots"})
+        Settings.from_environ({"TORCHRIG_SIZE_BUDGET_MB": "lots"})
+
+
+def test_options_carry_the_cache_and_keep_containers_settings(tmp_path: Path) -> None:
+    o = BuildOptions.from_settings(Settings.from_environ({"TORCHRIG_CACHE": str(tmp_path),
+                                                          "TORCHRIG_KEEP_CONTAINERS": "1"}))
+    assert (o.cache_dir, o.keep_containers) == (tmp_path, True)
+    plain = BuildOptions()
+    assert (plain.cache_dir, plain.keep_containers, plain.ca_bundle) == (None, False, None), \
+        "options built by hand take nothing from the environment"
 
 
 def test_unlocked_builds_pin_torch_and_carry_the_extras_pins_into_the_torch_layer(env: Environment,
                                                                                  root: Path) -> None:
-    files = _files(_plan(env, "runtime", BuildOptions(root=root), FakeClient()))  # type: ignore[arg-type]
+    files = _files(plan_build(env, "runtime", BuildOptions(root=root), FakeClient()))  # type: ignore[arg-type]
     assert files["requirements-torch.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
     assert files["constraints.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
     assert "numpy<2\n" in files["constraints-torch.txt"], "else torch's layer gets numpy 2 and the extras a 2nd copy"
@@ -99,7 +111,7 @@ def _lock(env: Environment, root: Path, index: str) -> Path:
 
 def test_a_matching_lock_feeds_the_requirement_files_and_the_label(env: Environment, root: Path) -> None:
     path = _lock(env, root, PYPI)
-    plan = _plan(env, "runtime", BuildOptions(root=root, index_url=PYPI), FakeClient())  # type: ignore[arg-type]
+    plan = plan_build(env, "runtime", BuildOptions(root=root, index_url=PYPI), FakeClient())  # type: ignore[arg-type]
     files = _files(plan)
     assert files["requirements-torch.txt"].startswith("torch==2.0.1 \\\n    --hash=sha256:aaaa")
     assert files["requirements-extras.txt"].startswith("six==1.16.0 \\\n    --hash=sha256:bbbb")
@@ -110,7 +122,7 @@ def test_a_matching_lock_feeds_the_requirement_files_and_the_label(env: Environm
 
 def test_a_lock_for_another_index_is_ignored(env: Environment, root: Path) -> None:
     _lock(env, root, PYPI)
-    plan = _plan(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+    plan = plan_build(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
     assert plan.labels["io.torchrig.lock"] == "none"
     assert plan.lock.message.startswith("warning: lock: NOT used")
     assert "--hash" not in _files(plan)["requirements-torch.txt"]
@@ -119,7 +131,7 @@ def test_a_lock_for_another_index_is_ignored(env: Environment, root: Path) -> No
 def test_build_args_carry_no_ca_and_no_server_address(env: Environment, root: Path, tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nSECRETISH\n-----END CERTIFICATE-----\n")
-    plan = _plan(env, "runtime", BuildOptions(root=root, ca_bundle=ca), FakeClient())  # type: ignore[arg-type]
+    plan = plan_build(env, "runtime", BuildOptions(root=root, ca_bundle=ca), FakeClient())  # type: ignore[arg-type]
     blob = repr(plan.buildargs) + repr(plan.labels)
     assert "SECRETISH" not in blob and str(ca) not in blob
     assert not {"FTP_PROXY", "HTTP_PROXY"} & set(plan.buildargs)
@@ -134,7 +146,7 @@ def test_the_inputs_label_changes_with_code_and_index_but_not_with_the_ca(env: E
     ca2.write_text("two")
 
     def inputs(**kw: Any) -> str:
-        return _plan(env, "runtime", BuildOptions(root=root, **kw), FakeClient()).inputs  # type: ignore[arg-type]
+        return plan_build(env, "runtime", BuildOptions(root=root, **kw), FakeClient()).inputs  # type: ignore[arg-type]
 
     first = inputs(ca_bundle=ca1)
     assert inputs(ca_bundle=ca2) == first, "the CA is not in the image, so it is not an input"
@@ -160,10 +172,10 @@ def test_labels_carry_oci_and_torchrig_provenance(env: Environment) -> None:
 def test_tags_come_from_the_matrix_or_the_override(env: Environment, root: Path) -> None:
     from torchrig.matrix import ImageRef
 
-    plan = _plan(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+    plan = plan_build(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
     assert plan.ref == env.tags("runtime")
     mine = ImageRef(immutable="localhost/x:1", alias="localhost/x:latest")
-    assert _plan(env, "runtime", BuildOptions(root=root, ref=mine), FakeClient()).ref == mine  # type: ignore[arg-type]
+    assert plan_build(env, "runtime", BuildOptions(root=root, ref=mine), FakeClient()).ref == mine  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("kw", "match"), [
@@ -174,7 +186,7 @@ def test_tags_come_from_the_matrix_or_the_override(env: Environment, root: Path)
 def test_options_that_cannot_work_are_refused_before_building(env: Environment, root: Path, kw: dict[str, Any],
                                                               match: str) -> None:
     with pytest.raises(UsageError, match=match):
-        _plan(env, "runtime", BuildOptions(root=root, **kw), FakeClient())  # type: ignore[arg-type]
+        plan_build(env, "runtime", BuildOptions(root=root, **kw), FakeClient())  # type: ignore[arg-type]
 
 
 def test_a_missing_target_says_how_to_add_one(root: Path) -> None:
@@ -182,11 +194,11 @@ def test_a_missing_target_says_how_to_add_one(root: Path) -> None:
     env = m.get("cpu")
     env = Environment(**{**env.__dict__, "targets": {"runtime": env.targets["runtime"]}})
     with pytest.raises(UsageError, match="no 'devel' target"):
-        _plan(env, "devel", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+        plan_build(env, "devel", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
 
 
 def test_targets_pick_the_dockerfile_stage_of_the_same_name(tmp_path: Path) -> None:
-    from torchrig.images import _stage
+    from torchrig.images.plan import dockerfile_stage as _stage
 
     assert _stage(ROOT / "images" / "Dockerfile", "runtime") == "runtime"
     assert _stage(ROOT / "images" / "Dockerfile", "devel") == "devel"
@@ -214,11 +226,11 @@ def test_a_missing_dockerfile_is_a_build_error(env: Environment, root: Path, tmp
 
     gone = Environment(**{**env.__dict__, "dockerfile": tmp_path / "nope" / "Dockerfile"})
     with pytest.raises(BuildError, match="does not exist"):
-        _plan(gone, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
+        plan_build(gone, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
 
 
 def test_of_images_with_the_same_inputs_the_one_with_the_immutable_tag_wins() -> None:
-    from torchrig.images import _pick
+    from torchrig.images.build import _pick
 
     tag = "ghcr.io/torchrig/torchrig:2.0.1-cpu-py3.11"
     older_tagged = ("sha256:a", [tag, "ghcr.io/torchrig/torchrig:cpu"], "2026-11-22T10:00:00Z")
@@ -245,10 +257,10 @@ def test_runtime_images_get_a_c_compiler_where_torch_compile_can_work(root: Path
 
     env = load_matrix(ROOT / "matrix.yaml").get("cpu")  # torch 2.0.1 on Python 3.11: dynamo supports <= 3.10
     assert not env.torch_compile_supported()
-    assert _plan(env, "runtime", BuildOptions(root=root), FakeClient()).buildargs[  # type: ignore[arg-type]
+    assert plan_build(env, "runtime", BuildOptions(root=root), FakeClient()).buildargs[  # type: ignore[arg-type]
         "TORCHRIG_C_COMPILER"] == "0"
     for torch, tv, py in (("2.0.1", "0.15.2", "3.10"), ("2.14.1", "0.29.1", "3.12")):
         e = replace(env, torch=torch, torchvision=tv, python=py)
         assert e.torch_compile_supported()
-        assert _plan(e, "runtime", BuildOptions(root=root, use_lock=False), FakeClient()).buildargs[  # type: ignore[arg-type]
+        assert plan_build(e, "runtime", BuildOptions(root=root, use_lock=False), FakeClient()).buildargs[  # type: ignore[arg-type]
             "TORCHRIG_C_COMPILER"] == "1"

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from torchrig.engine.client import connect
 from torchrig.engine.registry import pull_image, push_image
 from torchrig.images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
 from torchrig.images.base import SUITES, ensure_base
-from torchrig.images.lock import format_lock, packages_from_reports, parse_lock, resolve_in_container
-from torchrig.images.serve import FileServer
-from torchrig.images.serve import plan as serve_plan
+from torchrig.images.resolve import LOCK_TIMEOUT_S, write_lock
 from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
+from torchrig.settings import Settings
 
 __all__ = ["register"]
 
@@ -66,6 +65,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("env")
     _source_flags(p)
     p.add_argument("--output", "-o", metavar="FILE", type=Path, help="where to write it (default locks/ENV.txt)")
+    p.add_argument("--timeout", type=float, default=LOCK_TIMEOUT_S, metavar="SECONDS",
+                   help=f"stop the resolver after this long (default {LOCK_TIMEOUT_S:g})")
     p.set_defaults(func=_lock)
 
     for name, verb in (("push", "push"), ("pull", "pull")):
@@ -96,10 +97,14 @@ def _targets(env: Environment, choice: str) -> list[Target]:
     return [choice]  # type: ignore[list-item]
 
 
-def _options(args: argparse.Namespace, matrix: Matrix, **rest: object) -> BuildOptions:
-    return BuildOptions.from_environ(
-        base_image=args.base_image, index_url=args.index_url, extra_index_urls=args.extra_index_url,
-        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, root=_root(matrix), **rest,  # type: ignore[arg-type]
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_environ(matrix=args.matrix)
+
+
+def _options(args: argparse.Namespace, matrix: Matrix, **rest: Any) -> BuildOptions:
+    return BuildOptions.from_settings(
+        _settings(args), base_image=args.base_image, index_url=args.index_url, extra_index_urls=args.extra_index_url,
+        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, root=_root(matrix), **rest,
     )
 
 
@@ -128,36 +133,7 @@ def _lock(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
     env = matrix.get(args.env)
     options = _options(args, matrix)
-    root = _root(matrix)
-    output: Path = args.output or root / "locks" / f"{env.id}.txt"
-    base = options.base_image or env.targets["runtime"]
-    index = options.index_url or env.index
-    extra = options.extra_index_urls if options.extra_index_urls is not None else env.extra_index
-    client = connect()
-    _say(f"lock {env.id}: resolving {' '.join(env.requirements())} in {base} against {index}"
-         + "".join(f" + {u}" for u in extra) + (f" (wheelhouse {options.wheelhouse})" if options.wheelhouse else ""))
-    serve = serve_plan(ca_bundle=options.ca_bundle, wheelhouse=options.wheelhouse)
-    helper = root / "images" / "build-env.sh"
-    if serve.needed:
-        with FileServer(serve) as srv:
-            result = resolve_in_container(client=client, base_image=base, env=env, index_url=index,
-                                          extra_index_urls=extra, helper=helper, server_url=srv.url, log=_say)
-    else:
-        result = resolve_in_container(client=client, base_image=base, env=env, index_url=index,
-                                      extra_index_urls=extra, helper=helper, server_url=None, log=_say)
-    packages = packages_from_reports(result["torch"], result["full"])
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    text = format_lock(env=env, index_url=index, extra_index_urls=extra, packages=packages, resolved_at=now,
-                       resolved_in=f"{base} (CPython {result.get('python')}, linux {result.get('machine')})")
-    parse_lock(text, source=str(output))  # what we write must read back
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(output)
-    n_torch = sum(p.section == "torch" for p in packages)
-    _say(f"lock {env.id}: wrote {output} ({len(packages)} packages: {n_torch} in [torch], "
-         f"{len(packages) - n_torch} in [extras])")
-    print(output)
+    print(write_lock(env, options, client=connect(), output=args.output, out=sys.stderr, timeout=args.timeout))
     return 0
 
 
@@ -183,6 +159,7 @@ def _images(args: argparse.Namespace) -> int:
 
     matrix = load_matrix(args.matrix)
     envs = [matrix.get(args.env)] if args.env else list(matrix.environments)
+    records = size_records_dir(_settings(args).cache_dir)
     client = connect()
     rows = []
     for env in envs:
@@ -199,7 +176,7 @@ def _images(args: argparse.Namespace) -> int:
                 "budget_mb": env.size_budget_mb.get(target), "lock": image.labels.get("io.torchrig.lock"),
                 "created": image.labels.get("org.opencontainers.image.created"),
             }
-            record = size_records_dir() / f"{env.id}-{target}.json"
+            record = records / f"{env.id}-{target}.json"
             if record.is_file():
                 data = json.loads(record.read_text())
                 if data.get("image_id") == image.id:
@@ -222,6 +199,8 @@ def _images(args: argparse.Namespace) -> int:
 
 
 def _base_local(args: argparse.Namespace) -> int:
-    base = ensure_base(args.suite, client=connect(), mirror=args.mirror, log=_say, rebuild=args.rebuild)
+    settings = _settings(args)
+    base = ensure_base(args.suite, client=connect(), cache_dir=settings.cache_dir,
+                       mirror=args.mirror or settings.debian_mirror, log=_say, rebuild=args.rebuild)
     print(base.ref)
     return 0

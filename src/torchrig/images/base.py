@@ -32,7 +32,6 @@ __all__ = [
     "SUITES",
     "LocalBase",
     "Suite",
-    "cache_dir",
     "debootstrap_command",
     "ensure_base",
     "host_mirror",
@@ -86,14 +85,6 @@ def missing_base_hint(python: str) -> str:
             "from a registry you can reach and pass --base-image")
 
 
-def cache_dir() -> Path:
-    """``$TORCHRIG_CACHE``, else ``$XDG_CACHE_HOME/torchrig``, else ``~/.cache/torchrig``."""
-    if os.environ.get("TORCHRIG_CACHE"):
-        return Path(os.environ["TORCHRIG_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "torchrig"
-
-
 def host_mirror(paths: Iterable[Path] | None = None) -> str:
     """The Debian mirror this host's apt uses (deb822 ``.sources`` or one-line ``sources.list``), else the default.
 
@@ -133,14 +124,15 @@ def debootstrap_command(suite: str, root: Path, mirror: str) -> list[str]:
     return ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(root), mirror]
 
 
-def ensure_base(suite: str = "bookworm", *, client: docker.DockerClient, mirror: str | None = None,
+def ensure_base(suite: str = "bookworm", *, client: docker.DockerClient, cache_dir: Path, mirror: str | None = None,
                 log: Log | None = None, rebuild: bool = False) -> LocalBase:
-    """``torchrig-base:<suite>``: import the cached tarball (making it first if needed) unless already imported."""
+    """``torchrig-base:<suite>``: import the cached tarball (made first, under ``<cache_dir>/base``, if needed)
+    unless already imported. ``mirror``: ``--mirror`` or ``TORCHRIG_DEBIAN_MIRROR``; None: the host's apt mirror."""
     if suite not in SUITES:
         raise UsageError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
     say = log or (lambda s: print(s, flush=True))
-    mirror = mirror or os.environ.get("TORCHRIG_DEBIAN_MIRROR") or host_mirror()
-    tarball = cache_dir() / "base" / f"debian-{suite}-{_mirror_slug(mirror)}.tar.gz"
+    mirror = mirror or host_mirror()
+    tarball = cache_dir / "base" / f"debian-{suite}-{_mirror_slug(mirror)}.tar.gz"
     seconds: float | None = None
     if rebuild or not tarball.is_file():
         seconds = _bootstrap(suite, mirror, tarball, say)

@@ -9,27 +9,22 @@ own, and the rest is the ``[extras]`` section. The file is a valid pip requireme
 ``pip install --require-hashes --no-deps -r locks/cpu.txt`` reproduces the environment by hand.
 
 The header records the indexes the lock was resolved against and a digest of the environment's requirements;
-a build uses the lock only when both still match (:func:`decide`), and says why when it does not.
+a build uses the lock only when both still match (:func:`decide`), and says why when it does not. This module
+reads, writes and judges locks; :mod:`torchrig.images.resolve` makes them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import tarfile
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from torchrig.errors import BuildError, ConfigurationError
 from torchrig.matrix import Environment, canonical_name
-
-if TYPE_CHECKING:
-    import docker
 
 __all__ = [
     "LOCK_VERSION",
@@ -44,7 +39,6 @@ __all__ = [
     "parse_lock",
     "read_lock",
     "requirements_digest",
-    "resolve_script",
 ]
 
 LOCK_VERSION = 1
@@ -52,8 +46,6 @@ Section = Literal["torch", "extras"]
 SECTIONS: tuple[Section, ...] = ("torch", "extras")
 _ENTRY_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 _HASH_RE = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
-
-Log = Callable[[str], None]
 
 
 def normalize_index(url: str) -> str:
@@ -261,97 +253,3 @@ def _report_packages(report: Mapping[str, Any]) -> list[tuple[str, str, tuple[st
                              "index or a wheelhouse can be hash-pinned)")
         out.append((name, version, (f"sha256:{hashes['sha256']}",)))
     return out
-
-
-# ------------------------------------------------------------------------------------------------ resolving
-
-
-def resolve_script(*, python_version: str) -> str:
-    """The bash script that resolves inside the base image and prints ``{"torch": report, "full": report}``.
-
-    It reads the build helper (CA bundle, wheelhouse) from /tmp/torchrig, the requirements from files there, and
-    the index from $TORCHRIG_INDEX_URL / $TORCHRIG_EXTRA_INDEX_URLS, like the image build does.
-    """
-    return f"""set -euo pipefail
-cd /tmp/torchrig
-. ./build-env.sh
-found="$(python3 -c 'import ensurepip, venv, sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
-if [ "$found" != "{python_version}" ] && command -v apt-get >/dev/null; then
-    echo "torchrig lock: installing python3 + venv into the throwaway container" >&2
-    apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends python3 python3-venv >&2
-    found="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-fi
-if [ "$found" != "{python_version}" ]; then
-    echo "torchrig lock: the base image's python3 is ${{found:-missing}}, the environment needs {python_version}" >&2
-    exit 3
-fi
-python3 -m venv /tmp/torchrig/venv >&2
-pip=/tmp/torchrig/venv/bin/pip
-args=(--disable-pip-version-check --no-cache-dir --progress-bar off --index-url "$TORCHRIG_INDEX_URL")
-for url in ${{TORCHRIG_EXTRA_INDEX_URLS:-}}; do args+=(--extra-index-url "$url"); done
-echo "torchrig lock: resolving everything ($("$pip" --version | cut -d' ' -f1-2))" >&2
-"$pip" install "${{args[@]}}" --dry-run --ignore-installed --report full.json \
-    -r requirements-torch.txt -r requirements-extras.txt >&2
-python3 -c 'import json; r = json.load(open("full.json"))
-print("\\n".join(i["metadata"]["name"] + "==" + i["metadata"]["version"] for i in r["install"]))' > pins.txt
-echo "torchrig lock: splitting off torch + torchvision and what they need, at the same versions" >&2
-"$pip" install "${{args[@]}}" --dry-run --ignore-installed --report torch.json -c pins.txt \
-    -r requirements-torch.txt >&2
-python3 -c 'import json, platform, sys
-print(json.dumps({{"torch": json.load(open("torch.json")), "full": json.load(open("full.json")),
-                  "python": platform.python_version(), "machine": platform.machine()}}))'
-torchrig_build_done
-"""
-
-
-def resolve_in_container(*, client: docker.DockerClient, base_image: str, env: Environment, index_url: str,
-                         extra_index_urls: Sequence[str], helper: Path, server_url: str | None,
-                         log: Log) -> dict[str, Any]:
-    """Run :func:`resolve_script` in a throwaway container from ``base_image``; return its JSON."""
-    import docker.errors
-
-    files = {
-        "build-env.sh": helper.read_bytes(),
-        "requirements-torch.txt": f"torch=={env.torch}\ntorchvision=={env.torchvision}\n".encode(),
-        "requirements-extras.txt": "".join(f"{r}\n" for r in env.image_extras).encode(),
-        "resolve.sh": resolve_script(python_version=env.python).encode(),
-    }
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"torchrig/{name}")
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(info, io.BytesIO(data))
-    environment = {"TORCHRIG_INDEX_URL": index_url, "TORCHRIG_EXTRA_INDEX_URLS": " ".join(extra_index_urls)}
-    if server_url:
-        environment["FTP_PROXY"] = server_url
-    try:
-        container = client.containers.create(base_image, ["bash", "/tmp/torchrig/resolve.sh"], user="0",
-                                             environment=environment, network_mode="host", detach=True)
-    except docker.errors.ImageNotFound:
-        from torchrig.images.base import missing_base_hint
-
-        raise BuildError(f"base image {base_image} is not available here: pull it, or "
-                         f"{missing_base_hint(env.python)}") from None
-    start = time.monotonic()
-    try:
-        container.put_archive("/tmp", archive.getvalue())
-        container.start()
-        for chunk in container.logs(stream=True, follow=True, stdout=False, stderr=True):
-            for line in chunk.decode(errors="replace").splitlines():
-                log(f"  [{time.monotonic() - start:4.0f}s] {line}")
-        status = container.wait()
-        out = container.logs(stdout=True, stderr=False).decode(errors="replace")
-        if status.get("StatusCode") != 0:
-            err = container.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()[-15:]
-            raise BuildError(f"resolving the lock for {env.id} in {base_image} failed (exit "
-                             f"{status.get('StatusCode')}):\n" + "\n".join(err) +
-                             f"\nIs {index_url} reachable from here? Pass --index-url/--wheelhouse for another "
-                             "source, --ca-bundle for a TLS-intercepting proxy.")
-    finally:
-        container.remove(force=True)
-    try:
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise BuildError(f"the lock resolver printed no JSON report:\n{out[-2000:]}") from None
-    return result

@@ -15,13 +15,14 @@ not this machine: :func:`plan` refuses that case with what to do instead.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,28 +31,26 @@ from typing import Any
 from torchrig.engine.client import daemon_address, is_local_daemon
 from torchrig.errors import UsageError
 
-__all__ = ["CA_ENV_VARS", "FileServer", "ServePlan", "plan", "resolve_ca_bundle"]
+__all__ = ["FileServer", "ServePlan", "plan", "resolve_ca_bundle", "serving"]
 
-# Where a CA bundle is taken from when --ca-bundle / TORCHRIG_CA_BUNDLE are not given: what pip and requests on
-# this host already use, so a host behind a TLS-intercepting proxy builds without extra flags.
-CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 _OFF = ("", "none", "off", "no", "0", "false")
 
 
-def resolve_ca_bundle(option: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
-    """The CA bundle a build serves: the option, else $TORCHRIG_CA_BUNDLE, else the first of :data:`CA_ENV_VARS`.
+def resolve_ca_bundle(option: str | os.PathLike[str] | None, setting: str | None = None,
+                      source: str | None = None) -> Path | None:
+    """The CA bundle a build serves: the ``--ca-bundle`` option, else the setting (``Settings.ca_bundle``: the raw
+    value of TORCHRIG_CA_BUNDLE, else of PIP_CERT, REQUESTS_CA_BUNDLE or SSL_CERT_FILE -- what pip and requests on
+    this host already use, so a host behind a TLS-intercepting proxy builds without extra flags), read from the
+    variable ``source``.
 
     ``none`` (option or variable) turns it off. A file that does not exist is an error naming where it came from.
     """
     if option is not None:
         source, value = "--ca-bundle", os.fspath(option)
-    elif "TORCHRIG_CA_BUNDLE" in environ:
-        source, value = "TORCHRIG_CA_BUNDLE", environ["TORCHRIG_CA_BUNDLE"]
+    elif setting is not None:
+        source, value = source or "TORCHRIG_CA_BUNDLE", setting
     else:
-        found = next(((v, environ[v]) for v in CA_ENV_VARS if environ.get(v)), None)
-        if found is None:
-            return None
-        source, value = found
+        return None
     if value.strip().lower() in _OFF:
         return None
     path = Path(value).expanduser()
@@ -89,6 +88,18 @@ def plan(*, ca_bundle: Path | None, wheelhouse: Path | None, daemon: str | None 
             "Run torchrig on the engine's host, or build without them (--ca-bundle none, no --wheelhouse)."
         )
     return p
+
+
+@contextlib.contextmanager
+def serving(*, ca_bundle: Path | None, wheelhouse: Path | None) -> Iterator[str | None]:
+    """``with serving(...) as url:`` the file server's URL for the build or the lock resolver, or None when there is
+    nothing to serve (the same decision and the same refusal of a remote engine for both)."""
+    p = plan(ca_bundle=ca_bundle, wheelhouse=wheelhouse)
+    if not p.needed:
+        yield None
+        return
+    with FileServer(p) as srv:
+        yield srv.url
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

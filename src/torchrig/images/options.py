@@ -1,0 +1,128 @@
+"""What a build is asked for (:class:`BuildOptions`) and what it produced (:class:`BuiltImage`), plus the constants
+the other image modules share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchrig.images.serve import resolve_ca_bundle
+from torchrig.matrix import ImageRef, Target, default_matrix_path
+from torchrig.settings import Settings
+
+__all__ = [
+    "LABEL_INPUTS",
+    "MB",
+    "SOURCE_URL",
+    "BuildOptions",
+    "BuiltImage",
+    "Log",
+    "default_root",
+]
+
+Log = Callable[[str], None]
+SOURCE_URL = "https://github.com/torchrig/torchrig"
+LABEL_INPUTS = "io.torchrig.inputs"
+MB = 1_000_000  # sizes in MB as `docker images` shows them (10^6 bytes)
+
+
+def default_root() -> Path:
+    """The torchrig checkout: where images/, locks/ and the code copied into images live."""
+    here = Path(__file__).resolve().parents[3]
+    if (here / "images" / "Dockerfile").is_file():
+        return here
+    return default_matrix_path().parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """How to build. Every field defaults to "what matrix.yaml says"; see ``torchrig build --help``.
+
+    :meth:`from_settings` gives what the CLI uses: the flags, falling back to the ``TORCHRIG_*`` variables read
+    into :class:`~torchrig.settings.Settings`. A plain ``BuildOptions()`` takes nothing from the environment.
+    """
+
+    base_image: str | None = None  # instead of env.targets[target]
+    index_url: str | None = None  # instead of env.index
+    extra_index_urls: tuple[str, ...] | None = None  # instead of env.extra_index
+    wheelhouse: Path | None = None  # install offline from these wheels (pip --no-index --find-links)
+    ca_bundle: Path | None = None  # served to every downloading step, never kept (unless keep_ca_bundle)
+    keep_ca_bundle: bool = False  # install ca_bundle into the image's trust store
+    size_budget_mb: int | None = None  # instead of env.size_budget_mb[target]
+    use_lock: bool = True
+    lock_file: Path | None = None  # instead of <root>/locks/<env>.txt
+    uid: int = 1000
+    gid: int = 1000
+    no_cache: bool = False
+    root: Path | None = None  # the checkout (images/, locks/, src/torchrig, tasks/, bench/); default_root()
+    ref: ImageRef | None = None  # tag under these names instead of env.tags(target)
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    # where the size measurements are kept (<cache_dir>/images); None: measure every time, keep nothing
+    cache_dir: Path | None = None
+    keep_containers: bool = False  # keep the helper containers (measuring, locking) for debugging
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, base_image: str | None = None, index_url: str | None = None,
+                      extra_index_urls: Sequence[str] | None = None,
+                      wheelhouse: str | os.PathLike[str] | None = None,
+                      ca_bundle: str | os.PathLike[str] | None = None, keep_ca_bundle: bool | None = None,
+                      size_budget_mb: int | None = None, **rest: Any) -> BuildOptions:
+        """Options from arguments (the CLI's flags; None: not given), falling back to the settings.
+
+        The settings hold TORCHRIG_BASE_IMAGE, TORCHRIG_INDEX_URL, TORCHRIG_EXTRA_INDEX_URL, TORCHRIG_WHEELHOUSE,
+        TORCHRIG_CA_BUNDLE (default: PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE), TORCHRIG_KEEP_CA_BUNDLE,
+        TORCHRIG_SIZE_BUDGET_MB, and the cache directory and TORCHRIG_KEEP_CONTAINERS.
+        """
+        extra = extra_index_urls if extra_index_urls is not None else settings.extra_index_urls
+        house = Path(wheelhouse).expanduser().resolve() if wheelhouse else settings.wheelhouse
+        rest.setdefault("cache_dir", settings.cache_dir)
+        rest.setdefault("keep_containers", settings.keep_containers)
+        return cls(
+            base_image=base_image or settings.base_image,
+            index_url=index_url or settings.index_url,
+            extra_index_urls=tuple(extra) if extra is not None else None,
+            wheelhouse=house,
+            ca_bundle=resolve_ca_bundle(ca_bundle, settings.ca_bundle, settings.ca_bundle_source),
+            keep_ca_bundle=keep_ca_bundle if keep_ca_bundle is not None else settings.keep_ca_bundle,
+            size_budget_mb=size_budget_mb if size_budget_mb is not None else settings.size_budget_mb,
+            **rest,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    """An image that exists in the engine, with what a user wants to know about it."""
+
+    env_id: str
+    target: Target
+    image_id: str
+    ref: ImageRef
+    labels: Mapping[str, str]
+    size_bytes: int
+    base_size_bytes: int
+    site_packages_bytes: int
+    build_seconds: float
+    reused: bool  # True: an image built from the same inputs already existed (ensure_image)
+    steps_run: tuple[str, ...] = ()  # Dockerfile steps that ran (not taken from the layer cache)
+    steps_total: int = 0
+    budget_mb: int | None = None
+    lock_sha256: str | None = None
+
+    @property
+    def payload_bytes(self) -> int:
+        """What the image cannot do without: its base image plus the installed site-packages."""
+        return self.base_size_bytes + self.site_packages_bytes
+
+    @property
+    def ratio(self) -> float:
+        """Image size / payload: 1.0 is no overhead at all; torchrig aims for <= 1.10."""
+        return self.size_bytes / self.payload_bytes if self.payload_bytes else float("inf")
+
+    def summary(self) -> str:
+        budget = f", budget {self.budget_mb} MB" if self.budget_mb else ""
+        return (f"{self.ref.immutable} ({self.image_id[7:19]}): {self.size_bytes / MB:,.0f} MB = {self.ratio:.3f} x "
+                f"payload {self.payload_bytes / MB:,.0f} MB (base {self.base_size_bytes / MB:,.0f} MB + "
+                f"site-packages {self.site_packages_bytes / MB:,.0f} MB){budget}")
