@@ -59,8 +59,8 @@ def _failure(r: Record) -> str:
     """The figure of a failed run: the failing gates with their values, else its own reason."""
     failed = [g for g in r.gates if not g.passed]
     if failed:
-        return "; ".join(f"{g.metric} {_value(r.metrics[g.metric].value, r.metrics[g.metric].unit)} "
-                         f"(gate {g.op} {g.threshold:g})" if g.metric in r.metrics else f"failed: {gate_text(g)}"
+        return "; ".join(f"{g.metric} {_value(r.metrics[g.metric].value, r.metrics[g.metric].unit)} against the "
+                         f"gate {g.op} {g.threshold:g}" if g.metric in r.metrics else f"failed: {gate_text(g)}"
                          for g in failed)
     return why_no_value(r)
 
@@ -79,8 +79,8 @@ def _gate_outliers(label: str, nodes: _Nodes) -> list[Outlier]:
             if others and 2 * passing > len(others):
                 out.append(Outlier(
                     node=node, group=label, reason="gate", row=RowKey(kind=kind, name=name),
-                    figure=f"{name} {r.verdict}s ({_failure(r)}) where {passing} of {len(others)} other "
-                           f"node{'s' if len(others) != 1 else ''} pass",
+                    figure=f"{name} {r.verdict}s: {_failure(r)}, where {passing} of {len(others)} other "
+                           + ("node passes" if len(others) == 1 else "nodes pass"),
                 ))
     return out
 

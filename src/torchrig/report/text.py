@@ -151,8 +151,7 @@ def fleet_headline(fleet: Fleet) -> str:
 
 def fleet_lines(fleet: Fleet) -> list[str]:
     """The outliers with the figure that made each one, then what the rule could not decide, one line each."""
-    lines = [f"{o.node} ({o.group}): {'slow' if o.reason == 'slow' else 'fails'}: {o.figure}"
-             for o in fleet.outliers]
+    lines = [f"{o.node} ({o.group}): {'slow: ' if o.reason == 'slow' else ''}{o.figure}" for o in fleet.outliers]
     failing = [n for n in fleet.nodes if n not in fleet.passed]
     if failing:
         lines.append(f"did not pass everything they ran: {', '.join(failing)}")
