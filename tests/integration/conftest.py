@@ -43,6 +43,7 @@ from images_support import (
 from torchrig.images import BuildOptions, BuiltImage, ensure_image
 from torchrig.images.base import ensure_base
 from torchrig.matrix import Environment, Matrix, load_matrix
+from torchrig.settings import Settings
 
 
 def _say(line: str) -> None:
@@ -65,7 +66,9 @@ def docker_client() -> Iterator[object]:
 def local_base(docker_client: object) -> str:
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         pytest.skip("the local base needs debootstrap and root (torchrig base-local)")
-    return ensure_base("bookworm", client=docker_client, log=_say).ref  # type: ignore[arg-type]
+    settings = Settings.from_environ()
+    return ensure_base("bookworm", client=docker_client, cache_dir=settings.cache_dir,  # type: ignore[arg-type]
+                       mirror=settings.debian_mirror, log=_say).ref
 
 
 @pytest.fixture(scope="session")

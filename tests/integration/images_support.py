@@ -20,9 +20,11 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torchrig.images import BuildOptions, default_root
 from torchrig.matrix import Matrix, load_matrix
+from torchrig.settings import Settings
 
 ROOT = default_root()
 
@@ -45,10 +47,11 @@ def host_ca_bundle() -> Path:
     return Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
 
 
-def cpu_options(local_base: str, **kw: object) -> BuildOptions:
-    """How the suite builds ``cpu`` here: local base, PyPI, the host's CA bundle, a budget for PyPI's wheels."""
-    return BuildOptions.from_environ(base_image=local_base, index_url=PYPI, ca_bundle=host_ca_bundle(),
-                                     size_budget_mb=CPU_PYPI_BUDGET_MB, **kw)  # type: ignore[arg-type]
+def cpu_options(local_base: str, **kw: Any) -> BuildOptions:
+    """How the suite builds ``cpu`` here: local base, PyPI, the host's CA bundle, a budget for PyPI's wheels (and,
+    from the environment as the CLI reads it, the size-measurement cache and keep-containers)."""
+    return BuildOptions.from_settings(Settings.from_environ(), base_image=local_base, index_url=PYPI,
+                                      ca_bundle=host_ca_bundle(), size_budget_mb=CPU_PYPI_BUDGET_MB, **kw)
 
 
 @dataclass(frozen=True)
