@@ -15,6 +15,7 @@ __all__ = [
     "HostCheckError",
     "RegistryError",
     "RunError",
+    "SchedulerError",
     "UsageError",
 ]
 
@@ -72,3 +73,9 @@ class HostCheckError(FatalError):
     """The host cannot run the image: no GPU runtime, a driver too old for the image's CUDA, no /dev/kfd."""
 
     return_code = 7
+
+
+class SchedulerError(FatalError):
+    """Slurm or Kubernetes refused a job, or is not there (no sbatch, no cluster configuration)."""
+
+    return_code = 8
