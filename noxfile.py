@@ -101,6 +101,12 @@ def _with_results(posargs: list[str]) -> list[str]:
     return posargs if given else ["--results", RESULTS, *posargs]
 
 
+@nox.session(python=False)
+def doctor(session: nox.Session) -> None:
+    """Check this host against each environment's needs (engine, disk, driver, GPU runtime); -- ENV for one."""
+    _torchrig(session, "doctor")
+
+
 @nox.session(name="tasks")
 def tasks_host(session: nox.Session) -> None:
     """Run the correctness tasks on this host in a fresh venv (no Docker needed): smoke, regression, CNN, BERT."""

@@ -15,7 +15,7 @@ from torchrig.matrix import load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_ENV = ("build", "lock", "tasks", "bench", "dev", "push")
-PROJECT = ("tests", "lint", "matrix", "tasks", "bench", "report", "base-local", "validate")
+PROJECT = ("tests", "lint", "matrix", "tasks", "bench", "report", "base-local", "validate", "doctor")
 
 
 def _nox_list(matrix: Path) -> list[dict[str, object]]:

@@ -325,7 +325,9 @@ class _Validator:
                          "remove them from extras")
         budgets = self._budgets(eid, merged.get("size_budget_mb"))
         dockerfile = self._str(f"{eid}.dockerfile", merged.get("dockerfile", "images/Dockerfile"))
-        if dockerfile is not None and not (self.root / dockerfile).resolve().is_relative_to(self.root.resolve()):
+        # lexically (a symlinked images/ folder is fine; `../` or an absolute path elsewhere is not)
+        if dockerfile is not None and not Path(os.path.normpath(self.root.absolute() / dockerfile)).is_relative_to(
+                Path(os.path.normpath(self.root.absolute()))):
             self.err(f"{eid}.dockerfile", f"{dockerfile!r} is outside the project ({self.root}): the build context "
                      "is the project, so keep the Dockerfile inside it, e.g. images/Dockerfile")
         elif dockerfile is not None and not (self.root / dockerfile).is_file():

@@ -1,0 +1,221 @@
+"""``torchrig doctor``: what this host has against what each environment needs, before anything is pulled or built.
+
+The facts are gathered once (:func:`gather`: the engine, disk, memory, GPUs, and :mod:`torchrig.engine.hostcheck`'s
+host facts: driver, container toolkit/CDI, ``/dev/kfd``, ``/dev/dri``, render group); :func:`diagnose` is a pure
+decision over those facts and one environment, so every verdict is unit-tested with made-up hosts. Each line is
+✓ or ✗ with the fix; ``-`` marks a line that does not apply to the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchrig.engine.client import connect, daemon_address
+from torchrig.engine.hostcheck import HostFacts, gather_host_facts
+from torchrig.errors import DockerUnavailableError
+from torchrig.matrix import Environment
+from torchrig.matrix.compat import parse_version
+
+__all__ = ["Check", "DoctorFacts", "diagnose", "gather", "render"]
+
+GB = 1_000_000_000
+# Space a build needs besides the finished image: the layer being committed and pip's unpacked wheels.
+BUILD_HEADROOM = 2.0
+DEFAULT_BUDGET_MB = 8000  # an environment without a size budget: a CUDA runtime image is about this size
+SHM_BYTES = 8 * 2**30  # what `run-tasks` gives a container (--shm-size 8g), backed by host memory
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoctorFacts:
+    """Everything :func:`diagnose` looks at; built by :func:`gather`, or by hand in tests."""
+
+    engine_version: str | None  # None: no engine answered
+    engine_error: str | None = None
+    storage_driver: str | None = None
+    docker_root: str = "/var/lib/docker"
+    disk_free_bytes: int | None = None  # at the engine's data root (or the nearest existing parent)
+    memory_bytes: int | None = None
+    nvidia_gpus: int = 0  # GPUs nvidia-smi lists
+    amd_render_nodes: int = 0  # /dev/dri/renderD* nodes
+    host: HostFacts
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    name: str
+    ok: bool | None  # None: does not apply to this environment
+    detail: str
+    fix: str = ""
+
+    @property
+    def mark(self) -> str:
+        return {True: "✓", False: "✗", None: "-"}[self.ok]
+
+
+def _free_bytes(path: str) -> int | None:
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def _nvidia_gpus() -> int:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def gather(connect_engine: Callable[[], Any] = connect) -> DoctorFacts:
+    """Read the facts from this machine. No engine is a fact (reported as ✗), not an error."""
+    info: dict[str, Any] = {}
+    version = error = None
+    try:
+        client = connect_engine()
+        info = dict(client.info())
+        version = str(client.version().get("Version", "unknown"))
+    except DockerUnavailableError as e:
+        error = str(e).splitlines()[0]
+    root = str(info.get("DockerRootDir") or "/var/lib/docker")
+    dri = Path("/dev/dri")
+    return DoctorFacts(
+        engine_version=version, engine_error=error, storage_driver=info.get("Driver"), docker_root=root,
+        disk_free_bytes=_free_bytes(root), memory_bytes=_memory_bytes(), nvidia_gpus=_nvidia_gpus(),
+        amd_render_nodes=len(list(dri.glob("renderD*"))) if dri.is_dir() else 0,
+        host=gather_host_facts(info),
+    )
+
+
+def _older(version: str, minimum: str) -> bool:
+    try:
+        return parse_version(version) < parse_version(minimum)
+    except ValueError:
+        return False
+
+
+def _engine(facts: DoctorFacts) -> Check:
+    if facts.engine_version is None:
+        return Check(name="Docker engine", ok=False, detail=facts.engine_error or f"nothing answers at "
+                     f"{daemon_address()}", fix="start the daemon (`sudo systemctl start docker`) or set DOCKER_HOST")
+    where = "" if facts.host.daemon_local else " (remote: the GPU lines below describe this machine, not it)"
+    return Check(name="Docker engine", ok=True,
+                 detail=f"{facts.engine_version} ({facts.storage_driver or 'unknown storage driver'}){where}")
+
+
+def _disk(env: Environment, facts: DoctorFacts) -> Check:
+    budget = env.size_budget_mb.get("runtime") or DEFAULT_BUDGET_MB
+    need = int(budget * 1_000_000 * BUILD_HEADROOM)
+    if facts.disk_free_bytes is None:
+        return Check(name="disk space", ok=None, detail=f"could not read the free space at {facts.docker_root}")
+    free = facts.disk_free_bytes
+    detail = f"{free / GB:.1f} GB free at {facts.docker_root}; the runtime image needs ~{need / GB:.1f} GB to build"
+    if free < need:
+        return Check(name="disk space", ok=False, detail=detail,
+                     fix="free space (`docker system prune`, `docker image prune`) or move Docker's data root")
+    return Check(name="disk space", ok=True, detail=detail)
+
+
+def _shm(facts: DoctorFacts) -> Check:
+    if facts.memory_bytes is None:
+        return Check(name="shared memory", ok=None, detail="could not read the host's memory")
+    detail = f"containers get --shm-size 8g (DataLoader workers); the host has {facts.memory_bytes / 2**30:.0f} GiB"
+    if facts.memory_bytes < SHM_BYTES:
+        return Check(name="shared memory", ok=False, detail=detail,
+                     fix="pass a smaller --shm-size (e.g. --shm-size 2g) to run-tasks/run-bench/dev")
+    return Check(name="shared memory", ok=True, detail=detail)
+
+
+def _cuda(env: Environment, facts: DoctorFacts) -> list[Check]:
+    host = facts.host
+    minimum = env.min_driver()
+    out: list[Check] = []
+    if host.nvidia_driver is None:
+        out.append(Check(name="NVIDIA driver", ok=False, detail=f"none found; {env.id} (CUDA {env.cuda}) needs "
+                         f">= {minimum or 'a driver for it'}",
+                         fix="install the NVIDIA driver, or run with --no-gpu on the CPU"))
+    elif minimum and _older(host.nvidia_driver, minimum):
+        out.append(Check(name="NVIDIA driver", ok=False, detail=f"{host.nvidia_driver} < {minimum} (CUDA {env.cuda})",
+                         fix=f"upgrade the driver to {minimum} or newer, or pick an environment with an older CUDA"))
+    else:
+        need = f">= {minimum}" if minimum else "(no known minimum)"
+        out.append(Check(name="NVIDIA driver", ok=True, detail=f"{host.nvidia_driver} {need} for CUDA {env.cuda}"))
+    ways = [w for w, on in (("nvidia runtime", "nvidia" in host.docker_runtimes),
+                            ("nvidia-container-runtime-hook", host.nvidia_hook), ("CDI spec", host.cdi_nvidia)) if on]
+    out.append(Check(name="NVIDIA Container Toolkit", ok=bool(ways), detail=", ".join(ways) or "not found",
+                     fix="" if ways else "install the NVIDIA Container Toolkit and run "
+                     "`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`"))
+    out.append(Check(name="GPUs visible", ok=facts.nvidia_gpus > 0, detail=f"{facts.nvidia_gpus} (nvidia-smi -L)",
+                     fix="" if facts.nvidia_gpus else "check `nvidia-smi`; the driver sees no GPU"))
+    works = host.nvidia_driver is not None and bool(ways) and facts.nvidia_gpus > 0
+    out.append(Check(name="--gpus would work", ok=works, detail="yes" if works else "no (see the lines above)",
+                     fix="" if works else "fix the lines above, or run the image on the CPU with --no-gpu"))
+    return out
+
+
+def _rocm(env: Environment, facts: DoctorFacts) -> list[Check]:
+    host = facts.host
+    out = [
+        Check(name="/dev/kfd", ok=host.has_kfd, detail="present" if host.has_kfd else "missing",
+              fix="" if host.has_kfd else "load the amdgpu kernel driver (`amdgpu-install --usecase=dkms`), reboot"),
+        Check(name="/dev/dri", ok=host.has_dri,
+              detail=f"{facts.amd_render_nodes} render node(s)" if host.has_dri else "missing",
+              fix="" if host.has_dri else "check that amdgpu is loaded (`lsmod | grep amdgpu`)"),
+        Check(name="render group", ok=host.render_gid is not None,
+              detail=f"gid {host.render_gid}" if host.render_gid is not None else "none found",
+              fix="" if host.render_gid is not None else "add a `render` group owning /dev/dri/renderD*"),
+    ]
+    works = host.has_kfd and host.has_dri
+    out.append(Check(name="ROCm devices would work", ok=works, detail=f"ROCm {env.rocm}: " + ("yes" if works else "no"),
+                     fix="" if works else "fix the lines above, or run the image on the CPU with --no-gpu"))
+    return out
+
+
+def diagnose(env: Environment, facts: DoctorFacts) -> list[Check]:
+    """The checks for one environment, in the order a user fixes them."""
+    checks = [_engine(facts), _disk(env, facts), _shm(facts)]
+    match env.accelerator:
+        case "cuda":
+            checks += _cuda(env, facts)
+        case "rocm":
+            checks += _rocm(env, facts)
+        case "cpu":
+            checks.append(Check(name="GPU", ok=None, detail="not needed (CPU environment)"))
+    return checks
+
+
+def can_run(checks: Sequence[Check]) -> bool:
+    return all(c.ok is not False for c in checks)
+
+
+def render(env: Environment, checks: Sequence[Check]) -> str:
+    gpu = {"cpu": "CPU", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
+    lines = [f"{env.id}: torch {env.torch}, {gpu}, Python {env.python}"]
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        lines.append(f"  {c.mark} {c.name:<{width}}  {c.detail}")
+        if c.ok is False and c.fix:
+            lines.append(f"    {'':<{width}}  fix: {c.fix}")
+    bad = sum(c.ok is False for c in checks)
+    lines.append(f"  => {env.id} can run here" if not bad else
+                 f"  => {env.id} cannot run here ({bad} problem{'s' if bad != 1 else ''})")
+    return "\n".join(lines)
