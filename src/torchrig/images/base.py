@@ -16,12 +16,13 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from torchrig.errors import BuildError, HostCheckError, UsageError
+from torchrig.results.io import Log
 
 if TYPE_CHECKING:
     import docker
@@ -53,7 +54,6 @@ _STRIP = (
     "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian", "tmp",
 )
 
-Log = Callable[[str], None]
 _PHASES = ("I: Retrieving Release", "I: Resolving dependencies of required", "I: Installing core",
            "I: Unpacking required", "I: Configuring required", "I: Base system", "E:", "W:")
 
@@ -183,19 +183,20 @@ def _bootstrap(suite: str, mirror: str, tarball: Path, say: Log) -> float:
         root = Path(tmp) / "rootfs"
         cmd = debootstrap_command(suite, root, mirror)
         say(f"base-local: {' '.join(cmd)}  (about 80 s; the result is cached in {tarball.parent})")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
         tail: list[str] = []
         shown = 0.0
-        for line in proc.stdout:
-            tail = [*tail[-19:], line.rstrip()]
-            # debootstrap prints a line per package and step (hundreds): show the phases and, in between, at
-            # most one line every 10 s so a slow mirror still visibly makes progress.
-            now = time.monotonic()
-            if line.startswith(_PHASES) or now - shown >= 10:
-                shown = now
-                say(f"  [{now - start:5.0f}s] {line.rstrip()}")
-        if proc.wait() != 0:
+        # `with`: the pipe is closed however the loop ends (an unclosed pipe is a ResourceWarning, an error in CI)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail = [*tail[-19:], line.rstrip()]
+                # debootstrap prints a line per package and step (hundreds): show the phases and, in between, at
+                # most one line every 10 s so a slow mirror still visibly makes progress.
+                now = time.monotonic()
+                if line.startswith(_PHASES) or now - shown >= 10:
+                    shown = now
+                    say(f"  [{now - start:5.0f}s] {line.rstrip()}")
+        if proc.returncode != 0:
             raise BuildError(f"debootstrap {suite} from {mirror} failed (exit {proc.returncode}). Last lines:\n"
                              + "\n".join(tail) + "\nCheck that the mirror is reachable (set TORCHRIG_DEBIAN_MIRROR "
                              "to another) and that the suite exists there.")
