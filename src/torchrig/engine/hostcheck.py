@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import grp
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from torchrig.engine.client import is_local_daemon
 from torchrig.errors import HostCheckError
 from torchrig.matrix import Environment
 from torchrig.matrix.compat import parse_version
+from torchrig.results.probe import parse_nvidia_proc_version
 
 __all__ = [
     "HostCheck",
@@ -35,7 +35,6 @@ __all__ = [
 _NVIDIA_PROC = Path("/proc/driver/nvidia/version")
 # Where the NVIDIA Container Toolkit writes CDI specs (`nvidia-ctk cdi generate --output=...`).
 _CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
-_DRIVER_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)")
 _INSTALL_TOOLKIT = (
     "install the NVIDIA Container Toolkit and register it with Docker "
     "(`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`, see "
@@ -56,6 +55,7 @@ class HostFacts:
     has_kfd: bool = False
     has_dri: bool = False
     render_gid: int | None = None
+    video_gid: int | None = None
     daemon_local: bool = True  # False: the daemon runs elsewhere and the facts above describe the wrong machine
 
     @property
@@ -69,13 +69,6 @@ class HostCheck:
 
     use_gpu: bool
     warnings: tuple[str, ...] = ()
-
-
-def parse_nvidia_proc_version(text: str) -> str | None:
-    """The driver version in ``/proc/driver/nvidia/version`` (``NVRM version: NVIDIA UNIX x86_64 Kernel Module
-    535.104.05 ...``; the open kernel modules write ``... Open Kernel Module for x86_64  550.54.14 ...``)."""
-    m = _DRIVER_RE.search(text)
-    return m.group(1) if m else None
 
 
 def _driver_version() -> str | None:
@@ -132,6 +125,7 @@ def gather_host_facts(docker_info: Mapping[str, Any]) -> HostFacts:
         has_kfd=Path("/dev/kfd").exists(),
         has_dri=dri.is_dir(),
         render_gid=_render_gid(),
+        video_gid=_group_gid("video"),
         daemon_local=is_local_daemon(),
     )
 

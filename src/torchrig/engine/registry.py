@@ -8,19 +8,18 @@ running? set TORCHRIG_REGISTRY").
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torchrig.engine.stream import TransferStream, registry_hint
 from torchrig.errors import RegistryError
 from torchrig.matrix import ImageRef
+from torchrig.results.io import Log
 
 if TYPE_CHECKING:
     import docker
 
 __all__ = ["pull_image", "push_image", "registry_of"]
 
-Log = Callable[[str], None]
 
 
 def registry_of(name: str) -> str:

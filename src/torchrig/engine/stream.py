@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchrig.errors import BuildError, RegistryError
+from torchrig.results.io import Log
 
 __all__ = ["BuildStream", "Step", "TransferStream", "registry_hint"]
 
-Log = Callable[[str], None]
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT_RE = re.compile(r"^Successfully built ([0-9a-f]{12,64})\s*$")
 

@@ -7,7 +7,10 @@ rename cannot leave one side behind. Standard library only: this module ships in
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 __all__ = [
+    "ACCELERATORS",
     "ACCELERATOR_ENV",
     "CIFAR_FOLDER",
     "COMPILE_MAX_PYTHON_ENV",
@@ -24,7 +27,12 @@ __all__ = [
     "RESULTS_IN",
     "TORCH_VERSION_ENV",
     "WORKSPACE_IN",
+    "Accelerator",
 ]
+
+Accelerator = Literal["cpu", "cuda", "rocm"]
+"""What an image is built for and what a run used (``TORCHRIG_ACCELERATOR``, a record's ``machine.accelerator``)."""
+ACCELERATORS: tuple[str, ...] = get_args(Accelerator)
 
 # ------------------------------------------------------------------------ variables set when a container starts
 

@@ -1,0 +1,146 @@
+"""Describe where a run happens: the machine (CPU, GPUs, driver), the software stack, the container image.
+
+Every probe is best effort: an unreadable file or a missing tool leaves a field empty, never stops a run. torch is
+imported lazily, only when a GPU run asks for its devices or when :func:`collect_software` looks for it.
+
+Standard library only, Python >= 3.10: this module ships into every image.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+from torchrig.results.contract import HOSTNAME_ENV, IMAGE_DIGEST_ENV, IMAGE_ENV, IMAGE_ID_ENV
+from torchrig.results.schema import Container, Machine, Software
+
+__all__ = [
+    "NVIDIA_PROC_VERSION",
+    "collect_container",
+    "collect_machine",
+    "collect_software",
+    "gpu_driver",
+    "parse_nvidia_proc_version",
+]
+
+NVIDIA_PROC_VERSION = Path("/proc/driver/nvidia/version")
+AMDGPU_VERSION = Path("/sys/module/amdgpu/version")
+# "NVIDIA UNIX x86_64 Kernel Module  535.104.05" (proprietary) or
+# "NVIDIA UNIX Open Kernel Module for x86_64  550.54.14" (open kernel modules)
+_NVIDIA_DRIVER_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)")
+
+
+def parse_nvidia_proc_version(text: str) -> str | None:
+    """The driver version in ``/proc/driver/nvidia/version`` (``NVRM version: NVIDIA UNIX x86_64 Kernel Module
+    535.104.05 ...``; the open kernel modules write ``... Open Kernel Module for x86_64  550.54.14 ...``)."""
+    m = _NVIDIA_DRIVER_RE.search(text)
+    return m.group(1) if m else None
+
+
+def gpu_driver(accelerator: str, *, nvidia_proc: Path = NVIDIA_PROC_VERSION,
+               amdgpu_version: Path = AMDGPU_VERSION) -> str | None:
+    """The GPU driver's version: for CUDA from ``/proc`` (else ``nvidia-smi``), for ROCm the amdgpu module's."""
+    if accelerator == "cuda":
+        try:
+            found = parse_nvidia_proc_version(nvidia_proc.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            found = None
+        if found:
+            return found
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20, check=True,
+            )
+            return out.stdout.strip().splitlines()[0].strip()
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return None
+    try:
+        return amdgpu_version.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect_machine(device: str = "cpu") -> Machine:
+    """Describe this machine. ``device`` is the torch device type the run used ("cpu" or "cuda")."""
+    accelerator = "cpu"
+    gpu_name = driver = None
+    gpu_count = 0
+    gpu_mem = None
+    if device.startswith("cuda"):
+        import torch
+
+        accelerator = "rocm" if getattr(torch.version, "hip", None) else "cuda"
+        gpu_count = torch.cuda.device_count()
+        props = torch.cuda.get_device_properties(0)
+        gpu_name = props.name
+        gpu_mem = round(props.total_memory / 2**30, 1)
+        driver = gpu_driver(accelerator)
+    m = Machine(
+        # in a container, the host's name (torchrig passes it): the container's own is a random id
+        hostname=os.environ.get(HOSTNAME_ENV) or socket.gethostname(),
+        os=f"{platform.system()} {platform.release()}",
+        cpu=_cpu_model(),
+        cpu_count=os.cpu_count() or 1,
+        accelerator=accelerator,
+        gpu_name=gpu_name,
+        gpu_count=gpu_count,
+        gpu_memory_gb=gpu_mem,
+        driver=driver,
+    )
+    return m.with_fingerprint()
+
+
+def collect_software() -> Software:
+    """Versions of the Python stack (torch imported if installed)."""
+    try:
+        import torch
+    except ImportError:
+        return Software(python=platform.python_version())
+    cudnn = None
+    try:
+        if torch.backends.cudnn.is_available():
+            cudnn = str(torch.backends.cudnn.version())
+    except Exception:  # noqa: BLE001 - a broken cuDNN must not stop the record
+        cudnn = None
+    return Software(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        torch_git=getattr(torch.version, "git_version", None),
+        torchvision=_version_of("torchvision"),
+        transformers=_version_of("transformers"),
+        cuda=getattr(torch.version, "cuda", None),
+        rocm=getattr(torch.version, "hip", None),
+        cudnn=cudnn,
+    )
+
+
+def _version_of(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect_container() -> Container | None:
+    """The image this process runs in, from the variables ``torchrig`` sets when it starts a container."""
+    image, image_id, digest = (os.environ.get(k) or None for k in (IMAGE_ENV, IMAGE_ID_ENV, IMAGE_DIGEST_ENV))
+    if not (image or image_id or digest):
+        return None
+    return Container(image=image, image_id=image_id, image_digest=digest)
