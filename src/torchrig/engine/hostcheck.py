@@ -55,7 +55,6 @@ class HostFacts:
     has_kfd: bool = False
     has_dri: bool = False
     render_gid: int | None = None
-    video_gid: int | None = None
     daemon_local: bool = True  # False: the daemon runs elsewhere and the facts above describe the wrong machine
 
     @property
@@ -125,7 +124,6 @@ def gather_host_facts(docker_info: Mapping[str, Any]) -> HostFacts:
         has_kfd=Path("/dev/kfd").exists(),
         has_dri=dri.is_dir(),
         render_gid=_render_gid(),
-        video_gid=_group_gid("video"),
         daemon_local=is_local_daemon(),
     )
 
