@@ -1,0 +1,227 @@
+"""A fleet job's outcome per node: the scheduler's word joined with what each node left on shared storage.
+
+The job folder (``RESULTS/<job>/``) holds ``job.json`` (what was submitted), one folder per element that finished
+(``<index>-<host>/``: records, ``node.log``, ``exit.json``) and, after ``torchrig fleet collect``, ``fleet.json``:
+every node's state, exit code, elapsed time, record count and -- for failed nodes -- the last lines of its log, for
+the report to read beside the records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torchrig.errors import UsageError
+from torchrig.fleet.state import ElementState
+from torchrig.results.io import Log, atomic_write_text, load_records
+
+__all__ = [
+    "FLEET_FILE",
+    "JOB_FILE",
+    "NODE_FILE",
+    "NodeReport",
+    "gather",
+    "read_job_file",
+    "render",
+    "wait",
+    "write_fleet_file",
+    "write_job_file",
+]
+
+JOB_FILE = "job.json"
+NODE_FILE = "exit.json"
+FLEET_FILE = "fleet.json"
+_TAIL = 15
+
+
+def write_job_file(folder: Path, info: dict[str, Any]) -> Path:
+    return atomic_write_text(folder / JOB_FILE, json.dumps(
+        {"schema": "torchrig.fleet-job", "version": 1, **info}, indent=2, sort_keys=True) + "\n")
+
+
+def read_job_file(folder: Path) -> dict[str, Any]:
+    path = folder / JOB_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{folder} holds no {JOB_FILE}: is it the folder of a job `torchrig submit` made? Pass the "
+                         "job's --results folder with --results") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} cannot be read: {e}") from None
+    if not isinstance(data, dict) or data.get("schema") != "torchrig.fleet-job":
+        raise UsageError(f"{path} is not a torchrig fleet job description")
+    return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeReport:
+    """One element: what the scheduler says and what the node published."""
+
+    index: int
+    element: ElementState | None  # None: the scheduler no longer knows the job
+    folder: Path | None  # the published <index>-<host>/ folder
+    exit: dict[str, Any] | None  # its exit.json
+    records: int
+    verdicts: dict[str, int]
+    log_tail: tuple[str, ...] = ()
+
+    @property
+    def host(self) -> str:
+        if self.exit and self.exit.get("host"):
+            return str(self.exit["host"])
+        return (self.element.node if self.element else None) or "-"
+
+    @property
+    def state(self) -> str:
+        if self.element is not None:
+            return self.element.state
+        if self.exit is not None:
+            return "COMPLETED" if self.exit.get("exit_code") == 0 else "FAILED"
+        return "UNKNOWN"
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.element is not None and self.element.exit_code is not None:
+            return self.element.exit_code
+        code = (self.exit or {}).get("exit_code")
+        return code if isinstance(code, int) else None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.element is not None and self.element.elapsed_s is not None:
+            return self.element.elapsed_s
+        value = (self.exit or {}).get("elapsed_s")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def done(self) -> bool:
+        return self.element.done if self.element is not None else True
+
+    @property
+    def failed(self) -> bool:
+        if not self.done:
+            return False
+        if self.element is not None and self.element.failed:
+            return True
+        return self.folder is None or self.exit_code != 0
+
+    def why(self) -> str:
+        parts = [self.element.why()] if self.element is not None else [f"{self.state}, exit code {self.exit_code}"]
+        if self.exit and self.exit.get("why"):
+            parts.append(str(self.exit["why"]))
+        if self.folder is None:
+            parts.append("the node published no folder (it died, or was killed before it could)")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "host": self.host, "state": self.state, "exit_code": self.exit_code,
+                "elapsed_s": self.elapsed_s, "records": self.records, "verdicts": self.verdicts,
+                "folder": self.folder.name if self.folder else None, "failed": self.failed,
+                "why": self.why() if self.failed else None, "log_tail": list(self.log_tail) if self.failed else [],
+                "scheduler": asdict(self.element) if self.element else None}
+
+
+def _node_folders(job_dir: Path) -> dict[int, Path]:
+    """index -> the element's published folder (the latest restart's, when Slurm requeued it)."""
+    found: dict[int, Path] = {}
+    for d in sorted(job_dir.iterdir(), key=lambda p: p.name) if job_dir.is_dir() else []:
+        head = d.name.split("-", 1)[0]
+        if d.is_dir() and not d.name.startswith(".") and head.isdigit() and (d / NODE_FILE).is_file():
+            found[int(head)] = d  # sorted: "-r2" after "-r1" after none
+    return found
+
+
+def _tail(path: Path) -> tuple[str, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ()
+    return tuple(lines[-_TAIL:])
+
+
+def gather(job_dir: Path, states: list[ElementState], nodes: int) -> list[NodeReport]:
+    """One report per element 0..nodes-1 (and any other the scheduler names)."""
+    folders = _node_folders(job_dir)
+    by_index = {s.index: s for s in states}
+    out: list[NodeReport] = []
+    for index in sorted(set(range(nodes)) | set(by_index) | set(folders)):
+        folder = folders.get(index)
+        exit_info: dict[str, Any] | None = None
+        records, verdicts = 0, Counter[str]()
+        if folder is not None:
+            try:
+                loaded = json.loads((folder / NODE_FILE).read_text(encoding="utf-8"))
+                exit_info = loaded if isinstance(loaded, dict) else None
+            except (OSError, json.JSONDecodeError):
+                exit_info = None
+            recs, _ = load_records([folder])
+            records, verdicts = len(recs), Counter(r.verdict for r in recs)
+        log = folder / "node.log" if folder is not None else job_dir / f"slurm-{index}.out"
+        out.append(NodeReport(index=index, element=by_index.get(index), folder=folder, exit=exit_info,
+                              records=records, verdicts=dict(verdicts), log_tail=_tail(log)))
+    return out
+
+
+def wait(poll: Callable[[], list[ElementState]], *, nodes: int, interval_s: float, timeout_s: float | None,
+         log: Log, sleep: Callable[[float], None] = time.sleep) -> list[ElementState]:
+    """Poll until every element has ended; a progress line whenever the counts change (and every minute)."""
+    t0 = time.monotonic()
+    last, last_said = "", t0
+    while True:
+        states = poll()
+        counts = Counter(s.state for s in states)
+        done = len(states) >= nodes and all(s.done for s in states)
+        line = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "not known yet"
+        now = time.monotonic()
+        if line != last or now - last_said >= 60:
+            log(f"torchrig: {line} ({now - t0:.0f} s)")
+            last, last_said = line, now
+        if done:
+            return states
+        if timeout_s is not None and now - t0 >= timeout_s:
+            log(f"torchrig: stopped waiting after {timeout_s:g} s; the job goes on (collect it again later)")
+            return states
+        sleep(interval_s)
+
+
+def _elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def render(job: str, info: dict[str, Any], reports: list[NodeReport], job_dir: Path) -> list[str]:
+    """The per-node table, then the failed nodes with why and their last log lines, then where the records are."""
+    lines = [f"job {job} ({info.get('scheduler', '?')}): {info.get('suite', '?')} of {info.get('env', '?')} on "
+             f"{info.get('nodes', len(reports))} node(s) through {info.get('runtime', '?')}; records in {job_dir}"]
+    width = max([4, *(len(r.host) for r in reports)])
+    lines.append(f"  {'index':>5}  {'node':<{width}}  {'state':<13} {'exit':>4}  {'elapsed':>8}  records")
+    for r in reports:
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(r.verdicts.items()))
+        lines.append(f"  {r.index:>5}  {r.host:<{width}}  {r.state:<13} {code:>4}  {_elapsed(r.elapsed_s):>8}  "
+                     f"{r.records}{f' ({verdicts})' if verdicts else ''}")
+    failed = [r for r in reports if r.failed]
+    if failed:
+        lines.append(f"{len(failed)} of {len(reports)} node(s) failed:")
+        for r in failed:
+            lines.append(f"  element {r.index} on {r.host}: {r.why()}")
+            if r.log_tail:
+                lines.append(f"    last {len(r.log_tail)} lines of its log:")
+                lines += [f"    | {x}" for x in r.log_tail]
+    total = sum(r.records for r in reports)
+    kept = sum(1 for r in reports if r.records)
+    lines.append(f"{total} record(s) from {kept} node(s) in {job_dir}: torchrig report {job_dir}")
+    return lines
+
+
+def write_fleet_file(job_dir: Path, job: str, info: dict[str, Any], reports: list[NodeReport]) -> Path:
+    data = {"schema": "torchrig.fleet", "version": 1, "job": job, "submitted": info,
+            "nodes": [r.to_dict() for r in reports], "failed": sum(1 for r in reports if r.failed)}
+    return atomic_write_text(job_dir / FLEET_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n")

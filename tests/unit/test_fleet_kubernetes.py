@@ -1,0 +1,166 @@
+"""The Kubernetes Indexed Job per accelerator, validated against the Kubernetes schemas (kubernetes-validate,
+offline), and the pods' states mapped onto Slurm's words."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from torchrig.__main__ import main
+from torchrig.errors import UsageError
+from torchrig.fleet import FLEET_MOUNT, FleetPlan, KubernetesOptions, job_manifest
+from torchrig.fleet.kubernetes import parse_pods
+from torchrig.matrix import Matrix, load_matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_VERSION = kubernetes_validate.latest_version()
+
+
+@pytest.fixture(scope="module")
+def matrix() -> Matrix:
+    return load_matrix(ROOT / "matrix.yaml")
+
+
+def manifest(matrix: Matrix, env: str, *, nodes: int = 3, args: tuple[str, ...] = (), **opts: Any) -> dict[str, Any]:
+    e = matrix.get(env)
+    plan = FleetPlan.with_placeholders(args, env=e, image=e.tags().immutable, nodes=nodes, results=Path(FLEET_MOUNT),
+                                       quick=True)
+    return job_manifest(plan, KubernetesOptions(pvc="fleet-results", **opts))
+
+
+def validate(m: dict[str, Any]) -> None:
+    # strict: unknown fields are errors too (a typo like `topologySpreadConstraint` would pass otherwise)
+    kubernetes_validate.validate(m, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("env", ["cpu", "cuda121", "rocm", "cuda130", "rocm64"])
+def test_manifest_validates_against_the_schema(matrix: Matrix, env: str) -> None:
+    m = manifest(matrix, env, queue="team-a", gpu_product="NVIDIA-H100-80GB-HBM3" if "cuda" in env else None,
+                 gpus_per_node=8)
+    validate(m)
+    validate(yaml.safe_load(yaml.safe_dump(m)))  # what --dry-run prints
+
+
+def test_a_schema_violation_is_caught() -> None:
+    # the validator is not a rubber stamp: the same Job with a wrong type fails
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+                                      "spec": {"completions": "three", "template": {"spec": {"containers": []}}}},
+                                     K8S_VERSION, strict=True)
+
+
+def _pod(m: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = m["spec"]["template"]["spec"]
+    return pod
+
+
+def test_gpu_limits_by_accelerator(matrix: Matrix) -> None:
+    limits = {env: _pod(manifest(matrix, env, gpus_per_node=4))["containers"][0].get("resources", {}).get("limits")
+              for env in ("cpu", "cuda121", "rocm")}
+    assert limits == {"cpu": None, "cuda121": {"nvidia.com/gpu": 4}, "rocm": {"amd.com/gpu": 4}}
+
+
+def test_indexed_spread_non_root_shm_pvc(matrix: Matrix) -> None:
+    m = manifest(matrix, "cuda121", nodes=16)
+    spec, pod = m["spec"], _pod(m)
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 16, 16)
+    assert spec["backoffLimitPerIndex"] == 0 and spec["maxFailedIndexes"] == 16  # a failed node stops no other
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "DoNotSchedule"
+    assert spread["labelSelector"]["matchLabels"] == {"torchrig.job": m["metadata"]["name"]}
+    assert m["spec"]["template"]["metadata"]["labels"]["torchrig.job"] == m["metadata"]["name"]
+    assert pod["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True, "fsGroup": 1000}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert volumes["fleet"]["persistentVolumeClaim"] == {"claimName": "fleet-results"}
+    mounts = {v["name"]: v["mountPath"] for v in pod["containers"][0]["volumeMounts"]}
+    assert mounts == {"results": "/results", "data": "/data", "dshm": "/dev/shm", "fleet": FLEET_MOUNT}
+    assert "nodeSelector" not in pod and "suspend" not in spec
+    assert "kueue.x-k8s.io/queue-name" not in m["metadata"]["labels"]
+
+
+def test_queue_product_and_uid(matrix: Matrix) -> None:
+    m = manifest(matrix, "cuda121", queue="team-a", gpu_product="NVIDIA-A100-SXM4-80GB", uid=2000, gid=3000)
+    assert m["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a" and m["spec"]["suspend"] is True
+    assert _pod(m)["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert _pod(m)["securityContext"]["runAsUser"] == 2000 and _pod(m)["securityContext"]["fsGroup"] == 3000
+
+
+def test_the_pod_script_runs_the_suite_and_publishes(matrix: Matrix) -> None:
+    m = manifest(matrix, "cpu", args=("--seed", "{index}"))
+    command = _pod(m)["containers"][0]["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    proc = subprocess.run(["sh", "-n"], input=command[2], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert 'python -m tasks --results /results --quick --synthetic-cifar --seed "${JOB_COMPLETION_INDEX}"' in command[2]
+    assert 'mv -T "$jobdir/.$node.tmp" "$jobdir/$node"' in command[2]
+    env = {e["name"]: e for e in _pod(m)["containers"][0]["env"]}
+    assert env["TORCHRIG_HOSTNAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["TORCHRIG_FLEET_JOB"]["value"] == m["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("opts", "message"), [
+    ({"pvc": "Bad_Name"}, "not a Kubernetes name"),
+    ({"pvc": "ok", "uid": 0}, "non-root"),
+    ({"pvc": "ok", "gpus_per_node": 0}, "at least 1"),
+])
+def test_options_refused(opts: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        KubernetesOptions(**opts)
+
+
+def test_dry_run_writes_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "job.yaml"
+    rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "rocm", "--to", "kubernetes", "--pvc", "res",
+               "--nodes", "2", "--name", "rocm-fleet", "--dry-run", "--output", str(out)])
+    assert rc == 0 and "kubectl apply -f" in capsys.readouterr().err
+    m = yaml.safe_load(out.read_text())
+    validate(m)
+    assert m["metadata"]["name"] == "rocm-fleet" and _pod(m)["containers"][0]["resources"]["limits"] == {
+        "amd.com/gpu": 1}
+
+
+def test_submit_refuses_slurm_options_and_a_missing_pvc(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--to", "kubernetes", "--dry-run"]
+    assert main(base) == 2 and "--pvc NAME" in capsys.readouterr().err
+    assert main([*base, "--pvc", "r", "--partition", "gpu"]) == 2 and "Slurm options" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- pod states
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def pod(index: int, phase: str, *, code: int | None = None, reason: str | None = None,
+        node: str = "n1", pod_reason: str | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {"started_at": T0}}
+    if code is not None:
+        state = {"terminated": {"exit_code": code, "reason": reason, "started_at": T0,
+                                "finished_at": T0 + dt.timedelta(seconds=90)}}
+    return {"metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+            "spec": {"node_name": node}, "status": {"phase": phase, "reason": pod_reason,
+                                                    "container_statuses": [{"state": state}]}}
+
+
+def test_pod_states() -> None:
+    states = parse_pods([
+        pod(0, "Succeeded", code=0, reason="Completed"),
+        pod(1, "Failed", code=137, reason="OOMKilled"),
+        pod(2, "Failed", code=1, reason="Error"),
+        pod(3, "Running"),
+        pod(4, "Failed", pod_reason="Evicted"),
+        pod(5, "Failed", code=143, reason="DeadlineExceeded"),
+    ])
+    by = {s.index: s for s in states}
+    assert by[0].state == "COMPLETED" and not by[0].failed and by[0].elapsed_s == 90
+    assert by[1].state == "OUT_OF_MEMORY" and by[1].exit_code == 137 and by[1].failed
+    assert by[2].state == "FAILED" and by[2].exit_code == 1
+    assert by[3].state == "RUNNING" and not by[3].done
+    assert by[4].state == "NODE_FAIL"
+    assert by[5].state == "TIMEOUT"
