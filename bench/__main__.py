@@ -18,8 +18,9 @@ import os
 import sys
 from pathlib import Path
 
+from torchrig.results.contract import RESULTS_ENV
+
 _HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     ap.add_argument("--batch", action="append", default=[], metavar="MODEL=N", help="batch override, repeatable")
     ap.add_argument("--ddp-gpus", type=int, default=0, help="GPUs for the DDP scaling benchmark (default all)")
-    ap.add_argument("--results", type=Path, default=Path(os.environ.get("TORCHRIG_RESULTS") or "results"),
-                    help="results directory (default $TORCHRIG_RESULTS or ./results)")
+    ap.add_argument("--results", type=Path, default=Path(os.environ.get(RESULTS_ENV) or "results"),
+                    help=f"results directory (default ${RESULTS_ENV} or ./results)")
     ap.add_argument("--json", type=Path, default=None, help="where to write the pytest-benchmark JSON")
     return ap
 
@@ -60,9 +61,6 @@ def pytest_args(argv: list[str] | None, stamp: str) -> tuple[argparse.Namespace,
 def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     args, raw, cmdline = pytest_args(argv, stamp)
-    src = str(_ROOT / "src")
-    if src not in sys.path and (_ROOT / "src" / "torchrig").is_dir():
-        sys.path.insert(0, src)  # a checkout without `pip install`: use its torchrig
     import pytest
 
     from torchrig.errors import FatalError

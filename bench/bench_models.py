@@ -21,6 +21,7 @@ from bench.peaks import lookup
 from bench.results import capture_warnings, fill_extra_info, metric, rate_metrics, timing_metrics
 from bench.sizes import BenchContext, TrainCase
 from bench.workloads import build_workload, compile_problem, count_flops, model_problem, precision_problem
+from torchrig.capabilities import compile_support
 
 # Which measured GEMM ceiling a model's FLOPS utilisation is taken against.
 CEILING_KEY = {"fp32": "fp32", "tf32": "tf32", "amp_bf16": "bf16", "amp_fp16": "fp16"}
@@ -51,6 +52,11 @@ def test_train(benchmark: Any, train_case: TrainCase, bench: BenchContext) -> No
             flops, flops_method = count_flops(w.eager_step, w.model, extra_forward_flops=w.extra_forward_flops)
     except _oom_types() as e:
         pytest.skip(f"out of GPU memory at batch {case.batch} (lower it with --bench-batch {case.model}=N): {e}")
+    except Exception as e:
+        skip = compile_support().failure_skip(e) if case.compile else None
+        if skip:
+            pytest.skip(skip)
+        raise
     finally:
         if case.compile:
             import torch._dynamo

@@ -25,11 +25,9 @@ from typing import Any
 
 from bench.harness import Plan
 from bench.sizes import TrainCase
+from torchrig.results.io import atomic_write_text
 
 __all__ = ["LaunchError", "launch"]
-
-_ROOT = Path(__file__).resolve().parents[1]
-
 
 class LaunchError(RuntimeError):
     """torchrun failed; the message carries the tail of its output."""
@@ -46,8 +44,6 @@ def launch(case: TrainCase, *, nproc: int, plan: Plan, device: str, out: Path,
         "--target-round-s", str(plan.target_round_s), "--max-steps", str(plan.max_steps_per_round),
     ]
     env = dict(os.environ)
-    paths = [str(_ROOT), str(_ROOT / "src"), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, set here so it does not warn
     out.unlink(missing_ok=True)
     try:
@@ -131,9 +127,7 @@ def _main(argv: list[str] | None = None) -> int:
                 "flags": flags,
                 "workload": w.config,
             }
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-            tmp.replace(args.out)
+            atomic_write_text(args.out, json.dumps(result, indent=2))
     finally:
         dist.destroy_process_group()
     return 0

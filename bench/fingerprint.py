@@ -18,12 +18,13 @@ from typing import Any
 from bench.flags import read_flags
 from bench.harness import TorchDevice
 from bench.peaks import lookup
+from torchrig.results.contract import ACCELERATOR_ENV, CONTAINER_ENV_VARS, ENV_ID_ENV, TORCH_VERSION_ENV
 from torchrig.results.records import collect_container, collect_machine, collect_software
 
 __all__ = ["ENV_VARS", "environment", "smi"]
 
-# The variables torchrig sets when it starts a container (plus the env id on the host).
-ENV_VARS = ("TORCHRIG_ENV_ID", "TORCHRIG_IMAGE", "TORCHRIG_IMAGE_ID", "TORCHRIG_IMAGE_DIGEST")
+# What torchrig hands a container, and what the image itself says it is (on the host: what the user set).
+ENV_VARS: tuple[str, ...] = (*CONTAINER_ENV_VARS, ACCELERATOR_ENV, TORCH_VERSION_ENV)
 
 _NVIDIA_FIELDS = (
     "index", "name", "driver_version", "memory.total", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem",
@@ -97,7 +98,7 @@ def environment(device: TorchDevice) -> dict[str, Any]:
     env: dict[str, Any] = {
         "device": device.name,
         "accelerator": device.accelerator,
-        "env_id": os.environ.get("TORCHRIG_ENV_ID"),
+        "env_id": os.environ.get(ENV_ID_ENV),
         "env_vars": {k: os.environ.get(k) for k in ENV_VARS},
         "machine": asdict(collect_machine(device.type)),
         "software": asdict(software),

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import re
 import shutil
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from torch import nn
 
 from bench.harness import TorchDevice
 from bench.sizes import TrainCase
+from torchrig.capabilities import compile_support, grad_scaler
 
 __all__ = [
     "Workload",
@@ -66,24 +65,15 @@ def model_problem(case: TrainCase) -> str | None:
 # --------------------------------------------------------------------------------------------- capabilities
 
 
-def _torch_version() -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", torch.__version__)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
-# Python releases torch.compile (TorchDynamo) supports from which torch release on.
-_DYNAMO_PYTHON = {(3, 11): (2, 1), (3, 12): (2, 4), (3, 13): (2, 6), (3, 14): (2, 9)}
-
-
 def compile_problem(device_type: str) -> str | None:
-    """Why ``torch.compile`` (inductor) cannot run here, or None."""
+    """Why ``torch.compile`` (inductor) cannot run here, or None. Which Python the compiler supports comes from
+    compat.yaml through :func:`torchrig.capabilities.compile_support`; where that is unknown, the benchmark tries
+    and a failure becomes a skip (see bench_models)."""
     if not hasattr(torch, "compile"):
         return f"torch.compile needs torch >= 2.0 (this is {torch.__version__})"
-    tv, py = _torch_version(), sys.version_info[:2]
-    need = max((t for p, t in _DYNAMO_PYTHON.items() if py >= p), default=None)
-    if need and tv < need:
-        return (f"torch.compile on Python {py[0]}.{py[1]} needs torch >= {need[0]}.{need[1]} "
-                f"(this is torch {torch.__version__})")
+    limitation = compile_support().limitation()
+    if limitation:
+        return limitation
     try:
         import torch._dynamo as dynamo
 
@@ -101,14 +91,6 @@ def compile_problem(device_type: str) -> str | None:
 
 def _autocast_dtype(precision: str) -> torch.dtype | None:
     return {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}.get(precision)
-
-
-def _grad_scaler(device_type: str) -> Any:
-    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler(device_type)
-    if device_type == "cuda":
-        return torch.cuda.amp.GradScaler()
-    raise RuntimeError(f"no GradScaler for {device_type} in torch {torch.__version__}")
 
 
 def precision_problem(precision: str, device: TorchDevice) -> str | None:
@@ -139,7 +121,7 @@ def precision_problem(precision: str, device: TorchDevice) -> str | None:
         return f"CPU autocast to {dtype} is not supported by torch {torch.__version__} ({msgs or 'ignored'})"
     if dtype is torch.float16:
         try:
-            _grad_scaler("cpu")
+            grad_scaler("cpu")
         except Exception as e:  # noqa: BLE001
             return f"fp16 training on CPU needs a CPU GradScaler: {e}"
     return None
@@ -185,7 +167,7 @@ def build_workload(case: TrainCase, device: TorchDevice,
     model.train()
 
     autocast_dtype = _autocast_dtype(case.precision)
-    scaler = _grad_scaler(device.type) if case.precision == "amp_fp16" else None
+    scaler = grad_scaler(device.type) if case.precision == "amp_fp16" else None
     wrapped: nn.Module = wrap(model) if wrap is not None else model
     run_model: Callable[..., Any] = torch.compile(wrapped) if case.compile else wrapped
 
@@ -269,7 +251,7 @@ def _bert(case: TrainCase, dev: torch.device) -> tuple[nn.Module, tuple[torch.Te
         start_logits, end_logits = out
         return (F.cross_entropy(start_logits, starts) + F.cross_entropy(end_logits, ends)) / 2
 
-    class _Logits(nn.Module):  # type: ignore[misc]
+    class _Logits(nn.Module):
         """Call BERT positionally and return plain tensors: the same code under eager and torch.compile."""
 
         def __init__(self, m: nn.Module) -> None:

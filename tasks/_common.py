@@ -1,4 +1,4 @@
-"""What every correctness task shares: the command line, device choice, seeding, progress, gates and the record.
+"""The task framework: the command line, the run (device, seeding), progress, gates, the record, the exit code.
 
 A task module defines a :class:`TaskSpec` (its name, its own options and a ``run(ctx)`` function) and calls
 :func:`main`. ``run`` measures, calls :meth:`Context.metric` / :meth:`Context.gate`, and returns; everything else --
@@ -7,56 +7,72 @@ parsing, choosing the device, seeding, the verdict, the record, the exit code --
 Exit codes (the same for every task and for ``python -m tasks``):
 
 * 0 -- every gate passed;
-* 1 -- a gate failed (the record says which, and why);
+* 1 -- a gate failed (the record's warnings say which, and why: ``FAIL: ...``);
 * 2 -- bad input: a one-line message on stderr, no traceback, no record (nothing was measured);
 * 3 -- an unexpected error: the message (and the traceback: it is a bug) on stderr, and a record with verdict
   ``"error"``.
 
-This module runs inside the images too: Python >= 3.10, torch 2.0.1 and newer, numpy 1.x or 2.x.
+The torch helpers the tasks use (device, seeding, AMP, torch.compile) live in :mod:`tasks._torchsupport` and are
+re-exported here, so a task imports one module. This module runs inside the images too: Python >= 3.10, torch
+2.0.1 and newer, numpy 1.x or 2.x.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import random
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:
-    from torchrig.errors import UsageError
-    from torchrig.results.records import (
-        Gate,
-        Metric,
-        Record,
-        collect_container,
-        collect_machine,
-        collect_software,
-        write_record,
-    )
-except ImportError as _e:  # pragma: no cover - only when the package is not on the path
-    sys.stderr.write(f"tasks: cannot import torchrig ({_e}): put the repository's src/ on PYTHONPATH\n")
-    raise SystemExit(2) from None
+from tasks._torchsupport import (
+    NO_GPU_MESSAGES,
+    accelerator_env,
+    amp_autocast,
+    available_cpus,
+    compile_limitation,
+    dataloader_generator,
+    no_gpu_hint,
+    resolve_device,
+    seed_everything,
+    seed_worker,
+    set_deterministic,
+    shuffled_labels,
+)
+from torchrig.capabilities import grad_scaler
+from torchrig.errors import UsageError
+from torchrig.results.contract import ENV_ID_ENV, RESULTS_ENV
+from torchrig.results.records import (
+    Gate,
+    Metric,
+    Record,
+    Verdict,
+    collect_container,
+    collect_machine,
+    collect_software,
+    write_record,
+)
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_FAIL",
     "EXIT_PASS",
     "EXIT_USAGE",
+    "NO_GPU_MESSAGES",
     "Context",
     "TaskSpec",
     "UsageError",
+    "accelerator_env",
     "amp_autocast",
     "available_cpus",
+    "build_parser",
+    "compile_limitation",
     "dataloader_generator",
-    "dynamo_limitation",
     "grad_scaler",
     "main",
     "no_gpu_hint",
@@ -69,21 +85,6 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 3
-
-ACCELERATORS = ("cpu", "cuda", "rocm")
-
-# torch.compile (dynamo) learnt each Python version some releases after torch itself ran on it. On these
-# combinations torch.compile refuses to start ("Python 3.11+ not yet supported"): a known limitation of the
-# environment, not a broken install.
-_DYNAMO_MIN_TORCH: dict[tuple[int, int], tuple[int, int]] = {(3, 11): (2, 1), (3, 12): (2, 4), (3, 13): (2, 6)}
-
-NO_GPU_MESSAGES = {
-    "cuda": "this is a CUDA image but no GPU is visible: run with --gpus all / check the NVIDIA Container Toolkit",
-    "rocm": (
-        "this is a ROCm image but no GPU is visible: run with --device /dev/kfd --device /dev/dri "
-        "(and the video/render groups) / check the amdgpu driver"
-    ),
-}
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -171,6 +172,8 @@ class Context:
         self.gates.append(g)
         unit = self.metrics[key].unit if key in self.metrics else ""
         self.log(f"gate {key} {op} {threshold:g}: {value:.6g} {unit} -> {'pass' if g.passed else 'FAIL'}")
+        if not g.passed:  # the record's warnings say which gate failed and by how much (docs/tasks.md)
+            self.problem(f"gate {key} {op} {threshold:g} not met: {key} = {value:.6g} {unit}".rstrip())
         return g
 
     def training_result(self, *, final_loss: float, samples: int, train_time: float, unit: str,
@@ -194,7 +197,7 @@ class Context:
             self.problem(f"{key}: {failure}")
         return ok
 
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         if not self.gates and not self.problems:
             self.problem("no gate was evaluated")
         ok = not self.problems and all(g.passed for g in self.gates)
@@ -221,10 +224,10 @@ def build_parser(spec: TaskSpec) -> argparse.ArgumentParser:
                    help="where to run; auto = the GPU when torch sees one, else the CPU (ROCm GPUs are 'cuda')")
     g.add_argument("--seed", type=int, default=0, help="seed for torch, numpy, random and the data order")
     g.add_argument("--quick", action="store_true", help="a short budget (CI, CPU): smaller data, fewer epochs")
-    g.add_argument("--results", default=_env_default("TORCHRIG_RESULTS", "results"),
-                   help="results directory (default: $TORCHRIG_RESULTS or ./results)")
-    g.add_argument("--env-id", default=_env_default("TORCHRIG_ENV_ID", None),
-                   help="environment id stored in the record (default: $TORCHRIG_ENV_ID)")
+    g.add_argument("--results", default=_env_default(RESULTS_ENV, "results"),
+                   help=f"results directory (default: ${RESULTS_ENV} or ./results)")
+    g.add_argument("--env-id", default=_env_default(ENV_ID_ENV, None),
+                   help=f"environment id stored in the record (default: ${ENV_ID_ENV})")
     g.add_argument("--quiet", action="store_true", help="no progress output, only the verdict line")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: the CPUs this process may use)")
@@ -260,155 +263,6 @@ def _validate_common(args: argparse.Namespace) -> None:
         raise UsageError(f"the results directory {args.results!r} is not writable")
 
 
-# ------------------------------------------------------------------------------------------------ hardware
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (``docker run --cpus``)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
-def accelerator_env() -> str | None:
-    """TORCHRIG_ACCELERATOR: what the image was built for (cpu, cuda, rocm), or None outside an image."""
-    v = os.environ.get("TORCHRIG_ACCELERATOR", "").strip().lower() or None
-    if v is not None and v not in ACCELERATORS:
-        raise UsageError(f"TORCHRIG_ACCELERATOR={v!r} is not one of {', '.join(ACCELERATORS)}")
-    return v
-
-
-def no_gpu_hint() -> str:
-    """Why torch sees no GPU, and what to do about it."""
-    import torch
-
-    accel = accelerator_env()
-    if accel in NO_GPU_MESSAGES:
-        return NO_GPU_MESSAGES[accel]
-    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
-        return f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA or ROCm build of torch"
-    return "no GPU is visible to torch here: use --device cpu (or auto), or run where a GPU is visible"
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if requested == "cuda":
-        raise UsageError(f"--device cuda was requested but torch {torch.__version__} sees no GPU: {no_gpu_hint()}")
-    return "cpu"
-
-
-def dynamo_limitation() -> str | None:
-    """The known-limitation message when torch.compile cannot work with this Python and torch, else None."""
-    import torch
-
-    py = sys.version_info[:2]
-    need = _DYNAMO_MIN_TORCH.get(py)
-    if need is None:
-        return None
-    have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-    if have >= need:
-        return None
-    return (
-        f"known limitation: torch.compile does not support Python {py[0]}.{py[1]} in torch "
-        f"{torch.__version__.split('+')[0]}: use torch >= {need[0]}.{need[1]} for Python {py[0]}.{py[1]}"
-    )
-
-
-# ------------------------------------------------------------------------------------- reproducibility
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # seeds every CUDA device too
-
-
-def _set_deterministic(device: str) -> None:
-    import torch
-
-    # cuBLAS needs this before its first use for deterministic GEMMs (ignored on the CPU).
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # warn_only: an op without a deterministic kernel warns instead of stopping a correctness run.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-def dataloader_generator(seed: int) -> Any:
-    import torch
-
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: numpy and random get the worker's torch seed (torch sets its own)."""
-    import numpy as np
-    import torch
-
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)
-    random.seed(s)
-
-
-def shuffled_labels(labels: list[int], seed: int) -> list[int]:
-    """``labels`` randomly permuted: every image keeps a label, but a wrong one (the broken-setup hook)."""
-    rng = random.Random(seed + 7919)
-    out = list(labels)
-    rng.shuffle(out)
-    return out
-
-
-# --------------------------------------------------------------------------------------- mixed precision
-
-
-def amp_autocast(device: str, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """float16 autocast on the GPU; a no-op elsewhere (CPU autocast would warn about float16)."""
-    import torch
-
-    if not enabled or device != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.float16)
-
-
-def grad_scaler(enabled: bool) -> Any:
-    """A GradScaler for CUDA: ``torch.amp.GradScaler("cuda")`` from torch 2.3, ``torch.cuda.amp`` before."""
-    import torch
-
-    amp = getattr(torch, "amp", None)
-    if amp is not None and hasattr(amp, "GradScaler"):
-        return amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[list[float]]:
-    """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds."""
-    out = [0.0]
-    t0 = time.perf_counter()
-    try:
-        yield out
-    finally:
-        out[0] = time.perf_counter() - t0
-
-
 # --------------------------------------------------------------------------------------------- running
 
 
@@ -426,7 +280,7 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _record(spec: TaskSpec, ctx: Context, verdict: str, wall: float) -> Record:
+def _record(spec: TaskSpec, ctx: Context, verdict: Verdict, wall: float) -> Record:
     config = {k: _jsonable(v) for k, v in sorted(vars(ctx.args).items())}
     config["resolved"] = _jsonable(ctx.resolved)
     try:
@@ -439,7 +293,7 @@ def _record(spec: TaskSpec, ctx: Context, verdict: str, wall: float) -> Record:
         env_id=ctx.args.env_id,
         machine=machine,
         software=collect_software(),
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict,
         wall_time_s=round(wall, 3),
         metrics=dict(ctx.metrics),
         gates=tuple(ctx.gates),
@@ -463,7 +317,7 @@ def main(spec: TaskSpec, argv: list[str] | None = None) -> int:
         threads = args.threads or available_cpus()
         torch.set_num_threads(threads)
         if args.deterministic:
-            _set_deterministic(device)
+            set_deterministic()
         seed_everything(args.seed)
         ctx = Context(name=spec.name, args=args, device=device)
         ctx.set(device=device, threads=threads, torch=torch.__version__)
@@ -511,7 +365,3 @@ def _gate_summary(ctx: Context) -> str:
     head = f"{len(ctx.gates) - len(failed)}/{len(ctx.gates)} gates passed"
     return "; ".join([head, *(one(g) for g in shown)])
 
-
-def run_module(spec: TaskSpec) -> None:
-    """``if __name__ == "__main__": run_module(SPEC)``."""
-    raise SystemExit(main(spec))

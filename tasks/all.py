@@ -15,6 +15,7 @@ import sys
 import time
 
 from tasks import TASKS
+from torchrig.results.contract import DATA_ENV, ENV_ID_ENV, RESULTS_ENV, TORCH_VERSION_ENV
 
 TRAINING = ("regression", "cifar_cnn", "bert_classifier")
 
@@ -26,14 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="epochs for the training tasks (default: theirs)")
     p.add_argument("--quick", action="store_true", help="the short budget of every task")
-    p.add_argument("--results", default=os.environ.get("TORCHRIG_RESULTS") or "results")
-    p.add_argument("--env-id", default=os.environ.get("TORCHRIG_ENV_ID") or None)
+    p.add_argument("--results", default=os.environ.get(RESULTS_ENV) or "results")
+    p.add_argument("--env-id", default=os.environ.get(ENV_ID_ENV) or None)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--data", default=os.environ.get("TORCHRIG_DATA") or "data",
-                   help="data directory for cifar_cnn (default: $TORCHRIG_DATA or ./data)")
+    p.add_argument("--data", default=os.environ.get(DATA_ENV) or "data",
+                   help=f"data directory for cifar_cnn (default: ${DATA_ENV} or ./data)")
     p.add_argument("--synthetic-cifar", action="store_true",
                    help="when --data holds no CIFAR-10, write the synthetic stand-in there first")
-    p.add_argument("--expect-torch", default=None, help="passed to smoke (default: $TORCHRIG_TORCH_VERSION)")
+    p.add_argument("--expect-torch", default=None, help=f"passed to smoke (default: ${TORCH_VERSION_ENV})")
     p.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(TASKS)}")
     p.add_argument("--skip", default=None, help="comma-separated tasks to leave out")
     return p

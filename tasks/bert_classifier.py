@@ -106,8 +106,8 @@ def _label_ids(raw: list[str]) -> tuple[list[int], list[str]]:
             return [int(v) for v in raw], [str(i) for i in ints]
         index = {v: i for i, v in enumerate(ints)}
         return [index[int(v)] for v in raw], [str(i) for i in ints]
-    index = {v: i for i, v in enumerate(values)}
-    return [index[v] for v in raw], values
+    by_name = {v: i for i, v in enumerate(values)}
+    return [by_name[v] for v in raw], values
 
 
 def read_csv(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[str]]:
@@ -237,7 +237,7 @@ def run(ctx: Context) -> None:
     steps_per_epoch = (len(train) + batch - 1) // batch
     total = epochs * steps_per_epoch
     sched = get_linear_schedule_with_warmup(opt, int(a.warmup * total), total)
-    scaler = _common.grad_scaler(amp)
+    scaler = _common.grad_scaler("cuda", enabled=amp)
     g = _common.dataloader_generator(a.seed)
 
     def evaluate() -> float:

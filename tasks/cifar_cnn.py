@@ -199,10 +199,10 @@ def run(ctx: Context) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    scaler = _common.grad_scaler(amp)
+    scaler = _common.grad_scaler("cuda", enabled=amp)
     fwd: Any = model
     if a.compile:
-        limitation = _common.dynamo_limitation()
+        limitation = _common.compile_limitation()
         if limitation:
             ctx.problem(f"--compile: {limitation}")
             return

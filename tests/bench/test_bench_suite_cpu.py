@@ -21,13 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 
+def _installed_only() -> dict[str, str]:
+    """This environment without PYTHONPATH: bench and torchrig must come from the install."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     results = tmp_path_factory.mktemp("results")
     raw = results / "raw.json"
     env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        **_installed_only(),
         "TORCHRIG_ENV_ID": "cpu-test",
         "TORCHRIG_IMAGE_ID": "sha256:0123",
         "TORCHRIG_IMAGE_DIGEST": "sha256:4567",
@@ -116,7 +120,7 @@ def test_records(run: dict[str, Any]) -> None:
 
 
 def test_converter_cli_on_the_same_json(run: dict[str, Any], tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = _installed_only()
     proc = subprocess.run([sys.executable, "-m", "torchrig.results.benchconv", str(run["raw"]),
                            "--results", str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=120, check=False)

@@ -72,15 +72,21 @@ def test_precision_flags_are_set_read_back_and_restored() -> None:
     assert read_flags() == before
 
 
-def test_compile_is_skipped_on_torch_2_0_with_python_3_11(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compile_is_skipped_where_compat_data_says_this_python_is_too_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
     import bench.workloads as wl
 
-    monkeypatch.setattr(wl, "_torch_version", lambda: (2, 0))
+    monkeypatch.delenv("TORCHRIG_COMPILE_MAX_PYTHON", raising=False)
+    monkeypatch.setattr(torch, "__version__", "2.0.1+cu118")
     monkeypatch.setattr(sys, "version_info", (3, 11, 4, "final", 0))
     problem = wl.compile_problem("cuda")
-    assert problem is not None and "needs torch >= 2.1" in problem
+    assert problem is not None and "torch.compile in torch 2.0 supports Python up to 3.10 (compat.yaml)" in problem
     monkeypatch.setattr(sys, "version_info", (3, 10, 12, "final", 0))
     assert wl.compile_problem("cpu") is None or "C++ compiler" in str(wl.compile_problem("cpu"))
+    # in an image, run-bench passes the same fact through the environment
+    monkeypatch.setenv("TORCHRIG_COMPILE_MAX_PYTHON", "3.9")
+    assert "supports Python up to 3.9 ($TORCHRIG_COMPILE_MAX_PYTHON)" in str(wl.compile_problem("cpu"))
 
 
 def test_cpu_precision_problems(cpu) -> None:  # type: ignore[no-untyped-def]

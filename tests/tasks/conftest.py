@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from tasks_support import CIFAR_TEST, CIFAR_TRAIN, ROOT, Run, run_module
-
-if str(ROOT) not in sys.path:  # the tasks package lives at the repository root
-    sys.path.insert(0, str(ROOT))
+from tasks_support import CIFAR_TEST, CIFAR_TRAIN, Run, run_module
 
 
 @pytest.fixture

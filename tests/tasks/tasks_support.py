@@ -36,8 +36,8 @@ class Run:
 
 
 def task_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHRIG_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    # torchrig, tasks and bench are importable through the install (pyproject.toml), not through PYTHONPATH
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHRIG_") and k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"  # no test may reach for the network
     env.update(extra)
     return env

@@ -24,12 +24,46 @@ def test_smoke_passes_on_this_machine(run_task) -> None:
     assert rec["kind"] == "task" and rec["name"] == "smoke" and rec["verdict"] == "pass"
     gates = {g["metric"]: g["passed"] for g in rec["gates"]}
     assert gates["torch_version_matches"] and gates["matmul_rel_err_cpu"] and gates["torchvision_nms_cpu"]
-    from tasks._common import dynamo_limitation
+    from tasks._common import compile_limitation
 
-    if dynamo_limitation() is None:
+    if compile_limitation() is None:
         assert gates["torch_compile_works"]
-    else:  # torch 2.0 on Python 3.11: a warning that names the fix, not a failure
-        assert any("use torch >= 2.1 for Python 3.11" in w for w in rec["warnings"])
+    else:  # e.g. torch 2.0 on Python 3.11: a warning that names the fix, not a failure
+        assert any("known limitation: torch.compile" in w for w in rec["warnings"])
+
+
+def _this_python() -> str:
+    import sys
+
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_smoke_skips_compile_where_compat_data_says_this_python_is_too_new(run_task) -> None:
+    # What run-tasks passes from compat.yaml: pretend this torch's compiler stops one Python below this one.
+    older = f"3.{int(_this_python().split('.')[1]) - 1}"
+    env = task_env(TORCHRIG_COMPILE_MAX_PYTHON=older)
+    r = run_task("smoke", "--device", "cpu", "--expect-torch", _public_torch(), "--compile-backend", "no-such",
+                 env=env)
+    assert r.rc == 0, r.stdout + r.stderr  # the bogus backend is never tried
+    rec = r.record()
+    assert "torch_compile_works" not in {g["metric"] for g in rec["gates"]}
+    assert any(w.startswith("known limitation: torch.compile") and f"up to {older}" in w and _this_python() in w
+               for w in rec["warnings"]), rec["warnings"]
+
+
+def test_a_compile_failure_is_a_skip_only_where_support_is_unknown(run_task) -> None:
+    args = ("--device", "cpu", "--expect-torch", _public_torch(), "--compile-backend", "no-such-backend")
+    unknown = run_task("smoke", *args, env=task_env(TORCHRIG_COMPILE_MAX_PYTHON="not-a-version"))
+    assert unknown.rc == 0, unknown.stdout + unknown.stderr
+    rec = unknown.record()
+    assert "torch_compile_works" not in {g["metric"] for g in rec["gates"]}
+    assert any(w.startswith("torch.compile skipped: it failed") and "not-a-version" in w
+               for w in rec["warnings"]), rec["warnings"]
+
+    known = run_task("smoke", *args, env=task_env(TORCHRIG_COMPILE_MAX_PYTHON=_this_python()))
+    assert known.rc == 1, known.stdout + known.stderr
+    failed = {g["metric"] for g in known.record()["gates"] if not g["passed"]}
+    assert failed == {"torch_compile_works"}
 
 
 def test_smoke_fails_a_gpu_image_without_gpu_and_a_wrong_torch(run_task) -> None:

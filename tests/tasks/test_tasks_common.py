@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -72,19 +74,51 @@ def test_a_non_finite_metric_fails_its_gate_and_the_record_stays_valid(tmp_path:
 
 def test_a_failing_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks import _common
-    from torchrig.results import records
+    from torchrig.results import io
 
     def run(ctx: _common.Context) -> None:
         ctx.metric("x", 1.0, "1")
         ctx.gate("x", ">=", 1.0)
 
-    def broken_dump(obj, f, **kw):  # writes half a record, then the disk is full
-        f.write('{"schema": "torchrig.rec')
+    def disk_full(fd: int) -> None:  # the record is in the temporary file, but it never reaches the disk
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(records.json, "dump", broken_dump)
+    monkeypatch.setattr(io.os, "fsync", disk_full)
     assert _common.main(_spec(run), ["--results", str(tmp_path), "--quiet"]) == 3
     assert list((tmp_path / "task").iterdir()) == []  # neither the record nor its temporary file
+
+
+def test_a_failed_gate_says_so_in_the_record_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks import _common
+
+    def run(ctx: _common.Context) -> None:
+        ctx.metric("accuracy", 41.5, "%")
+        ctx.metric("loss", 0.1, "nats", higher_is_better=False)
+        ctx.gate("accuracy", ">=", 60)
+        ctx.gate("loss", "<", 1.0)
+
+    assert _common.main(_spec(run), ["--results", str(tmp_path), "--quiet"]) == 1
+    (rec,) = _records(tmp_path)
+    assert rec["verdict"] == "fail"
+    assert rec["warnings"] == ["FAIL: gate accuracy >= 60 not met: accuracy = 41.5 %"]  # the passed gate: nothing
+    assert "FAIL: gate accuracy >= 60 not met" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_records_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    from tasks import _common
+
+    def run(ctx: _common.Context) -> None:
+        ctx.metric("x", 1.0, "1")
+        ctx.gate("x", ">=", 1.0)
+
+    old = os.umask(umask)
+    try:
+        assert _common.main(_spec(run), ["--results", str(tmp_path), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    (path,) = (tmp_path / "task").glob("*.json")
+    assert stat.S_IMODE(path.stat().st_mode) == mode  # a shared results folder must be readable by the group
 
 
 def test_an_unwritable_results_directory_is_bad_input(tmp_path: Path) -> None:
