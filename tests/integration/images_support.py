@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -108,13 +109,20 @@ def extra_env(eid: str, *, torch: str, python: str, index: str, base: str) -> st
     torch: "{torch}"
     python: "{python}"
     index: {index}
-    dockerfile: {ROOT / "images" / "Dockerfile"}
+    dockerfile: {DOCKERFILE}
     targets: {{runtime: "{base}"}}
 """
 
 
+# The real images/Dockerfile, copied beside a test matrix: matrix.yaml may only name a Dockerfile inside its own
+# folder. Not under images/: a matrix folder with images/ would be taken for the checkout (code, locks, helper).
+DOCKERFILE = "dockerfile/Dockerfile"
+
+
 def write_matrix(path: Path, *, index: str, base: str, extra_envs: str = "") -> Matrix:
     """A matrix with the ``small`` environment (fake torch from ``index``), local image names only."""
+    (path.parent / "dockerfile").mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "images" / "Dockerfile", path.parent / DOCKERFILE)
     path.write_text(f"""schema_version: 1
 registry: ""
 image: torchrig-test
@@ -125,7 +133,7 @@ environments:
     torch: "2.0.1"
     python: "3.11"
     index: {index}
-    dockerfile: {ROOT / "images" / "Dockerfile"}
+    dockerfile: {DOCKERFILE}
     targets: {{runtime: "{base}", devel: "{base}"}}
     extras: ["torchrig-fake-extra==1.0"]
     size_budget_mb: {{runtime: 400, devel: 1000}}
