@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torchrig.engine import container_spec, run
 from torchrig.errors import BuildError
 from torchrig.images.options import BuiltImage
+from torchrig.results.io import atomic_write_text
 
 if TYPE_CHECKING:
     import docker
@@ -72,11 +73,8 @@ def write_record(built: BuiltImage, cache_dir: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     data = {**asdict(built), "ref": asdict(built.ref), "payload_bytes": built.payload_bytes, "ratio": built.ratio,
             "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
-    path = d / f"{built.env_id}-{built.target}.json"
-    tmp = d / f".{built.env_id}-{built.target}.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return atomic_write_text(d / f"{built.env_id}-{built.target}.json", text)
 
 
 def read_record(cache_dir: Path, env_id: str, target: str, image_id: str) -> dict[str, Any] | None:

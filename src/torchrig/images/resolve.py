@@ -25,6 +25,7 @@ from torchrig.images.options import BuildOptions, default_root
 from torchrig.images.plan import sources
 from torchrig.images.serve import serving
 from torchrig.matrix import Environment
+from torchrig.results.io import atomic_write_text
 
 if TYPE_CHECKING:
     import docker
@@ -61,9 +62,7 @@ def write_lock(env: Environment, options: BuildOptions, *, client: docker.Docker
                        resolved_in=f"{src.base} (CPython {result.get('python')}, linux {result.get('machine')})")
     parse_lock(text, source=str(output))  # what we write must read back
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(output)
+    atomic_write_text(output, text)
     n_torch = sum(p.section == "torch" for p in packages)
     _say(out, f"lock {env.id}: wrote {output} ({len(packages)} packages: {n_torch} in [torch], "
          f"{len(packages) - n_torch} in [extras])")

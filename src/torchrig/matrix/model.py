@@ -15,6 +15,7 @@ from typing import Literal, get_args
 
 from torchrig.errors import UsageError
 from torchrig.matrix.compat import Compat, load_compat, parse_version
+from torchrig.results.contract import ACCELERATORS, Accelerator  # the values of $TORCHRIG_ACCELERATOR too
 
 __all__ = [
     "ACCELERATORS",
@@ -30,9 +31,7 @@ __all__ = [
     "requirement_name",
 ]
 
-Accelerator = Literal["cpu", "cuda", "rocm"]
 Target = Literal["runtime", "devel"]
-ACCELERATORS: tuple[str, ...] = get_args(Accelerator)
 TARGETS: tuple[str, ...] = get_args(Target)
 
 SCHEMA_VERSION = 1
