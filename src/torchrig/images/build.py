@@ -3,14 +3,15 @@
 How a build goes: plan it (:func:`~torchrig.images.plan.plan_build`: lock, context, build args, labels, inputs)
 -> serve the CA bundle and wheelhouse on 127.0.0.1 (:mod:`~torchrig.images.serve`) -> ``client.api.build``
 streamed live (:class:`~torchrig.engine.stream.BuildStream`), untagged -> measure (image size, base size,
-site-packages inside the image: :mod:`~torchrig.images.measure`) -> check the size budget -> only then tag
-immutable + alias. A failed build therefore never moves a tag.
+site-packages inside the image: :mod:`~torchrig.images.measure`) -> check the size budget -> the SBOM and its
+label (:mod:`~torchrig.images.sbom`) -> only then tag immutable + alias. A failed build therefore never moves a tag.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from torchrig.engine.client import connect
@@ -20,6 +21,7 @@ from torchrig.images.base import missing_base_hint
 from torchrig.images.measure import measure_site_packages, read_record, write_record
 from torchrig.images.options import LABEL_INPUTS, MB, BuildOptions, BuiltImage, Log
 from torchrig.images.plan import Plan, plan_build
+from torchrig.images.sbom import SBOM_LABEL, attach_sbom
 from torchrig.images.serve import serving
 from torchrig.matrix import Environment, ImageRef, Target
 
@@ -142,11 +144,16 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
             f"({source}); it was not tagged.\n{built.summary()}\n"
             "Shrink what the environment installs, or, for a build from other sources than matrix.yaml's (e.g. "
             "PyPI's CUDA wheels), raise the budget with --size-budget-mb / TORCHRIG_SIZE_BUDGET_MB.")
-    _tag(client, image_id, plan.ref)
+    # the SBOM describes the built image, so its label comes from a metadata-only step on top (images/sbom.py)
+    sbom = attach_sbom(client, image_id, env_id=plan.env.id, cache_dir=options.cache_dir,
+                       keep=options.keep_containers)
+    built = replace(built, image_id=sbom.image_id, labels={**built.labels, SBOM_LABEL: sbom.sha256})
+    _tag(client, built.image_id, plan.ref)
     cached = sum(s.cached for s in stream.steps)
     say(f"[{label}] built in {seconds:.1f} s ({len(steps_run)} steps ran, {cached} from cache); tagged "
         f"{plan.ref.immutable} and {plan.ref.alias}")
     say(f"[{label}] {built.summary()}")
+    say(f"[{label}] {sbom.describe()}")
     if options.cache_dir is not None:
         write_record(built, options.cache_dir)
     return built
