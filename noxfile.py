@@ -163,6 +163,7 @@ _ACTIONS = {
     "bench": ("run-bench", "Run the benchmarks inside the {id} image ({what})."),
     "dev": ("dev", "Start an interactive container to develop in the {id} image ({what})."),
     "push": ("push", "Push the {id} images ({what}) to the registry."),
+    "submit": ("submit", "Run the {id} suites on every node of a Slurm or Kubernetes cluster ({what}); -- --nodes N."),
 }
 
 

@@ -44,7 +44,20 @@ def _gpu_problem() -> str | None:
     return None if torch.cuda.is_available() else "no CUDA/ROCm GPU visible to torch"
 
 
-_CHECKS = {"docker": _docker_problem, "torch": _torch_problem, "gpu": _gpu_problem}
+@functools.cache
+def _slurm_problem() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        return "Slurm is not installed (apt-get install slurm-wlm munge; tests/integration/slurm_local.sh starts it)"
+    proc = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0 or not {"idle", "mix", "alloc"} & set(proc.stdout.split()):
+        return f"no Slurm node is up (start one with tests/integration/slurm_local.sh): {proc.stderr.strip()}"
+    return None
+
+
+_CHECKS = {"docker": _docker_problem, "torch": _torch_problem, "gpu": _gpu_problem, "slurm": _slurm_problem}
 
 
 def _required() -> set[str]:

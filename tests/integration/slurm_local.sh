@@ -23,6 +23,7 @@ stop() {  # stop NAME...: the daemons of those names that this script started
     if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       log "stopping $name ($(cat "$pidfile"))"
       kill "$(cat "$pidfile")"
+      for _ in $(seq 1 20); do kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || break; sleep 0.5; done
     fi
   done
 }
@@ -35,10 +36,6 @@ done
 
 host=$(hostname -s)
 idle() { sinfo --noheader --nodes="$host" --format=%t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; }
-if [[ -f $conf ]] && grep -qF "$marker" "$conf" && idle; then
-  log "Slurm is already up: node $host $(sinfo --noheader --nodes="$host" --format=%t)"
-  exit 0
-fi
 if [[ -f $conf ]] && ! grep -qF "$marker" "$conf"; then
   die "$conf exists and was not written by this script: not touching a real cluster's configuration"
 fi
@@ -64,15 +61,14 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   munge -n | unmunge >/dev/null || die "munged does not answer (see /var/log/munge/munged.log)"
 fi
 
-# --- slurm.conf: this host as the only node, with what slurmd detects (CPUs, sockets, cores, memory)
+# --- slurm.conf: this host as the only node, with what slurmd detects (CPUs, sockets, cores, memory), reached
+# over the loopback address (a fresh machine's host name need not resolve)
 node=$(slurmd -C | head -n 1)
 [[ $node == NodeName=* ]] || die "slurmd -C did not describe this node: $node"
-stop slurmd slurmctld  # daemons of an earlier start read an older configuration
-sleep 1
-cat >"$conf" <<EOF
-$marker ($(date -u +%FT%TZ)); state, spool and logs in $dir
+new=$(cat <<EOF
+$marker; state, spool and logs in $dir
 ClusterName=torchrig
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -95,12 +91,20 @@ JobCompType=jobcomp/none
 MinJobAge=86400
 SlurmdTimeout=300
 KillWait=10
-$node State=UNKNOWN
+$node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+)
+if [[ -f $conf && $(cat "$conf") == "$new" ]] && idle; then
+  log "Slurm is already up: node $host $(sinfo --noheader --nodes="$host" --format=%t)"
+  exit 0
+fi
+stop slurmd slurmctld  # daemons of an earlier start read an older configuration
+sleep 1
+printf '%s\n' "$new" >"$conf"
 
 log "starting slurmctld and slurmd (logs in $dir)"
-slurmctld -i
+slurmctld
 for _ in $(seq 1 30); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.5; done
 slurmd
 for _ in $(seq 1 60); do idle && break; sleep 1; done

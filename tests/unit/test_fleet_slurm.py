@@ -145,6 +145,15 @@ def test_dry_run_prints_the_script(capsys: pytest.CaptureFixture[str], tmp_path:
     assert not list(tmp_path.iterdir())  # a dry run submits and creates nothing
 
 
+def test_dry_run_after_the_separator_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # were it not refused, nothing could be submitted
+    rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--results", str(tmp_path), "--", "--quick",
+               "--dry-run"])
+    assert rc == 2 and "put it before `--`" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_submit_without_slurm_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -250,3 +259,47 @@ def test_scontrol_states() -> None:
     assert states[0].state == "COMPLETED" and states[0].elapsed_s == 100 and not states[0].failed
     assert states[1].failed and states[1].exit_code == 1 and states[1].node == "vm"
     assert states[3].state == "PENDING" and states[3].node is None
+
+
+# ------------------------------------------------------------------------------------ submitting (stand-ins)
+
+FAKE_SLURM = {
+    "sbatch": '#!/bin/bash\ncat >"$CALLS/script"; echo "sbatch $*" >>"$CALLS/log"; echo "4242;cluster"\n',
+    "scontrol": '#!/bin/bash\necho "scontrol $*" >>"$CALLS/log"\n',
+    "scancel": '#!/bin/bash\necho "scancel $*" >>"$CALLS/log"\n',
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir()
+    for name, text in FAKE_SLURM.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CALLS", str(calls))
+    return calls
+
+
+def test_submit_holds_describes_then_releases(fake_slurm: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "shared"
+    rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--nodes", "2", "--results", str(results)])
+    assert rc == 0
+    assert (fake_slurm / "log").read_text().splitlines() == ["sbatch --parsable --hold", "scontrol release 4242"]
+    job = json.loads((results / "4242" / "job.json").read_text())
+    assert job["job"] == "4242" and job["nodes"] == 2 and job["env"] == "cpu" and job["runtime"] == "docker"
+    assert (results / "4242" / "job.sbatch").read_text() == (fake_slurm / "script").read_text()
+    assert f"torchrig fleet collect 4242 --results {results}" in capsys.readouterr().out
+
+
+def test_a_job_folder_that_exists_cancels_the_job(fake_slurm: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "shared"
+    (results / "4242").mkdir(parents=True)
+    rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--results", str(results)])
+    assert rc == 8 and "exists already" in capsys.readouterr().err
+    assert (fake_slurm / "log").read_text().splitlines() == ["sbatch --parsable --hold", "scancel 4242"]

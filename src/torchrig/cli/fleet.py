@@ -43,6 +43,17 @@ from torchrig.settings import Settings
 __all__ = ["register"]
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the pod's script) as literal blocks, so the YAML reads like the script it carries."""
+
+
+def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     opts = _submit_options()
     p = sub.add_parser(
@@ -126,6 +137,9 @@ def _parse_rest(args: argparse.Namespace) -> list[str]:
     if unknown:
         raise UsageError(f"unknown option(s) {' '.join(unknown)} for `submit {args.env}`; arguments for the suite "
                          f"go after `--`: torchrig submit {args.env} [OPTIONS] -- {' '.join(unknown)}")
+    if "--dry-run" in passthrough:  # the suites have no such option: it was meant for submit, which must not submit
+        raise UsageError(f"--dry-run after `--` would go to the suite and the job would be submitted: put it "
+                         f"before `--`: torchrig submit {args.env} --dry-run [OPTIONS] -- ...")
     return passthrough
 
 
@@ -183,7 +197,7 @@ def _submit_kubernetes(args: argparse.Namespace, plan: FleetPlan) -> int:
                              gpu_product=args.gpu_product, gpus_per_node=args.gpus_per_node or 1, uid=args.uid,
                              gid=args.gid)
     manifest = job_manifest(plan, opts)
-    text = yaml.safe_dump(manifest, sort_keys=False, width=1000)
+    text = yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=1000)
     if args.dry_run:
         if args.output:
             Path(args.output).write_text(text, encoding="utf-8")

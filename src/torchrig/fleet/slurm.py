@@ -189,12 +189,16 @@ def submit(script: str, results: Path, describe: Callable[[str, Path], None]) ->
     job = out.strip().split(";", 1)[0]
     if not job.isdigit():
         raise SchedulerError(f"sbatch answered {out.strip()!r} instead of a job id")
+    folder = results / job
     try:
-        folder = results / job
         folder.mkdir(parents=True, exist_ok=False)
         describe(job, folder)
-    except BaseException:
+    except BaseException as e:
         subprocess.run([_tool("scancel"), job], capture_output=True)
+        if isinstance(e, OSError):
+            why = "exists already (a job of an earlier Slurm with the same id?)" if isinstance(
+                e, FileExistsError) else f"cannot be written ({e.strerror})"
+            raise SchedulerError(f"{folder} {why}: job {job} was cancelled; pass another --results") from None
         raise
     _call([scontrol, "release", job], what=f"releasing job {job}")
     return job
