@@ -21,7 +21,7 @@ import pytest
 from images_support import ROOT, free_port
 
 from torchrig.images import BuiltImage
-from torchrig.matrix import Matrix
+from torchrig.matrix import Matrix, load_matrix
 
 pytestmark = pytest.mark.docker
 
@@ -77,7 +77,7 @@ def _tags(address: str, repo: str) -> list[str]:
 def test_push_pull_round_trip(docker_client: docker.DockerClient, small_built: BuiltImage, small_matrix: Matrix,
                               registry: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCHRIG_REGISTRY", registry)
-    ref = small_matrix.get("small").tags("runtime")
+    ref = load_matrix(small_matrix.path).get("small").tags("runtime")  # the registry is read when loading
     assert ref.immutable.startswith(f"{registry}/torchrig-test:")
     for name in (ref.immutable, ref.alias):
         docker_client.images.get(small_built.image_id).tag(*name.rsplit(":", 1))
@@ -110,7 +110,7 @@ def test_push_to_a_dead_registry_fails_with_a_clear_message(docker_client: docke
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("TORCHRIG_REGISTRY", dead)
-    ref = small_matrix.get("small").tags("runtime")
+    ref = load_matrix(small_matrix.path).get("small").tags("runtime")
     for name in (ref.immutable, ref.alias):
         docker_client.images.get(small_built.image_id).tag(*name.rsplit(":", 1))
     try:
