@@ -240,7 +240,8 @@ def run_suite(matrix: Matrix, env: Environment, options: RunOptions, request: Su
     spec = _spec(env, image, prepared, options, purpose=request.suite, command=command, mounts=mounts,
                  environment=paths)
     before = set(results.rglob("*.json"))
-    result = engine.run(prepared.client, spec, timeout=request.timeout_s, prefix=env.id, check=False)
+    result = engine.run(prepared.client, spec, keep=options.build.keep_containers, timeout=request.timeout_s,
+                        prefix=env.id, check=False)
     records = summarize_records(results, before, image)
     if not result.ok:
         raise RunError(_failure(result, records, results))
@@ -309,7 +310,8 @@ def dev(matrix: Matrix, env: Environment, options: RunOptions, *, target: Target
                  working_dir=contract.WORKSPACE_IN, interactive=interactive)
     if not interactive:
         # Output as is (no prefix, status lines on stderr), so `torchrig dev ENV -- CMD` pipes like CMD itself.
-        result = engine.run(prepared.client, spec, timeout=timeout_s, prefix="", check=False, status=sys.stderr)
+        result = engine.run(prepared.client, spec, keep=keep_container, timeout=timeout_s, prefix="", check=False,
+                            status=sys.stderr)
         if result.timed_out or result.exit_code is None:
             raise RunError(result.describe())
         return result.exit_code
