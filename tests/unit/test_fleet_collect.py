@@ -118,6 +118,26 @@ def test_wait_gives_up_at_the_timeout() -> None:
     assert not states[0].done and "stopped waiting" in lines[-1]
 
 
+def test_wait_stops_when_slurm_does_not_know_the_job() -> None:
+    calls: list[int] = []
+
+    def poll() -> list[ElementState]:
+        calls.append(1)
+        return []
+
+    assert wait(poll, nodes=2, interval_s=0, timeout_s=None, log=print, sleep=lambda s: None,
+                unknown_is_final=True) == []
+    assert len(calls) == 1
+
+
+def test_collect_of_a_forgotten_job_shows_the_folders(job_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(slurm, "query", lambda job: [])
+    assert _cli(job_dir, "collect", "--interval", "0") == 1
+    captured = capsys.readouterr()
+    assert "does not know job 42" in captured.err and "element 1 on n1: FAILED, exit code 1" in captured.out
+
+
 def _cli(job_dir: Path, action: str, *extra: str) -> int:
     return main(["--matrix", str(ROOT / "matrix.yaml"), "fleet", action, "42", "--results", str(job_dir.parent),
                  *extra])

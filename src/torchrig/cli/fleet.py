@@ -257,7 +257,8 @@ def _collect(args: argparse.Namespace) -> int:
     job_dir, info, scheduler = _job_info(args)
     nodes = int(info.get("nodes") or 1)
     states = wait(lambda: _poll(scheduler, args.job, args.namespace), nodes=nodes, interval_s=args.interval,
-                  timeout_s=args.timeout or None, log=lambda line: print(line, file=sys.stderr, flush=True))
+                  timeout_s=args.timeout or None, log=lambda line: print(line, file=sys.stderr, flush=True),
+                  unknown_is_final=scheduler == "slurm")
     rc = _show(args, job_dir, info, states, write=all(s.done for s in states))
     if not all(s.done for s in states):
         return 1

@@ -168,12 +168,18 @@ def gather(job_dir: Path, states: list[ElementState], nodes: int) -> list[NodeRe
 
 
 def wait(poll: Callable[[], list[ElementState]], *, nodes: int, interval_s: float, timeout_s: float | None,
-         log: Log, sleep: Callable[[float], None] = time.sleep) -> list[ElementState]:
-    """Poll until every element has ended; a progress line whenever the counts change (and every minute)."""
+         log: Log, sleep: Callable[[float], None] = time.sleep, unknown_is_final: bool = False) -> list[ElementState]:
+    """Poll until every element has ended; a progress line whenever the counts change (and every minute).
+
+    ``unknown_is_final``: a job the scheduler does not know will not appear later (Slurm knows a job from its
+    submission on), so stop at once; Kubernetes creates pods only once a queue admits the Job, so keep waiting.
+    """
     t0 = time.monotonic()
     last, last_said = "", t0
     while True:
         states = poll()
+        if not states and unknown_is_final:
+            return states
         counts = Counter(s.state for s in states)
         done = len(states) >= nodes and all(s.done for s in states)
         line = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "not known yet"
