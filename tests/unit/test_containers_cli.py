@@ -64,10 +64,12 @@ class Harness:
     registry_up: bool = False
     docker_argv: list[str] = dataclasses.field(default_factory=list)
     docker_cli: str | None = None
+    kept: list[bool] = dataclasses.field(default_factory=list)
     engine: Any = None
 
-    def run(self, client: Any, spec: ContainerSpec, **kw: Any) -> RunResult:
+    def run(self, client: Any, spec: ContainerSpec, *, keep: bool, **kw: Any) -> RunResult:
         self.specs.append(spec)
+        self.kept.append(keep)
         results = next((Path(m.source) for m in spec.mounts if m.target == "/results"), None)
         if results is not None and spec.labels["torchrig.container"] in ("tasks", "bench"):
             for name in self.write:
@@ -303,3 +305,13 @@ def test_run_suite_is_testable_without_the_cli(h: Harness) -> None:
     # compat data the image cannot read itself (it may have no PyYAML) travels in the contract's variable
     assert spec.environment["TORCHRIG_COMPILE_MAX_PYTHON"] == "3.10"
     assert spec.environment["TORCHRIG_ENV_ID"] == "cpu"
+
+
+def test_keep_containers_reaches_the_lifecycle(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TORCHRIG_KEEP_CONTAINERS is read once (Settings) and handed to every run, suites and dev alike."""
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu")) == 0
+    monkeypatch.setenv("TORCHRIG_KEEP_CONTAINERS", "1")
+    assert _main(h, "run-bench", *_suite_args(h, "cpu")) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    assert _main(h, "dev", "cpu", "--workspace", str(h.tmp), "--", "true") == 0
+    assert h.kept == [False, True, True]
