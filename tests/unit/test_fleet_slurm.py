@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -167,7 +169,7 @@ FAKE_DOCKER = r"""#!/bin/bash
 # Stands in for docker: `image inspect` answers, `run` writes a record-shaped file into the /results mount.
 case "$1" in
   image) [[ ${3:-} == --format ]] && echo sha256:feed; exit 0 ;;
-  rm) exit 0 ;;
+  rm) [[ -s $TMPDIR/run.pid ]] && kill "$(cat "$TMPDIR/run.pid")" 2>/dev/null; exit 0 ;;
   run)
     for a in "$@"; do
       if [[ $a == --mount=type=bind,source=*,target=/results ]]; then
@@ -178,6 +180,7 @@ case "$1" in
     mkdir -p "$dest/task"
     echo "{\"host\": \"$host\"}" >"$dest/task/smoke-1.json"
     echo "suite output line"
+    if [[ -n ${FAKE_SLEEP:-} ]]; then echo $$ >"$TMPDIR/run.pid"; exec sleep "$FAKE_SLEEP"; fi
     exit "${FAKE_EXIT:-0}" ;;
 esac
 """
@@ -207,6 +210,37 @@ def test_the_script_publishes_the_node_folder_in_one_piece(matrix: Matrix, tmp_p
     log = (folder / "node.log").read_text()
     assert "suite output line" in log and f"tasks exited {code}" in log
     assert not list(tmp_path.glob("torchrig-77-1.*"))  # the node's local work folder is cleaned up
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_a_signalled_element_removes_its_container_and_still_publishes(matrix: Matrix, tmp_path: Path) -> None:
+    """Slurm's time limit and scancel send SIGTERM first: the element stops its container and publishes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    results = tmp_path / "results"
+    (results / "80").mkdir(parents=True)
+    script = render_sbatch(plan(matrix, results=results), SlurmOptions())
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "80",
+           "SLURM_JOB_ID": "80", "SLURM_ARRAY_TASK_ID": "0", "TMPDIR": str(tmp_path), "FAKE_SLEEP": "60"}
+    proc = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "run.pid").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)  # the suite's "container" was removed: nothing lingers
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, out
+    (folder,) = (results / "80").iterdir()
+    info = json.loads((folder / "exit.json").read_text())
+    assert info["exit_code"] == 143 and info["why"] == "stopped by a signal"
+    assert (folder / "task" / "smoke-1.json").is_file()  # what the suite wrote before the signal is kept
+    assert "stopped by a signal" in (folder / "node.log").read_text()
 
 
 # --------------------------------------------------------------------------------------------------- states
