@@ -4,6 +4,7 @@ offline), and the pods' states mapped onto Slurm's words."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,95 @@ def test_pod_states() -> None:
     assert by[3].state == "RUNNING" and not by[3].done
     assert by[4].state == "NODE_FAIL"
     assert by[5].state == "TIMEOUT"
+
+
+# ------------------------------------------------------------------------- the client (a stand-in module)
+
+
+class _ApiException(Exception):
+    def __init__(self, status: int, reason: str, body: str = "") -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.body = status, reason, body
+
+
+class _Pod:
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.d = d
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.d
+
+
+def fake_kubernetes(calls: list[tuple[str, Any]], *, refuse: bool = False, kubeconfig: bool = True) -> Any:
+    """The parts of the official client torchrig uses: config loading, BatchV1Api, CoreV1Api, ApiException."""
+    from types import SimpleNamespace
+
+    def load_kube_config() -> None:
+        if not kubeconfig:
+            raise RuntimeError("no ~/.kube/config")
+        calls.append(("config", "kube"))
+
+    def load_incluster_config() -> None:
+        raise RuntimeError("not in a cluster")
+
+    class BatchV1Api:
+        def __init__(self, api: object) -> None:
+            pass
+
+        def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> None:
+            if refuse:
+                raise _ApiException(409, "Conflict", "jobs.batch already exists")
+            calls.append(("create", (namespace, body["metadata"]["name"])))
+
+    class CoreV1Api:
+        def __init__(self, api: object) -> None:
+            pass
+
+        def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+            calls.append(("list", (namespace, label_selector)))
+            return SimpleNamespace(items=[_Pod(pod(0, "Succeeded", code=0)), _Pod(pod(1, "Running"))])
+
+    client = SimpleNamespace(ApiClient=object, BatchV1Api=BatchV1Api, CoreV1Api=CoreV1Api,
+                             exceptions=SimpleNamespace(ApiException=_ApiException))
+    return SimpleNamespace(config=SimpleNamespace(load_kube_config=load_kube_config,
+                                                  load_incluster_config=load_incluster_config), client=client)
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, module: Any) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "kubernetes", module)
+
+
+def test_submit_creates_the_job_with_the_client(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, Any]] = []
+    _use(monkeypatch, fake_kubernetes(calls))
+    rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--to", "kubernetes", "--pvc", "res",
+               "--namespace", "ml", "--name", "cpu-fleet"])
+    assert rc == 0 and calls == [("config", "kube"), ("create", ("ml", "cpu-fleet"))]
+    assert "fleet collect cpu-fleet --on kubernetes --namespace ml" in capsys.readouterr().out
+
+
+def test_a_refused_job_and_a_missing_cluster_are_clear(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--to", "kubernetes", "--pvc", "res"]
+    _use(monkeypatch, fake_kubernetes([], refuse=True))
+    assert main(base) == 8 and "Kubernetes refused the Job: 409 Conflict" in capsys.readouterr().err
+    _use(monkeypatch, fake_kubernetes([], kubeconfig=False))
+    assert main(base) == 8 and "no Kubernetes cluster configured" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "kubernetes", None)  # not installed
+    assert main(base) == 8 and "pip install 'torchrig[fleet]'" in capsys.readouterr().err
+
+
+def test_status_reads_the_pods(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                               tmp_path: Path) -> None:
+    calls: list[tuple[str, Any]] = []
+    _use(monkeypatch, fake_kubernetes(calls))
+    rc = main(["--matrix", str(ROOT / "matrix.yaml"), "fleet", "status", "cpu-fleet", "--on", "kubernetes",
+               "--namespace", "ml", "--results", str(tmp_path)])
+    assert rc == 0 and ("list", ("ml", "torchrig.job=cpu-fleet")) in calls
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+0\s+n1\s+COMPLETED\s+0\s", out, re.M) and re.search(r"^\s+1\s+n1\s+RUNNING", out, re.M)
+    assert "job cpu-fleet (kubernetes): 2 node(s); records in" in out and "failed" not in out
+    assert "the records are not on this machine" in out

@@ -69,6 +69,7 @@ class NodeReport:
     records: int
     verdicts: dict[str, int]
     log_tail: tuple[str, ...] = ()
+    visible: bool = True  # False: the job's folder is not on this machine (a PVC not mounted here)
 
     @property
     def host(self) -> str:
@@ -108,13 +109,15 @@ class NodeReport:
             return False
         if self.element is not None and self.element.failed:
             return True
+        if not self.visible:
+            return self.element is None
         return self.folder is None or self.exit_code != 0
 
     def why(self) -> str:
         parts = [self.element.why()] if self.element is not None else [f"{self.state}, exit code {self.exit_code}"]
         if self.exit and self.exit.get("why"):
             parts.append(str(self.exit["why"]))
-        if self.folder is None:
+        if self.folder is None and self.visible:
             parts.append("the node published no folder (it died, or was killed before it could)")
         return "; ".join(parts)
 
@@ -147,6 +150,7 @@ def _tail(path: Path) -> tuple[str, ...]:
 def gather(job_dir: Path, states: list[ElementState], nodes: int) -> list[NodeReport]:
     """One report per element 0..nodes-1 (and any other the scheduler names)."""
     folders = _node_folders(job_dir)
+    visible = job_dir.is_dir()
     by_index = {s.index: s for s in states}
     out: list[NodeReport] = []
     for index in sorted(set(range(nodes)) | set(by_index) | set(folders)):
@@ -163,7 +167,7 @@ def gather(job_dir: Path, states: list[ElementState], nodes: int) -> list[NodeRe
             records, verdicts = len(recs), Counter(r.verdict for r in recs)
         log = folder / "node.log" if folder is not None else job_dir / f"slurm-{index}.out"
         out.append(NodeReport(index=index, element=by_index.get(index), folder=folder, exit=exit_info,
-                              records=records, verdicts=dict(verdicts), log_tail=_tail(log)))
+                              records=records, verdicts=dict(verdicts), log_tail=_tail(log), visible=visible))
     return out
 
 
@@ -204,8 +208,10 @@ def _elapsed(seconds: float | None) -> str:
 
 def render(job: str, info: dict[str, Any], reports: list[NodeReport], job_dir: Path) -> list[str]:
     """The per-node table, then the failed nodes with why and their last log lines, then where the records are."""
-    lines = [f"job {job} ({info.get('scheduler', '?')}): {info.get('suite', '?')} of {info.get('env', '?')} on "
-             f"{info.get('nodes', len(reports))} node(s) through {info.get('runtime', '?')}; records in {job_dir}"]
+    what = (f"{info['suite']} of {info['env']} on {info.get('nodes', len(reports))} node(s)"
+            if "suite" in info and "env" in info else f"{len(reports)} node(s)")
+    through = f" through {info['runtime']}" if info.get("runtime") else ""
+    lines = [f"job {job} ({info.get('scheduler', '?')}): {what}{through}; records in {job_dir}"]
     width = max([4, *(len(r.host) for r in reports)])
     lines.append(f"  {'index':>5}  {'node':<{width}}  {'state':<13} {'exit':>4}  {'elapsed':>8}  records")
     for r in reports:
@@ -221,6 +227,10 @@ def render(job: str, info: dict[str, Any], reports: list[NodeReport], job_dir: P
             if r.log_tail:
                 lines.append(f"    last {len(r.log_tail)} lines of its log:")
                 lines += [f"    | {x}" for x in r.log_tail]
+    if reports and not any(r.visible for r in reports):
+        lines.append(f"the records are not on this machine ({job_dir} does not exist): mount the job's volume and "
+                     "pass its folder with --results to count them")
+        return lines
     total = sum(r.records for r in reports)
     kept = sum(1 for r in reports if r.records)
     lines.append(f"{total} record(s) from {kept} node(s) in {job_dir}: torchrig report {job_dir}")
