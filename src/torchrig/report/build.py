@@ -190,7 +190,8 @@ def _notes(groups: Sequence[MachineGroup], idx: Mapping[ColumnKey, object],
     if len(groups) > 1:
         notes.append(
             f"These results come from {len(groups)} machines with different fingerprints (GPU, driver, CPU): "
-            "each has its own table, and numbers from different machines are never compared with each other."
+            "each has its own table, and numbers from different machines are never compared with each other "
+            "(the fleet summary compares nodes of one GPU model that ran one environment)."
         )
     for g in groups:
         mixed = [e for e, sw in g.software.items() if "," in sw]
