@@ -68,7 +68,7 @@ def test_diff_names_extra_missing_and_changed_packages_by_canonical_name() -> No
 
 def test_the_lock_check_passes_a_fresh_image_and_ignores_only_the_venv_s_own_tools() -> None:
     ok = check_lock(_installed(), LOCK, label="f" * 64, source="locks/cpu.txt")
-    assert ok.status == "ok" and "4 packages as locks/cpu.txt pins them" in ok.summary
+    assert ok.status == "ok" and "4 packages as pinned by locks/cpu.txt" in ok.summary
     drift = check_lock(_installed(("requests", "2.32.3"), ("numpy", "2.0.0"), ("Jinja2", "")), LOCK, label="f" * 64,
                        source="locks/cpu.txt")
     assert drift.status == "drift"

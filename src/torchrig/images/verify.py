@@ -221,7 +221,7 @@ def check_lock(installed: Installed, lock: Packages | None, *, label: str | None
     if drift:
         return Check(name="lock", status="drift", summary=f"{len(drift)} difference(s) from {source}",
                      details=tuple(map(str, drift)))
-    return Check(name="lock", status="ok", summary=f"{len(lock)} packages as {source} pins them")
+    return Check(name="lock", status="ok", summary=f"{len(lock)} packages as pinned by {source}")
 
 
 def check_sbom(installed: Installed, layers: Sequence[str], *, label: str | None, regenerated: str,
@@ -318,7 +318,8 @@ def _lock(labels: Mapping[str, str], installed: Installed, *, root: Path, env_id
         return *found, None
     sections = {k: (v[0], v[1]) for k, v in locked_entries(installed.requirement_texts).items()}
     if sections:
-        return sections, "the lock's sections in /etc/torchrig (the lock itself is not here)", None
+        return sections, (f"the lock's sections in /etc/torchrig (the checkout has no lock with sha256 "
+                          f"{sha[:12]})"), None
     return None, "", None
 
 
