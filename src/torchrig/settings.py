@@ -42,6 +42,7 @@ ENV_VARS: dict[str, str] = {
                           "REQUESTS_CA_BUNDLE, SSL_CERT_FILE)",
     "TORCHRIG_KEEP_CA_BUNDLE": "1 installs the CA bundle into the image's trust store",
     "TORCHRIG_SIZE_BUDGET_MB": "image size budget in MB instead of matrix.yaml's",
+    "TORCHRIG_REQUIRE_LOCK": "1 fails a build that has no matching lock instead of building unlocked (CI sets it)",
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -88,6 +89,8 @@ class Settings:
     ca_bundle_source: str | None = None  # which variable ca_bundle came from
     keep_ca_bundle: bool = False
     size_budget_mb: int | None = None
+    require_lock: bool = False
+    source_date_epoch: int | None = None  # $SOURCE_DATE_EPOCH (reproducible-builds.org); None: the commit's time
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # the snapshot it was read from
 
     @classmethod
@@ -106,6 +109,13 @@ class Settings:
             except ValueError:
                 raise UsageError(f"TORCHRIG_SIZE_BUDGET_MB={env['TORCHRIG_SIZE_BUDGET_MB']!r} is not a whole "
                                  "number of MB: set it to e.g. 6000, or unset it") from None
+        epoch: int | None = None
+        if env.get("SOURCE_DATE_EPOCH"):
+            try:
+                epoch = int(env["SOURCE_DATE_EPOCH"])
+            except ValueError:
+                raise UsageError(f"SOURCE_DATE_EPOCH={env['SOURCE_DATE_EPOCH']!r} is not a Unix time in seconds: "
+                                 "set it to e.g. `git log -1 --format=%ct`, or unset it") from None
         ca, ca_source = None, None
         for name in ("TORCHRIG_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
             if (name == "TORCHRIG_CA_BUNDLE" and name in env) or env.get(name):
@@ -132,6 +142,8 @@ class Settings:
             ca_bundle_source=ca_source,
             keep_ca_bundle=_flag(env.get("TORCHRIG_KEEP_CA_BUNDLE")),
             size_budget_mb=budget,
+            require_lock=_flag(env.get("TORCHRIG_REQUIRE_LOCK")),
+            source_date_epoch=epoch,
             environ=env,
         )
 

@@ -1,15 +1,13 @@
 """Container options per accelerator, and the one lifecycle's cleanup/timeout/failure handling against a fake
-engine -- including the helper containers that resolve a lock and measure an image, which go through it too."""
+engine -- including the helper container that measures an image, which goes through it too."""
 
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -414,58 +412,3 @@ def test_kept_helper_containers_stay_for_debugging() -> None:
     engine = FakeEngine(stdout=b'{"bytes": 1}\n')
     measure_site_packages(engine, "img:1", env_id="cpu", keep=True)  # type: ignore[arg-type]
     assert len(engine.existing) == 1
-
-
-def _resolve(engine: FakeEngine, tmp_path: Path, **kw: Any) -> dict[str, Any]:
-    from torchrig.images.resolve import resolve_in_container
-    from torchrig.matrix import load_matrix
-
-    env = load_matrix(Path(__file__).resolve().parents[2] / "matrix.yaml").get("cpu")
-    helper = tmp_path / "build-env.sh"
-    helper.write_text("# helper\n")
-    args: dict[str, Any] = {"client": engine, "base_image": "base:1", "env": env, "index_url": "https://i/simple",
-                            "extra_index_urls": ["https://x/simple"], "helper": helper,
-                            "server_url": "http://127.0.0.1:1/t/", "out": io.StringIO()}
-    args.update(kw)
-    return resolve_in_container(**args)
-
-
-def test_the_lock_resolver_runs_through_the_lifecycle_with_its_files(tmp_path: Path) -> None:
-    report = {"torch": {"install": []}, "full": {"install": []}, "python": "3.11.2", "machine": "x86_64"}
-    engine = FakeEngine(output=(b"resolving\n",), stdout=(json.dumps(report) + "\n").encode())
-    assert _resolve(engine, tmp_path) == report
-    (c,) = engine.created
-    assert c.kwargs["labels"] == {LABEL: "lock", ENV_LABEL: "cpu"} and c.name.startswith("torchrig-cpu-lock-")
-    assert c.kwargs["user"] == "0:0" and c.kwargs["network_mode"] == "host"
-    assert c.kwargs["command"] == ["bash", "/tmp/torchrig/resolve.sh"]
-    env = c.kwargs["environment"]
-    assert (env["TORCHRIG_INDEX_URL"], env["TORCHRIG_EXTRA_INDEX_URLS"], env["FTP_PROXY"]) == (
-        "https://i/simple", "https://x/simple", "http://127.0.0.1:1/t/")
-    files = c.files()
-    assert files["/tmp/torchrig/build-env.sh"] == "# helper\n"
-    assert files["/tmp/torchrig/requirements-torch.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
-    assert "pip" in files["/tmp/torchrig/resolve.sh"]
-    assert engine.existing == {}
-
-
-def test_a_failed_resolve_names_the_exit_and_the_index_and_removes_the_container(tmp_path: Path) -> None:
-    engine = FakeEngine(exit_code=1, output=(b"ERROR: No matching distribution found for torch==2.0.1\n",))
-    with pytest.raises(BuildError) as e:
-        _resolve(engine, tmp_path)
-    assert "failed (exit 1)" in str(e.value) and "No matching distribution" in str(e.value)
-    assert "Is https://i/simple reachable" in str(e.value)
-    assert engine.created and engine.existing == {}
-
-
-def test_a_hung_resolve_is_stopped_at_its_timeout(tmp_path: Path) -> None:
-    engine = FakeEngine(behaviour="hang")
-    with pytest.raises(BuildError, match=r"did not finish within 0\.2 s"):
-        _resolve(engine, tmp_path, timeout=0.2)
-    assert engine.existing == {}
-
-
-def test_a_missing_base_image_says_how_to_make_one_before_any_container(tmp_path: Path) -> None:
-    engine = FakeEngine()
-    with pytest.raises(BuildError, match="base-local --suite bookworm"):
-        _resolve(engine, tmp_path, base_image="python:3.11-slim-bookworm")
-    assert engine.created == []

@@ -20,7 +20,7 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=environ, timeout=60)
 
 
-@pytest.mark.parametrize("command", [["build", "cpu"], ["push", "cpu"], ["pull", "cpu"], ["lock", "cpu"],
+@pytest.mark.parametrize("command", [["build", "cpu"], ["push", "cpu"], ["pull", "cpu"], ["pin-bases", "cpu"],
                                      ["images", "cpu"], ["base-local"]])
 def test_no_engine_is_a_clear_message_naming_docker_host(command: list[str]) -> None:
     r = _cli(*command, DOCKER_HOST="unix:///nonexistent/docker.sock", TORCHRIG_CA_BUNDLE="none")

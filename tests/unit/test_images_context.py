@@ -15,7 +15,7 @@ from torchrig.images.context import assemble, code_sources, read_dockerignore
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = {"requirements-torch.txt": "torch==2.0.1\n", "requirements-extras.txt": "six\n",
-             "constraints-torch.txt": "", "constraints.txt": "torch==2.0.1\n"}
+             "constraints-torch.txt": "", "constraints.txt": "torch==2.0.1\n", "uv.txt": ""}
 
 
 def _project(tmp_path: Path) -> Path:

@@ -1,9 +1,9 @@
-"""Locks: what pip's report becomes, how a lock reads back, and when a build may use it."""
+"""Locks: the header a lock carries, how it reads back, when a build may use it, and when it is stale."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -12,15 +12,17 @@ from torchrig.images.lock import (
     LockedPackage,
     decide,
     format_lock,
-    packages_from_reports,
+    inputs_digest,
+    lock_path,
+    lock_status,
     parse_lock,
-    requirements_digest,
 )
 from torchrig.matrix import Environment, load_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 H = {c: "sha256:" + c * 64 for c in "abcdef"}
 PYPI = "https://pypi.org/simple"
+PLATFORM = "x86_64-manylinux_2_17"
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +37,28 @@ def _pkgs() -> list[LockedPackage]:
 
 
 def _text(env: Environment, index: str = PYPI, extra: tuple[str, ...] = ()) -> str:
-    return format_lock(env=env, index_url=index, extra_index_urls=extra, resolved_in="torchrig-base:bookworm",
-                       packages=_pkgs(), resolved_at="2025-01-01T00:00:00Z")
+    return format_lock(env=env, index_url=index, extra_index_urls=extra, resolver="uv 0.13.9", platform=PLATFORM,
+                       packages=_pkgs())
 
 
-def test_a_written_lock_reads_back_with_its_sections(env: Environment) -> None:
+def test_a_written_lock_reads_back_with_its_header_and_sections(env: Environment) -> None:
     lock = parse_lock(_text(env))
-    assert lock.env_id == "cpu"
-    assert lock.index_url == PYPI
+    assert (lock.env_id, lock.index_url, lock.resolver, lock.python, lock.platform) == (
+        "cpu", PYPI, "uv 0.13.9", env.python, PLATFORM)
     assert lock.requirements == env.requirements()
+    assert lock.inputs_sha256 == inputs_digest(env, index_url=PYPI, extra_index_urls=(), platform=PLATFORM)
     assert [(p.name, p.section) for p in lock.packages] == [("numpy", "torch"), ("torch", "torch"),
                                                              ("transformers", "extras")]
     torch_section = lock.section_text("torch")
     assert "torch==2.0.1 \\\n    --hash=" + H["a"] in torch_section
     assert "transformers" not in torch_section
     assert lock.section_text("extras").count("--hash=") == 2
+
+
+def test_the_same_resolution_gives_the_same_bytes(env: Environment) -> None:
+    """No timestamp in the header: a re-lock that changes nothing changes no image inputs."""
+    assert _text(env) == _text(env)
+    assert "resolved-at" not in _text(env)
 
 
 def test_the_lock_is_a_plain_pip_requirements_file(env: Environment) -> None:
@@ -65,28 +74,61 @@ def test_a_broken_lock_lists_every_problem() -> None:
     msg = str(e.value)
     assert "torch has no --hash" in msg
     assert "expected NAME==VERSION" in msg
-    assert "missing '# index-url" in msg
-    assert "torchrig lock ENV" in msg
+    for key in ("index-url", "inputs-sha256", "resolver", "platform"):
+        assert f"missing '# {key}" in msg
+    assert "torchrig lock cpu" in msg
 
 
-def test_a_matching_lock_is_used(env: Environment, tmp_path: Path) -> None:
+def test_a_v1_lock_without_the_inputs_digest_is_refused_with_the_command_that_rewrites_it(env: Environment) -> None:
+    old = _text(env).replace("# inputs-sha256:", "# requirements-sha256:")
+    with pytest.raises(ConfigurationError, match=r"missing '# inputs-sha256(.|\n)*torchrig lock cpu"):
+        parse_lock(old)
+
+
+def test_a_matching_lock_is_used_and_the_build_says_which(env: Environment, tmp_path: Path) -> None:
     d = decide(parse_lock(_text(env)), env, index_url=PYPI + "/", extra_index_urls=(), path=tmp_path / "l")
     assert d.lock is not None
-    assert "--require-hashes" in d.message
+    assert "uv 0.13.9" in d.message and PLATFORM in d.message and "hash-checked" in d.message
 
 
 def test_a_lock_from_another_index_is_not_used_and_the_build_says_so(env: Environment, tmp_path: Path) -> None:
+    """The bug this replaces: locks/cpu.txt resolved against PyPI while cpu installs from the CPU index."""
     d = decide(parse_lock(_text(env)), env, index_url=env.index, extra_index_urls=(), path=tmp_path / "cpu.txt")
     assert d.lock is None
     assert d.message.startswith("warning:")
     assert PYPI in d.message and env.index in d.message
+    assert "torchrig lock cpu" in d.message
 
 
-def test_a_lock_for_other_requirements_is_stale(env: Environment, tmp_path: Path) -> None:
-    text = _text(env).replace(requirements_digest(env.requirements()), "0" * 64)
-    d = decide(parse_lock(text), env, index_url=PYPI, extra_index_urls=(), path=tmp_path / "cpu.txt")
-    assert d.lock is None
-    assert "other requirements" in d.message
+@pytest.mark.parametrize(("change", "why"), [
+    ({"extras": ("numpy<2", "onnx==1.17.0")}, "its requirements changed"),
+    ({"python": "3.10"}, "its matrix.yaml row changed"),
+    ({"torch": "2.0.0"}, "its requirements changed"),
+])
+def test_a_lock_whose_inputs_moved_is_stale_with_the_command_that_refreshes_it(
+        env: Environment, tmp_path: Path, change: dict[str, object], why: str) -> None:
+    lock = parse_lock(_text(env, index=env.index))
+    assert lock_status(lock, env) is None
+    moved = replace(env, **change)  # type: ignore[arg-type]
+    problem = lock_status(lock, moved)
+    assert problem is not None and "stale" in problem and why in problem
+    assert "`torchrig lock cpu` (or `nox -s lock-cpu`)" in problem
+    d = decide(lock, moved, index_url=env.index, extra_index_urls=(), path=tmp_path / "cpu.txt")
+    assert d.lock is None and "stale" in d.message
+
+
+def test_a_stale_lock_for_another_index_names_that_index_in_its_refresh_command(env: Environment) -> None:
+    lock = parse_lock(_text(env))
+    problem = lock_status(lock, replace(env, extras=("six",)))
+    assert problem is not None and f"`torchrig lock cpu --index-url {PYPI}`" in problem
+
+
+def test_image_extras_are_part_of_the_inputs(env: Environment) -> None:
+    """IMAGE_EXTRAS (pytest, pytest-benchmark) are installed into every image: pinning one changes the inputs."""
+    pinned = replace(env, extras=(*env.extras, "pytest==8.0.0"))
+    assert pinned.requirements() != env.requirements()
+    assert inputs_digest(pinned, index_url=PYPI, extra_index_urls=(), platform=PLATFORM) != \
+        inputs_digest(env, index_url=PYPI, extra_index_urls=(), platform=PLATFORM)
 
 
 def test_extra_indexes_must_match_too(env: Environment, tmp_path: Path) -> None:
@@ -102,23 +144,21 @@ def test_no_lock_and_no_lock_wanted(env: Environment, tmp_path: Path) -> None:
     assert d.lock is None and "--no-lock" in d.message
 
 
-def _item(name: str, version: str, archive: dict[str, Any]) -> dict[str, Any]:
-    return {"metadata": {"name": name, "version": version},
-            "download_info": {"url": f"https://files/{name}.whl", "archive_info": archive}}
+def test_require_lock_turns_every_no_into_an_error(env: Environment, tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"a lock is required \(--require-lock / TORCHRIG_REQUIRE_LOCK=1\).*"
+                                         r"does not exist"):
+        decide(None, env, index_url=PYPI, extra_index_urls=(), path=tmp_path / "x", required=True)
+    with pytest.raises(BuildError, match="resolved against"):
+        decide(parse_lock(_text(env)), env, index_url=env.index, extra_index_urls=(), path=tmp_path / "x",
+               required=True)
+    ok = decide(parse_lock(_text(env)), env, index_url=PYPI, extra_index_urls=(), path=tmp_path / "x", required=True)
+    assert ok.lock is not None
 
 
-def test_pip_reports_become_sections_with_hashes() -> None:
-    """Recorded shape of `pip install --dry-run --report` (pip >= 23: `hashes`; pip 22: `hash`)."""
-    torch_report = {"install": [_item("torch", "2.0.1", {"hashes": {"sha256": "a" * 64}}),
-                                _item("Jinja2", "3.1.4", {"hash": "sha256=" + "b" * 64})]}
-    full = {"install": [*torch_report["install"], _item("jinja2", "3.1.4", {"hashes": {"sha256": "b" * 64}}),
-                        _item("transformers", "4.40.2", {"hashes": {"sha256": "c" * 64, "md5": "x"}})]}
-    pkgs = packages_from_reports(torch_report, full)
-    assert [(p.name, p.section, p.hashes) for p in pkgs] == [
-        ("torch", "torch", (H["a"],)), ("Jinja2", "torch", (H["b"],)), ("transformers", "extras", (H["c"],))]
-
-
-def test_an_unhashable_requirement_cannot_be_locked() -> None:
-    report = {"install": [_item("mypkg", "0.1", {})]}
-    with pytest.raises(BuildError, match=r"cannot lock mypkg 0\.1"):
-        packages_from_reports(report, report)
+def test_a_lock_for_another_index_has_a_name_of_its_own(env: Environment, tmp_path: Path) -> None:
+    own = lock_path(tmp_path, env, index_url=env.index + "/", extra_index_urls=env.extra_index)
+    assert own == tmp_path / "locks" / "cpu.txt"
+    other = lock_path(tmp_path, env, index_url=PYPI, extra_index_urls=())
+    assert other == tmp_path / "locks" / "cpu@pypi.org-simple.txt"
+    assert lock_path(tmp_path, env, index_url=PYPI, extra_index_urls=("https://x.example/simple",)).name == \
+        "cpu@pypi.org-simple+x.example-simple.txt"

@@ -98,14 +98,14 @@ def test_extras_become_constraints_without_their_extras_or_urls() -> None:
         "transformers==4.40.2\nnumpy<2; python_version<'3.13'\n"
 
 
-def _lock(env: Environment, root: Path, index: str) -> Path:
-    from torchrig.images.lock import LockedPackage, format_lock
+def _lock(env: Environment, root: Path, index: str, path: Path | None = None) -> Path:
+    from torchrig.images.lock import LockedPackage, format_lock, lock_path
 
     pkgs = [LockedPackage(name="torch", version="2.0.1", hashes=("sha256:" + "a" * 64,), section="torch"),
             LockedPackage(name="six", version="1.16.0", hashes=("sha256:" + "b" * 64,), section="extras")]
-    path = root / "locks" / f"{env.id}.txt"
-    path.write_text(format_lock(env=env, index_url=index, extra_index_urls=(), resolved_in="x", packages=pkgs,
-                                resolved_at="now"))
+    path = path or lock_path(root, env, index_url=index, extra_index_urls=())  # locks/cpu@pypi.org-simple.txt
+    path.write_text(format_lock(env=env, index_url=index, extra_index_urls=(), resolver="uv 0.13.9",
+                                platform="x86_64-manylinux_2_17", packages=pkgs))
     return path
 
 
@@ -121,7 +121,7 @@ def test_a_matching_lock_feeds_the_requirement_files_and_the_label(env: Environm
 
 
 def test_a_lock_for_another_index_is_ignored(env: Environment, root: Path) -> None:
-    _lock(env, root, PYPI)
+    _lock(env, root, PYPI, root / "locks" / "cpu.txt")  # resolved against PyPI, saved as the CPU index's lock
     plan = plan_build(env, "runtime", BuildOptions(root=root), FakeClient())  # type: ignore[arg-type]
     assert plan.labels["io.torchrig.lock"] == "none"
     assert plan.lock.message.startswith("warning: lock: NOT used")

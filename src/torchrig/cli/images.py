@@ -1,18 +1,23 @@
-"""Image commands: build, lock, push, pull, images (sizes), base-local."""
+"""Image commands: build, lock, pin-bases, push, pull, images (sizes), base-local."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchrig.engine.client import connect
 from torchrig.engine.registry import pull_image, push_image
+from torchrig.errors import BuildError, UsageError
 from torchrig.images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
 from torchrig.images.base import SUITES, ensure_base
-from torchrig.images.resolve import LOCK_TIMEOUT_S, write_lock
+from torchrig.images.lock import Lock, lock_path, lock_status, read_lock
+from torchrig.images.pin import bases_file, pin_bases
+from torchrig.images.plan import sources
+from torchrig.images.uvlock import RESOLVE_TIMEOUT_S, write_installer_lock, write_lock
 from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
 from torchrig.settings import Settings
 
@@ -52,22 +57,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--size-budget-mb", type=int, metavar="MB", help="fail above this size instead of matrix.yaml's "
                    "size_budget_mb ($TORCHRIG_SIZE_BUDGET_MB): for builds from other sources than matrix.yaml's")
     p.add_argument("--no-lock", action="store_true", help="ignore locks/ENV.txt and resolve the requirements now")
-    p.add_argument("--lock", metavar="FILE", type=Path, help="the lock to install from (default locks/ENV.txt)")
+    p.add_argument("--lock", metavar="FILE", type=Path, help="the lock to install from (default locks/ENV.txt, or "
+                   "locks/ENV@INDEX.txt for another --index-url)")
+    p.add_argument("--require-lock", action="store_true", default=None, help="fail when no lock matches this build "
+                   "instead of building unlocked ($TORCHRIG_REQUIRE_LOCK=1; CI sets it)")
     p.add_argument("--uid", type=int, default=1000, help="UID of the image's user (default 1000)")
     p.add_argument("--gid", type=int, default=1000, help="GID of the image's user (default 1000)")
     p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     p.add_argument("--reuse", action="store_true", help="skip the build when an image from the same inputs exists")
     p.set_defaults(func=_build)
 
-    p = sub.add_parser("lock", help="write locks/ENV.txt: every package pinned with its sha256",
-                       description="Resolve ENV's requirements inside its base image (its Python, its platform) "
-                       "against its index, and write the hash-pinned lock that builds install from.")
-    p.add_argument("env")
+    p = sub.add_parser("lock", help="write locks/ENV.txt: every package pinned with its sha256 (uv, no container)",
+                       description="Resolve each ENV's requirements on this host with `uv pip compile` for the "
+                       "image's Python and platform against its index, and write the hash-pinned lock that builds "
+                       "install from (and locks/uv.txt, the uv they install with). --check only reports stale locks.")
+    p.add_argument("envs", nargs="*", metavar="ENV", help="environments to lock (with --check: to check)")
+    p.add_argument("--all", action="store_true", help="every environment in matrix.yaml")
+    p.add_argument("--stale", action="store_true", help="rewrite every committed lock that is stale, each against "
+                   "the index it records")
+    p.add_argument("--check", action="store_true", help="resolve nothing: exit 1 when a committed lock is stale")
     _source_flags(p)
-    p.add_argument("--output", "-o", metavar="FILE", type=Path, help="where to write it (default locks/ENV.txt)")
-    p.add_argument("--timeout", type=float, default=LOCK_TIMEOUT_S, metavar="SECONDS",
-                   help=f"stop the resolver after this long (default {LOCK_TIMEOUT_S:g})")
+    p.add_argument("--output", "-o", metavar="FILE", type=Path, help="where to write it (one ENV only; default "
+                   "locks/ENV.txt, or locks/ENV@INDEX.txt for another --index-url)")
+    p.add_argument("--timeout", type=float, default=RESOLVE_TIMEOUT_S, metavar="SECONDS",
+                   help=f"stop the resolver after this long (default {RESOLVE_TIMEOUT_S:g})")
     p.set_defaults(func=_lock)
+
+    p = sub.add_parser("pin-bases", help="record each base image's digest in locks/bases.yaml (builds use it)",
+                       description="Ask each registry, through the engine, which digest every target base of ENV "
+                       "(default: all) points at now, and record it in locks/bases.yaml beside matrix.yaml. "
+                       "Builds then use TAG@DIGEST and label org.opencontainers.image.base.digest.")
+    p.add_argument("envs", nargs="*", metavar="ENV")
+    p.set_defaults(func=_pin_bases)
 
     for name, verb in (("push", "push"), ("pull", "pull")):
         p = sub.add_parser(name, help=f"{verb} an environment's image (immutable tag and alias) "
@@ -104,7 +125,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _options(args: argparse.Namespace, matrix: Matrix, **rest: Any) -> BuildOptions:
     return BuildOptions.from_settings(
         _settings(args), base_image=args.base_image, index_url=args.index_url, extra_index_urls=args.extra_index_url,
-        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, root=_root(matrix), **rest,
+        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, root=_root(matrix),
+        bases_file=bases_file(matrix.path), **rest,
     )
 
 
@@ -116,8 +138,8 @@ def _build(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
     env = matrix.get(args.env)
     options = _options(args, matrix, keep_ca_bundle=args.keep_ca_bundle, size_budget_mb=args.size_budget_mb,
-                       use_lock=not args.no_lock, lock_file=args.lock, uid=args.uid, gid=args.gid,
-                       no_cache=args.no_cache)
+                       use_lock=not args.no_lock, lock_file=args.lock, require_lock=args.require_lock,
+                       uid=args.uid, gid=args.gid, no_cache=args.no_cache)
     client = connect()
     built: list[BuiltImage] = []
     for target in _targets(env, args.target):
@@ -131,9 +153,84 @@ def _build(args: argparse.Namespace) -> int:
 
 def _lock(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
-    env = matrix.get(args.env)
+    root = _root(matrix)
+    if args.check:
+        return _check_locks(matrix, root, args.envs)
+    if args.stale:
+        if args.envs or args.all:
+            raise UsageError("--stale picks the environments itself: give no ENV and no --all")
+        jobs = [(matrix.get(lock.env_id), lock) for lock, problem in _committed(matrix, root) if problem]
+        if not jobs:
+            _say("every committed lock is fresh: nothing to do")
+            return 0
+        options = _options(args, matrix)
+        for env, lock in jobs:
+            # against the indexes the lock records: a lock for another index stays one
+            again = replace(options, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls)
+            print(write_lock(env, again, output=lock.path, out=sys.stderr, timeout=args.timeout))
+        _installer(options)
+        return 0
+    envs = list(matrix.environments) if args.all else [matrix.get(e) for e in args.envs]
+    if not envs:
+        raise UsageError("name the environments to lock (torchrig lock ENV...), or --all, --stale or --check")
+    if args.output is not None and len(envs) > 1:
+        raise UsageError("--output takes one environment")
     options = _options(args, matrix)
-    print(write_lock(env, options, client=connect(), output=args.output, out=sys.stderr, timeout=args.timeout))
+    for env in envs:
+        print(write_lock(env, options, output=args.output, out=sys.stderr, timeout=args.timeout))
+    _installer(options)
+    return 0
+
+
+def _installer(options: BuildOptions) -> None:
+    """locks/uv.txt beside the locks; without it builds install with pip, so failing to write it only warns."""
+    try:
+        print(write_installer_lock(options, out=sys.stderr))
+    except BuildError as e:
+        _say(f"warning: locks/uv.txt not written (builds install the locks with pip until it is): {e}")
+
+
+def _committed(matrix: Matrix, root: Path) -> list[tuple[Lock, str | None]]:
+    """Every lock in locks/ with why it is stale (None: fresh)."""
+    out: list[tuple[Lock, str | None]] = []
+    for path in sorted((root / "locks").glob("*.txt")):
+        if path.name == "uv.txt":
+            continue
+        lock = read_lock(path)
+        if lock is None:
+            continue
+        if lock.env_id not in matrix.ids:
+            out.append((lock, f"{lock.name} is for {lock.env_id!r}, which matrix.yaml no longer has: delete it"))
+            continue
+        out.append((lock, lock_status(lock, matrix.get(lock.env_id))))
+    return out
+
+
+def _check_locks(matrix: Matrix, root: Path, env_ids: list[str]) -> int:
+    wanted = set(env_ids) or set(matrix.ids)
+    for e in env_ids:
+        matrix.get(e)  # an unknown id is a usage error
+    rc = 0
+    for lock, problem in _committed(matrix, root):
+        if lock.env_id not in wanted and lock.env_id in matrix.ids:
+            continue
+        print(f"stale: {problem}" if problem else f"fresh: {lock.name} ({lock.resolver}, {lock.platform})")
+        rc = rc or (1 if problem else 0)
+    for env in (matrix.get(e) for e in sorted(wanted)):
+        src = sources(env, "runtime", BuildOptions(root=root))
+        path = lock_path(root, env, index_url=src.index_url, extra_index_urls=src.extra_index_urls)
+        if not path.is_file():
+            print(f"no lock: {env.id} ({path.relative_to(root)}; `torchrig lock {env.id}` writes it against "
+                  f"{src.describe()})")
+    return rc
+
+
+def _pin_bases(args: argparse.Namespace) -> int:
+    matrix = load_matrix(args.matrix)
+    envs = [matrix.get(e) for e in args.envs] if args.envs else list(matrix.environments)
+    path = bases_file(matrix.path)
+    pin_bases(envs, client=connect(), path=path, log=_say)
+    print(path)
     return 0
 
 

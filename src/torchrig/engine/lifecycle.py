@@ -7,8 +7,8 @@ what docker-py lacks: a wall-clock timeout around the run, SIGTERM treated like 
 with a prefix, and a result that carries the exit code, the last lines, what the command printed on stdout when
 asked to keep it apart, and whether the kernel's OOM killer or the timeout stopped it.
 
-Users: ``run-tasks``/``run-bench``/``dev`` (:mod:`torchrig.cli.run`), the lock resolver
-(:mod:`torchrig.images.resolve`) and the site-packages measurement (:mod:`torchrig.images.measure`).
+Users: ``run-tasks``/``run-bench``/``dev`` (:mod:`torchrig.cli.run`) and the site-packages measurement
+(:mod:`torchrig.images.measure`).
 """
 
 from __future__ import annotations

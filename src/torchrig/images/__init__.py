@@ -12,8 +12,9 @@ The modules, in the order a build uses them:
 * :mod:`~torchrig.images.build` -- :func:`build_image`, :func:`ensure_image` (reuse an image built from the same
   inputs), :func:`find_image` (only look); tag only after the size budget is met.
 * :mod:`~torchrig.images.measure` -- site-packages measured inside the image; the measurements kept on disk.
-* :mod:`~torchrig.images.lock` and :mod:`~torchrig.images.resolve` -- the lock file format and decision, and
-  resolving a lock inside the base image.
+* :mod:`~torchrig.images.lock` and :mod:`~torchrig.images.uvlock` -- the lock file (format, header, when a build
+  uses it, when it is stale) and resolving one on the host with ``uv pip compile`` (no container).
+* :mod:`~torchrig.images.pin` -- base image digests (``locks/bases.yaml``, ``torchrig pin-bases``).
 * :mod:`~torchrig.images.base` -- a local Debian base made with debootstrap (``torchrig base-local``).
 
 The CLI (:mod:`torchrig.cli.images`) and the runner call the names re-exported here.

@@ -1,16 +1,20 @@
-"""Per-environment locks (``locks/<env>.txt``): every package pinned with its sha256, resolved for the image.
+"""Per-environment locks (``locks/<env>.txt``): every package pinned with the sha256 of every file, for one index.
 
-A lock is resolved *inside* a container from the environment's base image, so it is for the image's Python and
-platform, with nothing but pip: ``pip install --dry-run --ignore-installed --report`` lists what would be
-installed, and each entry's ``download_info.archive_info`` carries the file's hash. It is resolved twice:
-everything together (so the extras' own pins, e.g. ``numpy<2``, shape the shared dependencies), then torch and
-torchvision alone under those exact versions: that closure is the ``[torch]`` section, installed in a layer of its
-own, and the rest is the ``[extras]`` section. The file is a valid pip requirements file:
-``pip install --require-hashes --no-deps -r locks/cpu.txt`` reproduces the environment by hand.
+A lock is resolved on the host for the image's Python and platform, without a container
+(:mod:`torchrig.images.uvlock`). It has two sections: ``[torch]`` (torch, torchvision and what they need, at the
+versions the whole environment resolved to), installed in a layer of its own, and ``[extras]`` (the rest). The
+file is a valid pip requirements file: ``pip install --require-hashes --no-deps -r locks/cuda121.txt`` reproduces
+the environment by hand.
 
-The header records the indexes the lock was resolved against and a digest of the environment's requirements;
-a build uses the lock only when both still match (:func:`decide`), and says why when it does not. This module
-reads, writes and judges locks; :mod:`torchrig.images.resolve` makes them.
+The header says what the lock was resolved from: the indexes, the resolver and its version, the Python, the
+platform, and ``inputs-sha256``, a digest of everything in matrix.yaml that decides the resolution (the row's
+torch, torchvision, Python, accelerator, the requirements with the extras and IMAGE_EXTRAS, the indexes and the
+platform). :func:`decide` lets a build use a lock only when that digest and the indexes still match, and says why
+not otherwise; :func:`lock_status` is the same judgement for ``torchrig lock --check``.
+
+A lock belongs to one index. ``locks/<env>.txt`` is for the environment's own sources (matrix.yaml's ``index:``);
+a lock for other sources (``torchrig lock ENV --index-url URL``) is written beside it as ``locks/<env>@<index>.txt``
+(:func:`lock_path`), and only a build from those sources uses it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+from urllib.parse import urlparse
 
 from torchrig.errors import BuildError, ConfigurationError
 from torchrig.matrix import Environment, canonical_name
@@ -34,27 +39,58 @@ __all__ = [
     "Section",
     "decide",
     "format_lock",
+    "inputs_digest",
+    "lock_path",
+    "lock_status",
     "normalize_index",
-    "packages_from_reports",
     "parse_lock",
     "read_lock",
-    "requirements_digest",
+    "refresh_command",
 ]
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2
 Section = Literal["torch", "extras"]
 SECTIONS: tuple[Section, ...] = ("torch", "extras")
 _ENTRY_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 _HASH_RE = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
+_REQUIRED = ("env", "index-url", "inputs-sha256", "resolver", "python", "platform")
 
 
 def normalize_index(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def requirements_digest(requirements: Iterable[str]) -> str:
-    """A digest of what matrix.yaml asks for: a lock made for other requirements is stale."""
-    return hashlib.sha256("\n".join(r.strip() for r in requirements).encode()).hexdigest()
+def inputs_digest(env: Environment, *, index_url: str, extra_index_urls: Sequence[str], platform: str) -> str:
+    """A digest of what decides ``env``'s resolution: a lock recorded with another one is stale."""
+    inputs = {
+        "env": env.id, "torch": env.torch, "torchvision": env.torchvision, "python": env.python,
+        "accelerator": env.accelerator, "cuda": env.cuda, "rocm": env.rocm, "requirements": list(env.requirements()),
+        "index": normalize_index(index_url), "extra_index": [normalize_index(u) for u in extra_index_urls],
+        "platform": platform,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def lock_path(root: Path, env: Environment, *, index_url: str, extra_index_urls: Sequence[str]) -> Path:
+    """``locks/<env>.txt`` for the environment's own indexes, ``locks/<env>@<index>.txt`` for others."""
+    own = (normalize_index(env.index), tuple(normalize_index(u) for u in env.extra_index))
+    want = (normalize_index(index_url), tuple(normalize_index(u) for u in extra_index_urls))
+    if want == own:
+        return root / "locks" / f"{env.id}.txt"
+    slug = "+".join(_slug(u) for u in (want[0], *want[1]))
+    return root / "locks" / f"{env.id}@{slug}.txt"
+
+
+def _slug(url: str) -> str:
+    parsed = urlparse(url)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", f"{parsed.netloc}{parsed.path}").strip("-")
+
+
+def refresh_command(env_id: str, *, own_index: bool, index_url: str) -> str:
+    """The command that rewrites a lock: what a stale-lock message tells the user to run."""
+    if own_index:
+        return f"`torchrig lock {env_id}` (or `nox -s lock-{env_id}`)"
+    return f"`torchrig lock {env_id} --index-url {index_url}`"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,8 +107,10 @@ class Lock:
     index_url: str
     extra_index_urls: tuple[str, ...]
     requirements: tuple[str, ...]
-    requirements_sha256: str
-    resolved_in: str
+    inputs_sha256: str
+    resolver: str  # "uv 0.13.9"
+    python: str
+    platform: str  # uv's --python-platform, e.g. x86_64-manylinux_2_28
     packages: tuple[LockedPackage, ...]
     text: str
     path: Path | None = None
@@ -81,6 +119,11 @@ class Lock:
     def sha256(self) -> str:
         """The digest recorded in the image's ``io.torchrig.lock`` label."""
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """How messages and the ``io.torchrig.lock.file`` label name it: ``locks/cuda121.txt``."""
+        return f"locks/{self.path.name}" if self.path is not None else f"locks/{self.env_id}.txt"
 
     def section_text(self, section: Section) -> str:
         """The requirement lines (with hashes) of one section: what one Dockerfile layer installs."""
@@ -98,21 +141,24 @@ def _entry(p: LockedPackage) -> str:
     return f"{p.name}=={p.version}{hashes}\n"
 
 
-def format_lock(*, env: Environment, index_url: str, extra_index_urls: Sequence[str], resolved_in: str,
-                packages: Sequence[LockedPackage], resolved_at: str) -> str:
+def format_lock(*, env: Environment, index_url: str, extra_index_urls: Sequence[str], resolver: str,
+                platform: str, packages: Sequence[LockedPackage]) -> str:
+    """The lock's text. No timestamp: the same resolution gives the same bytes (and the same image inputs)."""
     reqs = env.requirements()
+    digest = inputs_digest(env, index_url=index_url, extra_index_urls=extra_index_urls, platform=platform)
     lines = [
         f"# torchrig lock v{LOCK_VERSION}: environment {env.id} (torch {env.torch}, {env.flavour}, "
         f"Python {env.python})",
-        f"# Written by `torchrig lock {env.id}`: regenerate it (`nox -s lock-{env.id}`) after changing matrix.yaml.",
+        f"# Written by `torchrig lock {env.id}`; `torchrig lock --check` says when matrix.yaml has moved past it.",
         "# By hand: pip install --require-hashes --no-deps -r THIS_FILE",
         f"# env: {env.id}",
-        f"# requirements: {' | '.join(reqs)}",
-        f"# requirements-sha256: {requirements_digest(reqs)}",
         f"# index-url: {normalize_index(index_url)}",
         f"# extra-index-urls: {' '.join(normalize_index(u) for u in extra_index_urls)}".rstrip(),
-        f"# resolved-in: {resolved_in}",
-        f"# resolved-at: {resolved_at}",
+        f"# resolver: {resolver}",
+        f"# python: {env.python}",
+        f"# platform: {platform}",
+        f"# requirements: {' | '.join(reqs)}",
+        f"# inputs-sha256: {digest}",
     ]
     body = []
     for section, title in (("torch", "torch, torchvision and what they need: the image's torch layer"),
@@ -122,15 +168,10 @@ def format_lock(*, env: Environment, index_url: str, extra_index_urls: Sequence[
     return "\n".join(lines) + "\n" + "".join(body)
 
 
-def parse_lock(text: str, *, source: str = "lock") -> Lock:
-    """Parse a lock written by :func:`format_lock`; ConfigurationError (every problem) when it is not one."""
-    header: dict[str, str] = {}
-    problems: list[str] = []
-    packages: list[LockedPackage] = []
-    section: Section | None = None
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Lines with their ``\\`` continuations joined, each with the number of its first physical line."""
     logical: list[tuple[int, str]] = []
-    pending = ""
-    start = 0
+    pending, start = "", 0
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip()
         if not pending:
@@ -140,7 +181,16 @@ def parse_lock(text: str, *, source: str = "lock") -> Lock:
             continue
         logical.append((start, pending + line))
         pending = ""
-    for n, line in logical:
+    return logical
+
+
+def parse_lock(text: str, *, source: str = "lock") -> Lock:
+    """Parse a lock written by :func:`format_lock`; ConfigurationError (every problem) when it is not one."""
+    header: dict[str, str] = {}
+    problems: list[str] = []
+    packages: list[LockedPackage] = []
+    section: Section | None = None
+    for n, line in _logical_lines(text):
         stripped = line.strip()
         m = re.match(r"^#\s*\[(\w+)\]", stripped)
         if m:
@@ -166,90 +216,83 @@ def parse_lock(text: str, *, source: str = "lock") -> Lock:
             problems.append(f"line {n}: {em.group(1)} is outside a # [torch] or # [extras] section")
         else:
             packages.append(LockedPackage(name=em.group(1), version=em.group(2), hashes=hashes, section=section))
-    for key in ("env", "requirements-sha256", "index-url"):
-        if key not in header:
-            problems.append(f"header: missing '# {key}: ...'")
+    problems += [f"header: missing '# {key}: ...'" for key in _REQUIRED if key not in header]
     if not packages and not problems:
         problems.append("no packages")
     if problems:
-        raise ConfigurationError([*problems, "regenerate it with `torchrig lock ENV`"], source=source)
+        env = header.get("env", "ENV")
+        raise ConfigurationError([*problems, f"regenerate it with `torchrig lock {env}`"], source=source)
     reqs = tuple(r.strip() for r in header.get("requirements", "").split("|") if r.strip())
     return Lock(
         env_id=header["env"], index_url=normalize_index(header["index-url"]),
         extra_index_urls=tuple(normalize_index(u) for u in header.get("extra-index-urls", "").split()),
-        requirements=reqs, requirements_sha256=header["requirements-sha256"],
-        resolved_in=header.get("resolved-in", ""), packages=tuple(packages), text=text,
+        requirements=reqs, inputs_sha256=header["inputs-sha256"], resolver=header["resolver"],
+        python=header["python"], platform=header["platform"], packages=tuple(packages), text=text,
     )
 
 
 def read_lock(path: Path) -> Lock | None:
     if not path.is_file():
         return None
-    lock = parse_lock(path.read_text(encoding="utf-8"), source=str(path))
-    return Lock(**{**lock.__dict__, "path": path})
+    return replace(parse_lock(path.read_text(encoding="utf-8"), source=str(path)), path=path)
+
+
+def lock_status(lock: Lock, env: Environment) -> str | None:
+    """Why ``lock`` no longer describes ``env`` (None: it does): another environment, or inputs that moved."""
+    own = (normalize_index(env.index), tuple(normalize_index(u) for u in env.extra_index)) == (
+        lock.index_url, lock.extra_index_urls)
+    fix = refresh_command(env.id, own_index=own, index_url=lock.index_url)
+    if lock.env_id != env.id:
+        return f"{lock.name} is for environment {lock.env_id!r}, not {env.id!r}"
+    now = inputs_digest(env, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls,
+                        platform=lock.platform)
+    if lock.inputs_sha256 != now:
+        was = " | ".join(lock.requirements)
+        moved = ("its requirements changed (the lock has: " + was + ")" if lock.requirements != env.requirements()
+                 else "its matrix.yaml row changed (torch, Python, accelerator or indexes)")
+        return f"{lock.name} is stale: {moved}; refresh it with {fix}"
+    return None
 
 
 def decide(lock: Lock | None, env: Environment, *, index_url: str, extra_index_urls: Sequence[str],
-           path: Path, wanted: bool = True) -> LockDecision:
-    """Whether a build installs from ``lock``: only when it was made for these requirements and these indexes."""
-    name = str(path)
+           path: Path, wanted: bool = True, required: bool = False) -> LockDecision:
+    """Whether a build installs from ``lock``: only when it is fresh and was resolved against these indexes.
+
+    With ``required`` (``--require-lock``, ``TORCHRIG_REQUIRE_LOCK=1``) every "no" is a BuildError instead of an
+    unlocked build.
+    """
+    decision = _decide(lock, env, index_url=index_url, extra_index_urls=extra_index_urls, path=path, wanted=wanted)
+    if required and decision.lock is None:
+        raise BuildError(f"{env.id}: a lock is required (--require-lock / TORCHRIG_REQUIRE_LOCK=1) and none can "
+                         f"be used: {decision.message.removeprefix('warning: ')}")
+    return decision
+
+
+def _decide(lock: Lock | None, env: Environment, *, index_url: str, extra_index_urls: Sequence[str],
+            path: Path, wanted: bool) -> LockDecision:
+    name = f"locks/{path.name}" if path.parent.name == "locks" else str(path)
+    own = (normalize_index(index_url), tuple(normalize_index(u) for u in extra_index_urls)) == (
+        normalize_index(env.index), tuple(normalize_index(u) for u in env.extra_index))
+    fix = refresh_command(env.id, own_index=own, index_url=normalize_index(index_url))
     if not wanted:
         return LockDecision(lock=None, message=f"lock: not used (--no-lock); installing {env.id}'s requirements "
                                                 "as resolved now")
     if lock is None:
-        return LockDecision(lock=None, message=f"lock: none ({name} does not exist; `torchrig lock {env.id}` "
-                                                "writes one); installing the requirements as resolved now")
-    if lock.env_id != env.id:
-        return LockDecision(lock=None, message=f"warning: lock: NOT used: {name} is for environment "
-                                                f"{lock.env_id!r}, not {env.id!r}")
-    if lock.requirements_sha256 != requirements_digest(env.requirements()):
-        return LockDecision(lock=None, message=f"warning: lock: NOT used: {name} was written for other requirements "
-                                                f"than matrix.yaml's for {env.id}; run `torchrig lock {env.id}`")
+        return LockDecision(lock=None, message=f"lock: none ({name} does not exist; {fix} writes one); installing "
+                                                "the requirements as resolved now")
     want = (normalize_index(index_url), tuple(normalize_index(u) for u in extra_index_urls))
     have = (lock.index_url, lock.extra_index_urls)
     if want != have:
         return LockDecision(lock=None, message=(
             f"warning: lock: NOT used: {name} was resolved against {_describe(*have)}, this build installs from "
-            f"{_describe(*want)}; building unlocked (lock against this index with `torchrig lock {env.id} "
-            "--index-url ...`)"))
+            f"{_describe(*want)}; building unlocked (lock this build's index with {fix})"))
+    stale = lock_status(lock, env)
+    if stale is not None:
+        return LockDecision(lock=None, message=f"warning: lock: NOT used: {stale}")
     return LockDecision(lock=lock, message=f"lock: {name} (sha256 {lock.sha256[:12]}, {len(lock.packages)} "
-                                           "packages, --require-hashes)")
+                                           f"packages, resolved by {lock.resolver} for {lock.platform}, "
+                                           "hash-checked)")
 
 
 def _describe(index: str, extra: Sequence[str]) -> str:
     return index + (f" (+ {', '.join(extra)})" if extra else "")
-
-
-def packages_from_reports(torch_report: Mapping[str, Any], full_report: Mapping[str, Any]) -> list[LockedPackage]:
-    """Lock entries from two ``pip install --report`` documents: torch's closure first, then the rest.
-
-    Raises BuildError when an entry carries no sha256 (a local directory, a VCS URL): such a thing cannot be
-    hash-pinned, so it cannot be locked.
-    """
-    torch_pkgs = _report_packages(torch_report)
-    torch_names = {canonical_name(p[0]) for p in torch_pkgs}
-    out = [LockedPackage(name=n, version=v, hashes=h, section="torch") for n, v, h in torch_pkgs]
-    for n, v, h in _report_packages(full_report):
-        if canonical_name(n) not in torch_names:
-            out.append(LockedPackage(name=n, version=v, hashes=h, section="extras"))
-    return out
-
-
-def _report_packages(report: Mapping[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:
-    out: list[tuple[str, str, tuple[str, ...]]] = []
-    for item in report.get("install", []):
-        meta = item.get("metadata", {})
-        name, version = meta.get("name"), meta.get("version")
-        archive = (item.get("download_info") or {}).get("archive_info") or {}
-        hashes = dict(archive.get("hashes") or {})
-        if not hashes and isinstance(archive.get("hash"), str) and "=" in archive["hash"]:
-            algo, _, value = archive["hash"].partition("=")  # pip < 23: one "sha256=<hex>" string
-            hashes[algo] = value
-        if not name or not version:
-            raise BuildError(f"pip's report has an entry without name/version: {json.dumps(item)[:200]}")
-        if "sha256" not in hashes:
-            url = (item.get("download_info") or {}).get("url", "?")
-            raise BuildError(f"cannot lock {name} {version}: pip reports no sha256 for {url} (only files from an "
-                             "index or a wheelhouse can be hash-pinned)")
-        out.append((name, version, (f"sha256:{hashes['sha256']}",)))
-    return out

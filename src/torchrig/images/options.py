@@ -4,13 +4,14 @@ the other image modules share."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torchrig.images.serve import resolve_ca_bundle
 from torchrig.matrix import ImageRef, Target, default_matrix_path
+from torchrig.results.io import Log
 from torchrig.settings import Settings
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "default_root",
 ]
 
-Log = Callable[[str], None]
 SOURCE_URL = "https://github.com/torchrig/torchrig"
 LABEL_INPUTS = "io.torchrig.inputs"
 MB = 1_000_000  # sizes in MB as `docker images` shows them (10^6 bytes)
@@ -53,7 +53,11 @@ class BuildOptions:
     keep_ca_bundle: bool = False  # install ca_bundle into the image's trust store
     size_budget_mb: int | None = None  # instead of env.size_budget_mb[target]
     use_lock: bool = True
-    lock_file: Path | None = None  # instead of <root>/locks/<env>.txt
+    lock_file: Path | None = None  # instead of the lock for the build's index (locks/<env>.txt for matrix.yaml's)
+    require_lock: bool = False  # no usable lock is a BuildError instead of an unlocked build
+    bases_file: Path | None = None  # the pinned base digests instead of <root>/locks/bases.yaml
+    # the image's created time (Unix seconds) instead of the last commit's (SOURCE_DATE_EPOCH)
+    source_date_epoch: int | None = None
     uid: int = 1000
     gid: int = 1000
     no_cache: bool = False
@@ -74,12 +78,16 @@ class BuildOptions:
 
         The settings hold TORCHRIG_BASE_IMAGE, TORCHRIG_INDEX_URL, TORCHRIG_EXTRA_INDEX_URL, TORCHRIG_WHEELHOUSE,
         TORCHRIG_CA_BUNDLE (default: PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE), TORCHRIG_KEEP_CA_BUNDLE,
-        TORCHRIG_SIZE_BUDGET_MB, and the cache directory and TORCHRIG_KEEP_CONTAINERS.
+        TORCHRIG_SIZE_BUDGET_MB, TORCHRIG_REQUIRE_LOCK, SOURCE_DATE_EPOCH, and the cache directory and
+        TORCHRIG_KEEP_CONTAINERS.
         """
         extra = extra_index_urls if extra_index_urls is not None else settings.extra_index_urls
         house = Path(wheelhouse).expanduser().resolve() if wheelhouse else settings.wheelhouse
         rest.setdefault("cache_dir", settings.cache_dir)
         rest.setdefault("keep_containers", settings.keep_containers)
+        rest.setdefault("source_date_epoch", settings.source_date_epoch)
+        if rest.get("require_lock") is None:
+            rest["require_lock"] = settings.require_lock
         return cls(
             base_image=base_image or settings.base_image,
             index_url=index_url or settings.index_url,

@@ -21,8 +21,9 @@ from urllib.parse import urlparse
 from torchrig import __version__
 from torchrig.errors import BuildError, UsageError
 from torchrig.images.context import BuildContext, assemble, code_sources, read_dockerignore
-from torchrig.images.lock import LockDecision, decide, read_lock
+from torchrig.images.lock import LockDecision, decide, lock_path, read_lock
 from torchrig.images.options import LABEL_INPUTS, SOURCE_URL, BuildOptions, default_root
+from torchrig.images.pin import BASES_FILE, PinnedBase, pin, read_pins
 from torchrig.matrix import Environment, ImageRef, Target
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ class Plan:
     env: Environment
     target: Target
     ref: ImageRef
-    base: str
+    base: str  # what FROM uses: tag@digest when pinned (locks/bases.yaml)
+    pinned: PinnedBase
     index_url: str
     extra_index_urls: tuple[str, ...]
     lock: LockDecision
@@ -98,16 +100,21 @@ def _check_index(url: str, what: str) -> None:
                          "--wheelhouse DIR instead.")
 
 
-def _generated_files(env: Environment, lock: LockDecision) -> dict[str, str]:
-    """The requirement files the Dockerfile installs from (``torchrig-build/`` in the context)."""
+def _generated_files(env: Environment, lock: LockDecision, installer: str) -> dict[str, str]:
+    """The requirement files the Dockerfile installs from (``torchrig-build/`` in the context).
+
+    ``uv.txt`` is the hash-pinned uv a locked build installs with (``locks/uv.txt``); empty: pip installs.
+    """
     pins = f"torch=={env.torch}\ntorchvision=={env.torchvision}\n"
     if lock.lock is not None:
         return {"requirements-torch.txt": lock.lock.section_text("torch"), "constraints-torch.txt": "",
-                "requirements-extras.txt": lock.lock.section_text("extras"), "constraints.txt": pins}
+                "requirements-extras.txt": lock.lock.section_text("extras"), "constraints.txt": pins,
+                "uv.txt": installer}
     # Unlocked, the torch layer resolves under the extras' version pins too (e.g. numpy<2): else it would install
     # the newest numpy and the extras layer a second, older copy on top.
     return {"requirements-torch.txt": pins, "constraints-torch.txt": extras_as_constraints(env.image_extras),
-            "requirements-extras.txt": "".join(f"{r}\n" for r in env.image_extras), "constraints.txt": pins}
+            "requirements-extras.txt": "".join(f"{r}\n" for r in env.image_extras), "constraints.txt": pins,
+            "uv.txt": ""}
 
 
 def extras_as_constraints(extras: Sequence[str]) -> str:
@@ -131,10 +138,29 @@ def _git_revision(root: Path) -> str:
     return sha + ("-dirty" if dirty else "")
 
 
-def image_labels(env: Environment, target: Target, ref: ImageRef, *, base: str, index_url: str,
+def created_time(root: Path, source_date_epoch: int | None) -> str:
+    """The image's ``created`` label: SOURCE_DATE_EPOCH, else the last commit's time, else a fixed epoch (1980-01-01,
+    the zip epoch) outside a git checkout -- never the clock, so rebuilding the same inputs gives the same labels."""
+    epoch = source_date_epoch
+    if epoch is None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%ct"], capture_output=True,
+                                 text=True, timeout=10).stdout.strip()
+            epoch = int(out) if out.isdigit() else None
+        except (OSError, subprocess.SubprocessError):
+            epoch = None
+    epoch = FALLBACK_EPOCH if epoch is None else epoch
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+FALLBACK_EPOCH = 315532800  # 1980-01-01T00:00:00Z
+
+
+def image_labels(env: Environment, target: Target, ref: ImageRef, *, base: str | PinnedBase, index_url: str,
                  lock_sha256: str | None, inputs: str, revision: str, created: str,
-                 extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                 extra: Mapping[str, str] | None = None, lock_file: str | None = None) -> dict[str, str]:
     """OCI labels plus torchrig's: what `docker inspect` tells a user about where an image came from."""
+    pinned = base if isinstance(base, PinnedBase) else pin(base, {})
     labels = {
         "org.opencontainers.image.title": f"torchrig {env.id} ({target})",
         "org.opencontainers.image.description": env.description or f"torch {env.torch} ({env.flavour})",
@@ -142,7 +168,7 @@ def image_labels(env: Environment, target: Target, ref: ImageRef, *, base: str, 
         "org.opencontainers.image.revision": revision,
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.source": SOURCE_URL,
-        "org.opencontainers.image.base.name": base,
+        "org.opencontainers.image.base.name": pinned.name,
         "io.torchrig.env": env.id,
         "io.torchrig.target": target,
         "io.torchrig.accelerator": env.accelerator,
@@ -153,9 +179,12 @@ def image_labels(env: Environment, target: Target, ref: ImageRef, *, base: str, 
         "io.torchrig.rocm": env.rocm or "none",
         "io.torchrig.index": index_url,
         "io.torchrig.lock": lock_sha256 or "none",
+        "io.torchrig.lock.file": lock_file or "none",
         "io.torchrig.version": __version__,
         LABEL_INPUTS: inputs,
     }
+    if pinned.digest is not None:
+        labels["org.opencontainers.image.base.digest"] = pinned.digest
     labels.update(extra or {})
     return labels
 
@@ -173,20 +202,24 @@ def plan_build(env: Environment, target: Target, options: BuildOptions, client: 
     """Everything ``env``/``target``'s build needs, decided; ``client`` only looks up the base image's id."""
     src = sources(env, target, options)
     root = options.root or default_root()
-    base, index_url, extra = src.base, src.index_url, src.extra_index_urls
+    pinned = pin(src.base, read_pins(options.bases_file or root / BASES_FILE))
+    base, index_url, extra = pinned.ref, src.index_url, src.extra_index_urls
     if options.keep_ca_bundle and options.ca_bundle is None:
         raise UsageError("--keep-ca-bundle needs a CA bundle: pass --ca-bundle FILE (or set TORCHRIG_CA_BUNDLE)")
     stage = dockerfile_stage(env.dockerfile, target)
-    lock_path = options.lock_file or root / "locks" / f"{env.id}.txt"
-    lock = decide(read_lock(lock_path) if options.use_lock else None, env, index_url=index_url,
-                  extra_index_urls=extra, path=lock_path, wanted=options.use_lock)
+    path = options.lock_file or lock_path(root, env, index_url=index_url, extra_index_urls=extra)
+    lock = decide(read_lock(path) if options.use_lock else None, env, index_url=index_url,
+                  extra_index_urls=extra, path=path, wanted=options.use_lock, required=options.require_lock)
+    installer = root / "locks" / "uv.txt"
+    installer_text = installer.read_text(encoding="utf-8") if lock.lock is not None and installer.is_file() else ""
     images_dir = root / "images"
     if not env.dockerfile.is_file():
         raise BuildError(f"the Dockerfile {env.dockerfile} does not exist (set dockerfile: in matrix.yaml)")
     dockerfile = env.dockerfile.read_text(encoding="utf-8")
 
     def context_with(text: str) -> BuildContext:
-        return assemble(dockerfile=text, helper=images_dir / "build-env.sh", generated=_generated_files(env, lock),
+        return assemble(dockerfile=text, helper=images_dir / "build-env.sh",
+                        generated=_generated_files(env, lock, installer_text),
                         code=code_sources(root), ignore=read_dockerignore(images_dir / ".dockerignore"))
 
     buildargs = {
@@ -211,13 +244,13 @@ def plan_build(env: Environment, target: Target, options: BuildOptions, client: 
         "base": _image_id_or_name(client, base), "kept_ca": kept_ca, "extra_labels": dict(options.extra_labels),
     }, sort_keys=True).encode()).hexdigest()
     ref = options.ref or env.tags(target)
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    labels = image_labels(env, target, ref, base=base, index_url=index_url,
+    labels = image_labels(env, target, ref, base=pinned, index_url=index_url,
                           lock_sha256=lock.lock.sha256 if lock.lock else None, inputs=inputs,
-                          revision=_git_revision(root), created=created, extra=options.extra_labels)
+                          revision=_git_revision(root), created=created_time(root, options.source_date_epoch),
+                          extra=options.extra_labels, lock_file=lock.lock.name if lock.lock else None)
     budget = options.size_budget_mb or env.size_budget_mb.get(target)
     context = context_with(with_labels(dockerfile, stage, labels))
-    return Plan(env=env, target=target, ref=ref, base=base, index_url=index_url, extra_index_urls=extra,
+    return Plan(env=env, target=target, ref=ref, base=base, pinned=pinned, index_url=index_url, extra_index_urls=extra,
                 lock=lock, context=context, buildargs=buildargs, labels=labels, budget_mb=budget, stage=stage)
 
 
