@@ -16,16 +16,13 @@ import yaml
 
 from torchrig.errors import ConfigurationError
 from torchrig.matrix.compat import Compat, load_compat
-from torchrig.matrix.model import (
-    Matrix,
-)
-from torchrig.matrix.references import (
-    registry_problem,
-)
+from torchrig.matrix.model import Matrix
+from torchrig.matrix.references import registry_problem
 from torchrig.matrix.validate import Validator
 from torchrig.settings import Settings
 
 __all__ = ["load_matrix"]
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
