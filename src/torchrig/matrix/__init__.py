@@ -1,8 +1,11 @@
 """The matrix step: ``matrix.yaml`` -> validated, frozen :class:`Matrix` / :class:`Environment` objects.
 
 - :mod:`~torchrig.matrix.model`: the typed objects (and image names: :meth:`Environment.tags`).
-- :mod:`~torchrig.matrix.load`: YAML parsing and validation against the compat data.
-- :mod:`~torchrig.matrix.compat` + ``compat.yaml``: what each PyTorch release ships (Python, CUDA/ROCm, drivers).
+- :mod:`~torchrig.matrix.load`: YAML parsing (duplicate keys refused) and ``load_matrix``.
+- :mod:`~torchrig.matrix.validate`: every check against the compat data, all problems collected;
+  :mod:`~torchrig.matrix.references` (Docker's and pip's name rules), :mod:`~torchrig.matrix.onnx_extras`.
+- :mod:`~torchrig.matrix.compat` + ``compat.yaml``: what each PyTorch release ships (Python, CUDA/ROCm, drivers);
+  :mod:`~torchrig.matrix.compat_check` + :mod:`~torchrig.matrix.simple_index`: compare it with a package index.
 - :mod:`~torchrig.matrix.docs`, :mod:`~torchrig.matrix.ci`, :mod:`~torchrig.matrix.devcontainer`: files generated
   from the matrix (README table, CI matrix, devcontainer.json).
 """
