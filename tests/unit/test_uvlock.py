@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,15 @@ def matrix_envs() -> dict[str, Environment]:
     return {e.id: e for e in m.environments}
 
 
-def test_the_platform_is_manylinux_at_the_wheel_tag_of_the_torch_release(matrix_envs: dict[str, Environment]) -> None:
-    assert target_platform(matrix_envs["cuda130"]) == "x86_64-manylinux_2_28"  # 2.14: manylinux_2_28_x86_64
-    assert target_platform(matrix_envs["cpu"]) == "x86_64-manylinux_2_17"  # 2.0: plain linux_x86_64 (manylinux2014)
+def test_the_platform_is_manylinux_at_the_oldest_glibc_of_the_bases(matrix_envs: dict[str, Environment]) -> None:
+    assert target_platform(matrix_envs["cpu"]) == "x86_64-manylinux_2_36"  # python:3.11-(slim-)bookworm
+    assert target_platform(matrix_envs["cuda121"]) == "x86_64-manylinux_2_35"  # devel: nvidia/cuda:*-ubuntu22.04
+
+
+def test_unknown_bases_fall_back_to_the_glibc_the_torch_wheels_need(matrix_envs: dict[str, Environment]) -> None:
+    mine = {"runtime": "registry.example/my-base:1"}
+    assert target_platform(replace(matrix_envs["cuda130"], targets=mine)) == "x86_64-manylinux_2_28"  # 2.14
+    assert target_platform(replace(matrix_envs["cpu"], targets=mine)) == "x86_64-manylinux_2_17"  # 2.0: linux_x86_64
 
 
 def test_the_compile_command_targets_the_image_not_the_host(tmp_path: Path) -> None:
@@ -163,7 +170,7 @@ def test_torchrig_lock_resolves_with_uv_and_check_catches_a_stale_lock(checkout:
     r = _cli(checkout, "lock", "small", "--wheelhouse", str(checkout / "wheels"))
     assert r.returncode == 0, r.stderr
     lock = parse_lock((checkout / "locks" / "small.txt").read_text())
-    assert lock.resolver.startswith("uv ") and lock.platform == "x86_64-manylinux_2_17" and lock.python == "3.11"
+    assert lock.resolver.startswith("uv ") and lock.platform == "x86_64-manylinux_2_36" and lock.python == "3.11"
     sections = {p.name: p.section for p in lock.packages}
     assert sections == {"filelock": "torch", "pillow": "torch", "torch": "torch", "torchvision": "torch",
                         "fake-extra": "extras", "six": "extras", "pytest": "extras", "pytest-benchmark": "extras"}

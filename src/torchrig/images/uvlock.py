@@ -1,10 +1,10 @@
 """Resolving a lock on the host with uv (``uv pip compile``): no container, no base image, seconds not minutes.
 
 uv resolves for a target that is not the host: ``--python-version`` (the environment's Python) and
-``--python-platform`` (:func:`target_platform`: manylinux x86_64 at the glibc level of the torch release's wheel tag
-in compat.yaml), against the environment's index (or ``--index-url``/``--wheelhouse``), through the CA bundle
-(``SSL_CERT_FILE``). ``--generate-hashes`` records the sha256 of every file of each pinned version, so whichever
-wheel pip or uv picks in the image is hash-checked.
+``--python-platform`` (:func:`target_platform`: manylinux x86_64 at the glibc of the environment's bases), against
+the environment's index (or ``--index-url``/``--wheelhouse``), through the CA bundle (``SSL_CERT_FILE``).
+``--generate-hashes`` records the sha256 of every file of each pinned version, so whichever wheel pip or uv picks
+in the image is hash-checked.
 
 It resolves twice: everything together (so the extras' own pins, e.g. ``numpy<2``, shape the shared dependencies),
 then torch and torchvision alone constrained to exactly those versions: that closure is the lock's ``[torch]``
@@ -79,10 +79,18 @@ def uv_version(uv: Path, *, run: Runner = subprocess.run) -> str:
 
 
 def target_platform(env: Environment) -> str:
-    """uv's ``--python-platform`` for ``env``'s wheels: ``x86_64-manylinux_2_28`` for ``manylinux_2_28_x86_64``."""
-    release = load_compat().release(env.torch)
-    tag = release.wheel_tag if release is not None else "linux_x86_64"
-    m = re.match(r"^manylinux_(\d+)_(\d+)_x86_64$", tag)
+    """uv's ``--python-platform`` for ``env``'s images: manylinux x86_64 at the oldest glibc of its target bases
+    (compat.yaml's ``base_images``: ``python:*-bookworm`` 2.36, ``*-ubuntu22.04`` 2.35), so every target can install
+    the lock; for a base compat.yaml does not know, the glibc the torch release's wheel tag needs
+    (``manylinux_2_28_x86_64`` -> 2.28; plain ``linux_x86_64`` before torch 2.7 -> 2.17, manylinux2014's)."""
+    compat = load_compat()
+    known = [facts.glibc for base in env.targets.values()
+             if (facts := compat.base_image(base)) is not None and facts.glibc]
+    if known:
+        oldest = min(known, key=lambda g: tuple(int(p) for p in g.split(".")))
+        return "x86_64-manylinux_" + oldest.replace(".", "_")
+    release = compat.release(env.torch)
+    m = re.match(r"^manylinux_(\d+)_(\d+)_x86_64$", release.wheel_tag if release is not None else "")
     return f"x86_64-manylinux_{m.group(1)}_{m.group(2)}" if m else f"x86_64-manylinux_{_LEGACY_GLIBC}"
 
 
