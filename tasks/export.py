@@ -34,14 +34,15 @@ from tasks.export_models import PARITY_BATCH, SECOND_BATCH, Case, bert_case, cnn
 
 MODELS = ("cnn", "bert")
 # Parity thresholds per model and execution provider, float32 (max abs error, max error relative to max |logit|).
-# Measured on the CPU (docs/tasks.md): CNN <= 2e-6 abs, BERT <= 3e-6 abs; GPU providers may use TF32/fused kernels.
+# Measured on the CPU (docs/tasks.md): CNN 7.8e-8 abs, BERT <= 1.3e-6 abs. GPU providers (TF32, fused kernels): not
+# measured yet, a wide bound.
 PARITY = {
     ("cnn", "cpu"): (1e-4, 1e-4), ("bert", "cpu"): (1e-4, 1e-4),
     ("cnn", "cuda"): (1e-2, 1e-2), ("bert", "cuda"): (1e-2, 1e-2),
     ("cnn", "rocm"): (1e-2, 1e-2), ("bert", "rocm"): (1e-2, 1e-2),
 }
 BERT_MIN_ACCURACY = 75.0  # % held-out, eager float32: the briefly fine-tuned model must be well above chance (50 %)
-INT8_MAX_DROP = 2.0  # accuracy points lost by int8 (ONNX float32 -> int8, same examples)
+INT8_MAX_DROP = 3.0  # accuracy points lost by int8 (ONNX float32 -> int8, same 500 sentences); measured 1.8
 INT8_MIN_SHRINK = 3.0  # file size float32 / int8
 VIEWABLE = ("cnn", "bert", "bert_int8")
 
