@@ -5,9 +5,11 @@ pooling, width ``--width``: 64 by default, 16 in quick mode on the CPU). SGD wit
 warm-up/decay learning-rate schedule, label smoothing, random crops and flips. On a GPU: float16 autocast with a
 GradScaler and channels-last memory format; ``--compile`` puts the model through ``torch.compile``.
 
-Data: the real CIFAR-10 python files under ``--data`` (``--download`` fetches them, with internet). Without
-internet, ``--make-synthetic`` (or ``python -m tasks.make_data``) writes a learnable synthetic stand-in in the
-same format; the task recognises it from its ``batches.meta`` and gates it at >= 90 % (real data: >= 75 %).
+Data: the CIFAR-10 python files under ``--data``. When there are none, the task downloads them (torchvision's
+download, when the host answers) or, offline, writes a learnable synthetic stand-in in the same format there
+(tasks/cifar_data.py, tasks/make_data.py); ``--download`` insists on the real data. The console and the record say
+which data it trained on (real or synthetic, how it got there, sha256, row counts). The task recognises the
+stand-in from its ``batches.meta`` and gates it at >= 90 % (real data: >= 75 %).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 from tasks import _common
 from tasks._common import Context, TaskSpec, UsageError
-from tasks.make_data import BASE_FOLDER, cifar_present, is_synthetic
+from tasks.cifar_data import CIFAR_URL, load
+from tasks.make_data import BASE_FOLDER
 
 GATE_REAL = 75.0  # % test accuracy on the real CIFAR-10, default budget, GPU
 GATE_SYNTHETIC = 90.0  # % on the synthetic stand-in
@@ -32,11 +35,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("CIFAR-10 options")
     g.add_argument("--data", default=os.environ.get("TORCHRIG_DATA") or "data",
                    help=f"directory holding {BASE_FOLDER}/ (default: $TORCHRIG_DATA or ./data)")
-    g.add_argument("--download", action="store_true", help="download CIFAR-10 into --data first (needs internet)")
+    g.add_argument("--download", action="store_true",
+                   help="train on the real CIFAR-10: download it into --data when it is not there, fail when that "
+                        "cannot be done (default: download when the host answers, else the synthetic stand-in)")
+    g.add_argument("--mirror", default=CIFAR_URL, metavar="URL",
+                   help=f"where cifar-10-python.tar.gz is downloaded from (default: {CIFAR_URL})")
     g.add_argument("--make-synthetic", action="store_true",
                    help="write the synthetic stand-in into --data and exit (see python -m tasks.make_data)")
-    g.add_argument("--train-size", type=int, default=50000, help="with --make-synthetic: training images")
-    g.add_argument("--test-size", type=int, default=10000, help="with --make-synthetic: test images")
+    g.add_argument("--train-size", type=int, default=50000,
+                   help="training images of a synthetic stand-in the task writes (default 50000)")
+    g.add_argument("--test-size", type=int, default=10000,
+                   help="test images of a synthetic stand-in the task writes (default 10000)")
     g.add_argument("--force", action="store_true", help="with --make-synthetic: replace an existing data set")
     g.add_argument("--width", type=int, default=None, help="channels of the first layer (default 64; quick CPU 16)")
     g.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: 0 on CPU)")
@@ -47,47 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- data
-
-
-def _missing_message(root: Path) -> str:
-    return (
-        f"CIFAR-10 not found in {root / BASE_FOLDER}: run with --download (needs internet), or write the "
-        f"synthetic stand-in with `python -m tasks.cifar_cnn --make-synthetic --data {root}` "
-        f"(same as `python -m tasks.make_data --data {root}`)"
-    )
-
-
-def load_cifar(root: Path, *, download: bool, train_tf: Any, test_tf: Any) -> tuple[Any, Any, dict[str, Any] | None]:
-    """Train and test sets from the real torchvision loader, and the synthetic-data info (None for real data)."""
-    from torchvision.datasets import CIFAR10
-
-    synthetic = is_synthetic(root) if cifar_present(root) else None
-    if download:
-        if synthetic is not None:
-            raise UsageError(f"{root / BASE_FOLDER} holds the synthetic stand-in: remove it (or use another --data "
-                             "directory) before --download")
-        try:
-            CIFAR10(str(root), train=True, download=True)
-        except Exception as e:  # noqa: BLE001 - network failures come in many types
-            raise UsageError(f"downloading CIFAR-10 into {root} failed ({type(e).__name__}: {e}); without "
-                             "internet use --make-synthetic") from None
-    elif not cifar_present(root):
-        raise UsageError(_missing_message(root))
-
-    class _CIFAR10(CIFAR10):  # type: ignore[misc]
-        # The synthetic files cannot match the MD5 sums of the real ones: check that they exist instead.
-        if synthetic is not None:
-            train_list = [(name, None) for name, _ in CIFAR10.train_list]
-            test_list = [(name, None) for name, _ in CIFAR10.test_list]
-            meta = {**CIFAR10.meta, "md5": None}
-
-    try:
-        train = _CIFAR10(str(root), train=True, transform=train_tf)
-        test = _CIFAR10(str(root), train=False, transform=test_tf)
-    except RuntimeError as e:
-        raise UsageError(f"{root / BASE_FOLDER} is not a readable CIFAR-10 ({e}); remove it and run with --download "
-                         "or --make-synthetic") from None
-    return train, test, synthetic
 
 
 def _transforms() -> tuple[Any, Any]:
@@ -151,7 +119,9 @@ def run(ctx: Context) -> None:
     gpu = ctx.device == "cuda"
     root = Path(a.data)
     train_tf, test_tf = _transforms()
-    train_set, test_set, synthetic = load_cifar(root, download=a.download, train_tf=train_tf, test_tf=test_tf)
+    data = load(root, download=a.download, url=a.mirror, train_size=a.train_size, test_size=a.test_size,
+                train_tf=train_tf, test_tf=test_tf, log=ctx.log, warn=ctx.warn)
+    train_set, test_set, synthetic = data.train, data.test, data.synthetic
     cpu_quick = a.quick and not gpu
     epochs = a.epochs or (2 if cpu_quick else 4 if a.quick else 10)
     width = a.width or (16 if cpu_quick else 64)
@@ -165,13 +135,11 @@ def run(ctx: Context) -> None:
     gate = GATE_SYNTHETIC if synthetic else GATE_REAL
     ctx.set(epochs=epochs, width=width, batch_size=batch, lr=lr, train_limit=train_limit, test_limit=test_limit,
             workers=workers, amp=amp, channels_last=channels_last, compile=a.compile,
-            data="synthetic" if synthetic else "cifar10", synthetic=synthetic, gate_accuracy=gate)
-    if synthetic:
-        ctx.log(f"data: synthetic stand-in (seed {synthetic.get('seed')}) in {root / BASE_FOLDER}: gate >= {gate:g} %")
-    else:
-        ctx.log(f"data: CIFAR-10 in {root / BASE_FOLDER}: gate >= {gate:g} %")
-        if a.quick or not gpu:
-            ctx.warn(f"the >= {GATE_REAL:g} % gate on real CIFAR-10 is defined for the default budget on a GPU")
+            data=data.kind, data_origin=data.origin, data_sha256=data.sha256,
+            data_rows={"train": len(train_set), "test": len(test_set)}, synthetic=synthetic, gate_accuracy=gate)
+    ctx.log(f"data: {data.describe()}: gate >= {gate:g} %")
+    if synthetic is None and (a.quick or not gpu):
+        ctx.warn(f"the >= {GATE_REAL:g} % gate on real CIFAR-10 is defined for the default budget on a GPU")
 
     if a.shuffle_labels:
         train_set.targets = _common.shuffled_labels(train_set.targets, a.seed)

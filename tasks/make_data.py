@@ -20,6 +20,7 @@ the same bytes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import struct
@@ -35,6 +36,7 @@ __all__ = [
     "CLASSES",
     "GENERATOR_VERSION",
     "cifar_present",
+    "dataset_sha256",
     "generate_images",
     "is_synthetic",
     "main",
@@ -217,6 +219,18 @@ def _meta(seed: int, n_train: int, n_test: int) -> dict[Any, Any]:
 def cifar_present(root: str | os.PathLike[str]) -> bool:
     folder = Path(root) / BASE_FOLDER
     return all((folder / f).is_file() for f in (*TRAIN_FILES, TEST_FILE, META_FILE))
+
+
+def dataset_sha256(root: str | os.PathLike[str]) -> str:
+    """sha256 over the data set's files in a fixed order (data_batch_1..5, test_batch, batches.meta): one value
+    that names the exact data a run trained on, real or synthetic."""
+    h = hashlib.sha256()
+    folder = Path(root) / BASE_FOLDER
+    for name in (*TRAIN_FILES, TEST_FILE, META_FILE):
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def read_meta(root: str | os.PathLike[str]) -> dict[str, Any]:

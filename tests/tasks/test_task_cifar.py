@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tasks_support import ROOT, task_env
+from tasks_support import CIFAR_TEST, CIFAR_TRAIN, ROOT, task_env
 
 from torchrig.results.records import validate_record
 
@@ -73,7 +77,10 @@ def test_cifar_quick_passes_on_cpu(run_task, cifar_dir: Path) -> None:
     assert r.metric("test_accuracy") >= 90.0
     assert rec["gates"] == [{"metric": "test_accuracy", "op": ">=", "threshold": 90.0, "passed": True}]
     assert rec["metrics"]["throughput"]["unit"] == "img/s"
-    assert rec["config"]["resolved"]["data"] == "synthetic"
+    resolved = rec["config"]["resolved"]
+    assert resolved["data"] == "synthetic" and resolved["data_origin"] == "found there"
+    assert resolved["data_rows"] == {"train": CIFAR_TRAIN, "test": CIFAR_TEST}
+    assert resolved["train_limit"] == 6000 and resolved["test_limit"] == 1000
     assert "epoch 2/2" in r.stdout and "img/s" in r.stdout
 
 
@@ -98,11 +105,89 @@ def test_cifar_is_deterministic(run_task, cifar_dir: Path) -> None:
     assert a.metric("test_accuracy") == b.metric("test_accuracy")
 
 
-def test_missing_cifar_data_is_bad_input(run_task, tmp_path: Path) -> None:
-    r = run_task("cifar_cnn", "--device", "cpu", "--data", str(tmp_path / "nothing"))
-    assert r.rc == 2
-    assert "--download" in r.stderr and "--make-synthetic" in r.stderr and "tasks.make_data" in r.stderr
+@pytest.fixture
+def no_network() -> Iterator[str]:
+    """A download URL on a local port that refuses connections: "no network", decided at once on any machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening: a connect is refused
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/cifar-10-python.tar.gz"
+
+
+@pytest.fixture
+def failing_mirror() -> Iterator[str]:
+    """A download URL whose host answers, but with 404: the download itself fails."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_data_and_no_network_trains_on_the_synthetic_stand_in(run_task, tmp_path: Path, no_network: str) -> None:
+    """The default on a fresh offline machine: no flags but --quick, an empty data directory -> a pass, and the
+    console and the record say it was the synthetic stand-in, with its sha256 and row counts."""
+    from tasks.make_data import dataset_sha256, is_synthetic
+
+    data = tmp_path / "data"
+    r = run_task("cifar_cnn", "--quick", "--device", "cpu", "--data", str(data), "--mirror", no_network)
+    assert r.rc == 0, r.stdout + r.stderr
+    rec = r.record()
+    assert validate_record(rec) == [] and rec["verdict"] == "pass"
+    resolved = rec["config"]["resolved"]
+    assert resolved["data"] == "synthetic"
+    assert resolved["data_origin"] == "generated here (127.0.0.1 cannot be reached)"
+    assert resolved["data_sha256"] == dataset_sha256(data) and len(resolved["data_sha256"]) == 64
+    assert resolved["data_rows"] == {"train": 50000, "test": 10000}
+    assert is_synthetic(data) == resolved["synthetic"]
+    assert "writing the synthetic stand-in" in r.stdout
+    assert (f"data: synthetic stand-in (not CIFAR-10) in {data / 'cifar-10-batches-py'}, generated here "
+            f"(127.0.0.1 cannot be reached); sha256 {resolved['data_sha256'][:16]}...; 50000 train / 10000 test "
+            "images") in r.stdout
+
+
+def test_a_failed_download_falls_back_to_the_stand_in(run_task, tmp_path: Path, failing_mirror: str) -> None:
+    data = tmp_path / "data"
+    r = run_task("cifar_cnn", *SMALL, "--train-limit", "256", "--data", str(data), "--mirror", failing_mirror,
+                 "--train-size", "500", "--test-size", "100")
+    assert r.rc in (0, 1), r.stdout + r.stderr
+    rec = r.record()
+    assert rec["config"]["resolved"]["data"] == "synthetic"
+    assert rec["config"]["resolved"]["data_rows"] == {"train": 500, "test": 100}
+    assert rec["config"]["resolved"]["data_origin"].startswith(f"generated here (the download from {failing_mirror}")
+    assert any("training on the synthetic stand-in instead of CIFAR-10" in w for w in rec["warnings"])
+
+
+def test_download_without_network_is_bad_input(run_task, tmp_path: Path, no_network: str) -> None:
+    """--download asks for the real data: when it cannot be had, that is exit 2 and no record, not a stand-in."""
+    r = run_task("cifar_cnn", "--device", "cpu", "--download", "--data", str(tmp_path / "d"), "--mirror", no_network)
+    assert r.rc == 2, r.stdout + r.stderr
+    assert f"downloading CIFAR-10 from {no_network}" in r.stderr and "leave out --download" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.records() == []
+    assert not (tmp_path / "d" / "cifar-10-batches-py").exists()
+
+
+def test_an_incomplete_cifar_folder_is_bad_input(run_task, tmp_path: Path, no_network: str) -> None:
+    from tasks.make_data import write_synthetic_cifar
+
+    folder = write_synthetic_cifar(tmp_path, train_size=50, test_size=10)
+    (folder / "data_batch_3").unlink()
+    r = run_task("cifar_cnn", "--device", "cpu", "--data", str(tmp_path), "--mirror", no_network)
+    assert r.rc == 2, r.stdout + r.stderr
+    assert "is incomplete (no data_batch_3)" in r.stderr and "Traceback" not in r.stderr
     assert r.records() == []
 
 
