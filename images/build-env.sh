@@ -9,8 +9,22 @@
 # `docker history` (so a new port and token per build neither rebuilds layers nor leaks into the image). Nothing
 # here downloads over FTP, so taking that variable over has no other effect. The CA is fetched into /tmp, used
 # by pip/apt/curl in the same RUN, and deleted before the layer is committed.
+#
+# Identical rebuilds: `torchrig_build_done` sets every file this RUN created or changed to one fixed time (and
+# pip's bytecode is compiled after that, against it), so two builds of the same inputs give the same layer
+# contents. The time is a constant, not the commit's: a build arg that changed with every commit would rebuild
+# every layer, torch's included; the commit's time goes into the org.opencontainers.image.created label instead.
+# Scratch files live where this RUN's user may reset the times: /tmp for root, $HOME for the image's user (its
+# changes to the root-owned /tmp could not be undone).
 
-TORCHRIG_CA_FILE="${TORCHRIG_CA_FILE:-/tmp/torchrig-build-ca.pem}"
+export SOURCE_DATE_EPOCH=315532800  # 1980-01-01, the zip epoch; also what useradd writes into /etc/shadow
+if [ "$(id -u)" = 0 ]; then TORCHRIG_SCRATCH=/tmp; else TORCHRIG_SCRATCH="${HOME:?}"; fi
+TORCHRIG_MARK="$TORCHRIG_SCRATCH/.torchrig-build-start"
+: > "$TORCHRIG_MARK"
+TORCHRIG_TOOLS="$TORCHRIG_SCRATCH/.torchrig-build-tools"
+export TMPDIR="$TORCHRIG_SCRATCH/.torchrig-build-tmp"
+mkdir -p "$TMPDIR"
+TORCHRIG_CA_FILE="${TORCHRIG_CA_FILE:-$TORCHRIG_SCRATCH/.torchrig-build-ca.pem}"
 TORCHRIG_APT_CONF="${TORCHRIG_APT_CONF:-/etc/apt/apt.conf.d/99torchrig-build-ca}"
 _torchrig_server="${FTP_PROXY:-}"
 unset FTP_PROXY ftp_proxy
@@ -63,17 +77,60 @@ case " $TORCHRIG_SERVED " in
         ;;
 esac
 
-torchrig_pip_install() {  # REQUIREMENTS [PIP ARGS...]: from the environment's index (or the wheelhouse)
-    local file="$1" args
+torchrig_uv() {  # UV_PINS: print the path of a uv installed from UV_PINS (hash-checked, from PyPI or the
+    # wheelhouse) into the scratch folder; fail (the caller falls back to pip) when there is none to be had
+    local pins="$1"
+    grep -q '^uv==' "$pins" 2>/dev/null || return 1
+    if [ ! -x "$TORCHRIG_TOOLS/bin/uv" ]; then
+        python3 -m pip install --no-cache-dir --no-compile --quiet --target "$TORCHRIG_TOOLS" \
+            --index-url https://pypi.org/simple --require-hashes --no-deps -r "$pins" >&2 || return 1
+    fi
+    echo "$TORCHRIG_TOOLS/bin/uv"
+}
+
+torchrig_pip_install() {  # REQUIREMENTS [INSTALLER ARGS...]: from the environment's index (or the wheelhouse)
+    # A lock (every line NAME==VERSION --hash=...) is installed by uv when /etc/torchrig/uv.txt pins one: parallel
+    # downloads, every file hash-checked, --no-deps (the lock holds every dependency). Otherwise, or when uv cannot
+    # be had, pip. Either way the bytecode is compiled after the file times are fixed (torchrig_compile).
+    local file="$1" args uv
     shift
     grep -q '^[^#[:space:]]' "$file" || return 0  # nothing to install (an environment without extras)
-    args=(--no-cache-dir --index-url "${TORCHRIG_INDEX_URL:?}")
+    args=(--index-url "${TORCHRIG_INDEX_URL:?}")
     for url in ${TORCHRIG_EXTRA_INDEX_URLS:-}; do args+=(--extra-index-url "$url"); done
-    if grep -q -- '--hash=' "$file"; then args+=(--require-hashes --no-deps); fi  # a lock: every package pinned
-    pip install "${args[@]}" "$@" -r "$file"
+    if grep -q -- '--hash=' "$file"; then
+        args+=(--require-hashes --no-deps)
+        if uv="$(torchrig_uv /etc/torchrig/uv.txt)"; then
+            echo "torchrig: installing the lock with $("$uv" --version)" >&2
+            if [ -n "${PIP_FIND_LINKS:-}" ]; then args=(--no-index --find-links "$PIP_FIND_LINKS" --require-hashes \
+                                                        --no-deps); fi
+            # unsafe-best-match: a pinned file is taken from whichever index has it, as pip does
+            "$uv" pip install --python "$(command -v python)" --no-cache --no-config --index-strategy \
+                unsafe-best-match "${args[@]}" "$@" -r "$file"
+            torchrig_compile
+            return
+        fi
+        echo "torchrig: no uv for this build (no locks/uv.txt, or it could not be fetched): installing with pip" >&2
+    fi
+    pip install --no-cache-dir --no-compile "${args[@]}" "$@" -r "$file"
+    torchrig_compile
+}
+
+torchrig_normalize_times() {  # every file this RUN created or changed gets the fixed time
+    find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -cnewer "$TORCHRIG_MARK" \
+        ! -path "$TORCHRIG_MARK" ! -path /etc/hosts ! -path /etc/hostname ! -path /etc/resolv.conf -print0 \
+        2>/dev/null | xargs -0 -r touch -h -d "@$SOURCE_DATE_EPOCH" 2>/dev/null || true
+}
+
+torchrig_compile() {  # bytecode for what was just installed: timestamp pycs recording the fixed time
+    torchrig_normalize_times
+    python -m compileall -q -j 0 --invalidation-mode timestamp "$(python -c 'import sysconfig
+print(sysconfig.get_path("purelib"))')" >/dev/null
 }
 
 torchrig_build_done() {  # end of every RUN that sourced this file: nothing of the above stays in the layer
     rm -f "$TORCHRIG_CA_FILE" "$TORCHRIG_APT_CONF"
-    rm -rf /tmp/pip-* "${HOME:-/nonexistent}/.cache/pip" 2>/dev/null || true
+    rm -rf "$TMPDIR" "$TORCHRIG_TOOLS" "${HOME:-/nonexistent}/.cache/pip" 2>/dev/null || true
+    torchrig_normalize_times
+    rm -f "$TORCHRIG_MARK"
+    touch -h -d "@$SOURCE_DATE_EPOCH" "$TORCHRIG_SCRATCH" 2>/dev/null || true
 }
