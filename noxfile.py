@@ -1,5 +1,5 @@
 # /// script
-# dependencies = ["nox>=2025.2.9", "pyyaml>=6", "docker>=7"]
+# dependencies = ["nox>=2025.2.9", "pyyaml>=6", "docker>=7", "uv>=0.5"]
 # ///
 """torchrig's front door: every session is a few lines over the ``torchrig`` package.
 

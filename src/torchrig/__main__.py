@@ -25,7 +25,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("torchrig: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `torchrig ... | head`: the reader left; say nothing more, like other CLI tools
+        _silence_stdout()
+        return 141
     return rc
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
