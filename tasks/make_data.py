@@ -3,9 +3,10 @@
 ``python -m tasks.make_data [--data DIR]`` (or ``python -m tasks.cifar_cnn --make-synthetic``) writes
 ``DIR/cifar-10-batches-py/`` with ``data_batch_1..5``, ``test_batch`` and ``batches.meta`` -- the files the real
 ``torchvision.datasets.CIFAR10`` loader reads, so machines without internet (CI, this project's own checks) run the
-real loading path. Each batch is a pickled dict with ``data`` (uint8, N x 3072, channel-major rows like CIFAR),
-``labels`` (list of int), ``batch_label`` and ``filenames``; its keys are Python-2 strings, exactly like the
-original files: ``pickle.load(f, encoding="bytes")`` gives ``b"data"``/``b"labels"``, the ``encoding="latin1"``
+real loading path; ``cifar_cnn`` writes it by itself when ``--data`` holds nothing and CIFAR-10 cannot be
+downloaded (tasks/cifar_data.py). Each batch is a pickled dict with ``data`` (uint8, N x 3072, channel-major rows
+like CIFAR), ``labels`` (list of int), ``batch_label`` and ``filenames``; its keys are Python-2 strings, exactly
+like the original files: ``pickle.load(f, encoding="bytes")`` gives ``b"data"``/``b"labels"``, the ``encoding="latin1"``
 that torchvision uses gives ``"data"``/``"labels"``. ``batches.meta`` carries the extra key
 ``torchrig_synthetic`` (generator version, seed, sizes): the CNN task applies its synthetic-data gate when it
 finds it, and skips the MD5 check that the real files must pass.
