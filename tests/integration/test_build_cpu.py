@@ -1,8 +1,8 @@
 """The real ``cpu`` environment, end to end: local base -> CA bundle -> torch 2.0.1 from PyPI -> a usable image.
 
 Built once per machine by the ``cpu_image`` fixture (reused while its inputs are unchanged). The matrix's index
-(download.pytorch.org) is unreachable here, so the build uses the PyPI override; the committed locks/cpu.txt was
-resolved against PyPI, so this build installs from it with --require-hashes.
+(download.pytorch.org) is unreachable here, so the build uses the PyPI override; the committed
+locks/cpu@pypi.org-simple.txt is resolved against PyPI, so this build installs from it (uv, hash-checked).
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ def test_labels_say_what_is_inside(cpu_image: BuiltImage) -> None:
     assert (labels["io.torchrig.env"], labels["io.torchrig.torch"], labels["io.torchrig.python"],
             labels["io.torchrig.accelerator"]) == ("cpu", "2.0.1", "3.11", "cpu")
     assert labels["io.torchrig.index"] == "https://pypi.org/simple"
-    lock = ROOT / "locks" / "cpu.txt"
+    lock = ROOT / "locks" / "cpu@pypi.org-simple.txt"  # the lock for the index this build uses (PyPI), not cpu.txt
     assert labels["io.torchrig.lock"] == hashlib.sha256(lock.read_bytes()).hexdigest(), \
-        "built from the committed lock (resolved against PyPI, the index this build uses)"
+        "built from the committed lock resolved against PyPI, the index this build uses"
+    assert labels["io.torchrig.lock.file"] == "locks/cpu@pypi.org-simple.txt"
 
 
 def test_no_pip_or_apt_caches_and_no_build_leftovers(docker_client: docker.DockerClient,
