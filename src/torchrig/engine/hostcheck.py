@@ -12,7 +12,6 @@ from __future__ import annotations
 import grp
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from torchrig.engine.client import is_local_daemon
 from torchrig.errors import HostCheckError
 from torchrig.matrix import Environment
 from torchrig.matrix.compat import parse_version
-from torchrig.results.probe import parse_nvidia_proc_version
+from torchrig.results.probe import gpu_driver, parse_nvidia_proc_version
 
 __all__ = [
     "HostCheck",
@@ -32,7 +31,6 @@ __all__ = [
     "parse_nvidia_proc_version",
 ]
 
-_NVIDIA_PROC = Path("/proc/driver/nvidia/version")
 # Where the NVIDIA Container Toolkit writes CDI specs (`nvidia-ctk cdi generate --output=...`).
 _CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 _INSTALL_TOOLKIT = (
@@ -70,25 +68,6 @@ class HostCheck:
     warnings: tuple[str, ...] = ()
 
 
-def _driver_version() -> str | None:
-    try:
-        found = parse_nvidia_proc_version(_NVIDIA_PROC.read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        found = None
-    if found:
-        return found
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = out.stdout.strip().splitlines()
-    return lines[0].strip() if lines else None
-
-
 def _group_gid(name: str) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
@@ -120,7 +99,7 @@ def gather_host_facts(docker_info: Mapping[str, Any]) -> HostFacts:
         docker_runtimes=runtimes,
         nvidia_hook=shutil.which("nvidia-container-runtime-hook") is not None,
         cdi_nvidia=cdi_nvidia,
-        nvidia_driver=_driver_version(),
+        nvidia_driver=gpu_driver("cuda"),
         has_kfd=Path("/dev/kfd").exists(),
         has_dri=dri.is_dir(),
         render_gid=_render_gid(),
