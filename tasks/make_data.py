@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from torchrig.results.io import file_sha256
+
 __all__ = [
     "BASE_FOLDER",
     "CLASSES",
@@ -228,9 +230,7 @@ def dataset_sha256(root: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     folder = Path(root) / BASE_FOLDER
     for name in (*TRAIN_FILES, TEST_FILE, META_FILE):
-        with open(folder / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        file_sha256(folder / name, h)
     return h.hexdigest()
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks._common import UsageError
+from torchrig.results.io import file_sha256
 
 __all__ = [
     "HOLDOUT_SEED",
@@ -69,14 +70,6 @@ class TextData:
     test: list[Example]
     labels: list[str]
     sha256: dict[str, str]  # file name -> sha256 of the bytes read
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _normalised(text: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from torchrig.errors import BuildError, HostCheckError, UsageError
-from torchrig.results.io import Log
+from torchrig.results.io import Log, file_sha256
 
 if TYPE_CHECKING:
     import docker
@@ -138,7 +138,7 @@ def ensure_base(suite: str = "bookworm", *, client: docker.DockerClient, cache_d
         seconds = _bootstrap(suite, mirror, tarball, say)
     else:
         say(f"base-local: using the cached tarball {tarball} ({tarball.stat().st_size / 1e6:.0f} MB)")
-    digest = _sha256(tarball)
+    digest = file_sha256(tarball)
     ref = f"{BASE_REPOSITORY}:{suite}"
     import docker.errors
 
@@ -227,11 +227,3 @@ def _numeric_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def _mirror_slug(mirror: str) -> str:
     return hashlib.sha256(mirror.encode()).hexdigest()[:8]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -25,6 +25,7 @@ from torchrig.images.lock import LockDecision, decide, lock_path, read_lock
 from torchrig.images.options import LABEL_INPUTS, SOURCE_URL, BuildOptions, default_root
 from torchrig.images.pin import BASES_FILE, PinnedBase, pin, read_pins
 from torchrig.matrix import Environment, ImageRef, Target
+from torchrig.results.io import file_sha256
 
 if TYPE_CHECKING:
     import docker
@@ -238,7 +239,7 @@ def plan_build(env: Environment, target: Target, options: BuildOptions, client: 
         # gets gcc/g++ and Python's headers wherever torch.compile can work with this Python (devel has them).
         "TORCHRIG_C_COMPILER": "1" if env.torch_compile_supported() else "0",
     }
-    kept_ca = _sha256_file(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
+    kept_ca = file_sha256(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
     inputs = hashlib.sha256(json.dumps({
         "v": 1, "target": target, "stage": stage, "context": context_with(dockerfile).sha256, "buildargs": buildargs,
         "base": _image_id_or_name(client, base), "kept_ca": kept_ca, "extra_labels": dict(options.extra_labels),
@@ -294,7 +295,3 @@ def dockerfile_stage(dockerfile: Path, target: Target) -> str | None:
         raise UsageError(f"{dockerfile} has no {target!r} stage (stages: {', '.join(stages)}): name one "
                          f"`FROM ... AS {target}`, or build another target")
     return target
-
-
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

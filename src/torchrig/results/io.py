@@ -5,6 +5,7 @@ Standard library only, Python >= 3.10: this module ships into every image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -14,10 +15,20 @@ from pathlib import Path
 
 from torchrig.results.schema import SCHEMA_ID, Record, RecordError, record_from_dict, validate_record
 
-__all__ = ["LoadProblem", "Log", "atomic_write_text", "current_umask", "load_records", "write_record"]
+__all__ = ["LoadProblem", "Log", "atomic_write_text", "current_umask", "file_sha256", "load_records", "write_record"]
 
 Log = Callable[[str], None]
 """Where a step's progress lines go (``print``, a nox session's ``log``, a list's ``append`` in tests)."""
+
+
+def file_sha256(path: str | os.PathLike[str], digest: hashlib._Hash | None = None) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks; given ``digest``, feed it instead (several files into
+    one hash) and return its hex digest so far."""
+    h = digest if digest is not None else hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def current_umask() -> int:
