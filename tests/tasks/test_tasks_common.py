@@ -131,15 +131,15 @@ def test_an_unwritable_results_directory_is_bad_input(tmp_path: Path) -> None:
 
 def test_all_runner_runs_tasks_in_order_and_reports_the_worst_exit(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    r = run_module("tasks", "--only", "regression,cifar_cnn", "--quick", "--quiet", "--device", "cpu",
-                   "--results", str(results), "--data", str(tmp_path / "no-data"), results=results)
-    assert r.rc == 2, r.stdout + r.stderr  # cifar_cnn has no data: bad input, the worst code
-    assert "regression       pass" in r.stdout
-    assert "cifar_cnn        FAIL (bad input)" in r.stdout
-    assert "--download" in r.stderr
-    recs = r.records()
-    assert [x["name"] for x in recs] == ["regression"]
-    assert recs[0]["verdict"] == "pass"
+    r = run_module("tasks", "--only", "regression,smoke", "--quick", "--quiet", "--device", "cpu",
+                   "--expect-torch", "0.0.1", "--results", str(results), results=results)
+    assert r.rc == 1, r.stdout + r.stderr  # smoke's version check fails: a gate, the worst code
+    summary = r.stdout[r.stdout.index("summary:"):]
+    assert summary.index("smoke            FAIL (gate)") < summary.index("regression       pass")  # matrix order
+    assert "expects 0.0.1" in r.stderr
+    recs = {x["name"]: x for x in r.records()}
+    assert recs["regression"]["verdict"] == "pass" and recs["smoke"]["verdict"] == "fail"
+    assert any(w.startswith("FAIL: torch_version_matches") for w in recs["smoke"]["warnings"])
 
 
 def test_all_runner_rejects_an_unknown_task(tmp_path: Path) -> None:
