@@ -392,7 +392,8 @@ def test_a_failed_measurement_is_a_build_error_and_the_container_is_removed() ->
     from torchrig.images.measure import measure_site_packages
 
     engine = FakeEngine(exit_code=1, output=(b"python: not found\n",))
-    with pytest.raises(BuildError, match=r"measuring site-packages in img:1 failed \(exit 1\):\npython: not found"):
+    with pytest.raises(BuildError, match=r"measuring site-packages: the measure script in img:1 failed \(exit 1\)"
+                                          r"[^\n]*:\npython: not found"):
         measure_site_packages(engine, "img:1", env_id="cpu")  # type: ignore[arg-type]
     assert engine.created and engine.existing == {}
 

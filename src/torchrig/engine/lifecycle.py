@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import docker
 import docker.errors
 
-from torchrig.engine.spec import ContainerSpec
+from torchrig.engine.spec import ContainerSpec, container_spec
 from torchrig.errors import HostCheckError, RunError
 
 __all__ = ["RunResult", "run", "started"]
@@ -318,3 +318,18 @@ def run(
     if check and not result.ok:
         raise RunError(result.describe())
     return result
+
+
+def run_python(client: docker.DockerClient, image: str, script: str, *, env_id: str, purpose: str, keep: bool,
+               timeout: float) -> str:
+    """Run a standard-library ``script`` with the image's ``python`` (no network, no GPU, quiet) and return its
+    standard output; raise RunError naming the image and how it failed. For reading facts out of an image."""
+    spec = container_spec(env_id=env_id, accelerator="cpu", image=image, purpose=purpose,
+                          command=["python", "-c", script], network_mode="none", shm_size=None)
+    result = run(client, spec, keep=keep, timeout=timeout, check=False, echo=False, quiet=True,
+                 capture_stdout=True, status=sys.stderr)
+    if not result.ok:
+        how = f"did not finish within {timeout:g} s" if result.timed_out else f"failed (exit {result.exit_code})"
+        raise RunError(f"the {purpose} script in {image} {how} (does the image have `python` on its PATH?):\n"
+                       + "\n".join(result.last_lines))
+    return result.stdout or ""

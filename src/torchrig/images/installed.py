@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from torchrig.engine import container_spec, run
+from torchrig.engine.lifecycle import run_python
 from torchrig.errors import RunError
 from torchrig.matrix import canonical_name
 
@@ -165,17 +164,9 @@ def inspect_installed(client: docker.DockerClient, image: str, *, env_id: str, k
 
     Raises RunError when the image has no ``python`` or the script fails or prints something else.
     """
-    script = _SCRIPT % {"files": REQUIREMENT_FILES}
-    spec = container_spec(env_id=env_id, accelerator="cpu", image=image, purpose="inspect",
-                          command=["python", "-c", script], network_mode="none", shm_size=None)
-    result = run(client, spec, keep=keep, timeout=timeout, check=False, echo=False, quiet=True,
-                 capture_stdout=True, status=sys.stderr)
-    if not result.ok:
-        how = f"did not finish within {timeout:g} s" if result.timed_out else f"failed (exit {result.exit_code})"
-        raise RunError(f"reading the installed packages of {image} {how} (does the image have `python` on its "
-                         "PATH?):\n" + "\n".join(result.last_lines))
+    out = run_python(client, image, _SCRIPT % {"files": REQUIREMENT_FILES}, env_id=env_id, purpose="inspect",
+                     keep=keep, timeout=timeout)
     try:
-        return parse_inspection(result.stdout or "")
+        return parse_inspection(out)
     except (ValueError, KeyError, TypeError) as e:
-        raise RunError(f"reading the installed packages of {image} gave no answer ({e}): "
-                         f"{(result.stdout or '')[-300:]!r}") from None
+        raise RunError(f"reading the installed packages of {image} gave no answer ({e}): {out[-300:]!r}") from None

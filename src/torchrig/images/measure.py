@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchrig.engine import container_spec, run
-from torchrig.errors import BuildError
+from torchrig.engine.lifecycle import run_python
+from torchrig.errors import BuildError, RunError
 from torchrig.images.options import BuiltImage
 from torchrig.results.io import atomic_write_text
 
@@ -48,18 +47,14 @@ def measure_site_packages(client: docker.DockerClient, image: str, *, env_id: st
                           timeout: float = MEASURE_TIMEOUT_S) -> int:
     """Bytes installed in the image's site-packages, measured inside it (a ``torchrig-<env>-measure-*``
     container, removed afterwards unless ``keep``)."""
-    spec = container_spec(env_id=env_id, accelerator="cpu", image=image, purpose="measure",
-                          command=["python", "-c", _MEASURE], network_mode="none", shm_size=None)
-    result = run(client, spec, keep=keep, timeout=timeout, check=False, echo=False, quiet=True,
-                 capture_stdout=True, status=sys.stderr)
-    if not result.ok:
-        how = f"did not finish within {timeout:g} s" if result.timed_out else f"failed (exit {result.exit_code})"
-        raise BuildError(f"measuring site-packages in {image} {how}:\n" + "\n".join(result.last_lines))
     try:
-        return int(json.loads((result.stdout or "").strip().splitlines()[-1])["bytes"])
+        out = run_python(client, image, _MEASURE, env_id=env_id, purpose="measure", keep=keep, timeout=timeout)
+    except RunError as e:  # the build is what failed, as far as the user is concerned
+        raise BuildError(f"measuring site-packages: {e}") from None
+    try:
+        return int(json.loads(out.strip().splitlines()[-1])["bytes"])
     except (ValueError, IndexError, KeyError, TypeError):
-        raise BuildError(f"measuring site-packages in {image} printed no size: {(result.stdout or '')[-500:]!r}"
-                         ) from None
+        raise BuildError(f"measuring site-packages in {image} printed no size: {out[-500:]!r}") from None
 
 
 def size_records_dir(cache_dir: Path) -> Path:
