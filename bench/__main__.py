@@ -58,9 +58,26 @@ def pytest_args(argv: list[str] | None, stamp: str) -> tuple[argparse.Namespace,
     return args, raw, out
 
 
+# What the suite needs in this Python (import name -> what to install).
+NEEDS = {"torch": "torch", "pytest": "pytest", "pytest_benchmark": "pytest-benchmark"}
+
+
+def missing_modules() -> list[str]:
+    import importlib.util
+
+    return [name for name in NEEDS if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     args, raw, cmdline = pytest_args(argv, stamp)
+    missing = missing_modules()
+    if missing:
+        print(f"bench: this Python ({sys.executable}) has no {', '.join(missing)}; the benchmarks run on it.\n"
+              f"  either install them:  {sys.executable} -m pip install {' '.join(NEEDS[m] for m in missing)}\n"
+              "  (torch built for your GPU), or run the suite inside an image with nothing to install:\n"
+              "  torchrig run-bench ENV  (nox -s bench-<env>)", file=sys.stderr)
+        return 2
     import pytest
 
     from torchrig.errors import FatalError

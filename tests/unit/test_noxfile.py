@@ -102,3 +102,14 @@ def test_bench_on_a_bare_python_says_what_is_missing_and_the_ways_forward(tmp_pa
     assert "Traceback" not in out and "ModuleNotFoundError" not in out
     assert "has no pytest, pytest_benchmark, torch" in out
     assert "pip install pytest pytest-benchmark torch" in out and "nox -s bench-<env>" in out
+
+
+def test_python_m_bench_on_a_bare_python_exits_2_with_the_ways_forward(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    proc = subprocess.run([str(bare / "bin" / "python"), "-m", "bench", "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "has no torch, pytest, pytest_benchmark" in proc.stderr
+    assert "torchrig run-bench ENV" in proc.stderr
