@@ -77,7 +77,7 @@ def tests(session: nox.Session) -> None:
     session.install(*HOST_TORCH)
     session.install("-e", ".[test,report]", *HOST_TASK_DEPS)
     args = session.posargs or ["tests"]
-    session.run("python", "-m", "pytest", *args, env={"PYTHONPATH": str(ROOT)})
+    session.run("python", "-m", "pytest", *args)  # torchrig, tasks and bench come from the editable install
 
 
 @nox.session
@@ -119,7 +119,7 @@ def tasks_host(session: nox.Session) -> None:
     """Run the correctness tasks on this host in a fresh venv (no Docker needed): smoke, regression, CNN, BERT."""
     session.install(*HOST_TORCH)
     session.install("-e", ".", *HOST_TASK_DEPS)
-    session.run("python", "-m", "tasks", *_with_results(session.posargs), env={"PYTHONPATH": str(ROOT)})
+    session.run("python", "-m", "tasks", *_with_results(session.posargs))
 
 
 # What `python -m bench` needs in the interpreter it runs on (import name -> what to install).

@@ -40,6 +40,7 @@ from torchrig.errors import BuildError
 from torchrig.images.installed import Installed, inspect_installed, local_label, locked_entries
 from torchrig.images.options import SOURCE_URL
 from torchrig.matrix import canonical_name
+from torchrig.results.io import atomic_write_text
 
 if TYPE_CHECKING:
     import docker
@@ -253,10 +254,7 @@ def attach_sbom(client: docker.DockerClient, image_id: str, *, env_id: str, cach
     if cache_dir is not None:
         d = sboms_dir(cache_dir)
         d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{new_id.removeprefix('sha256:')}.cdx.json"
-        tmp = d / f".{path.name}.tmp"
-        tmp.write_bytes(dumps(doc))
-        tmp.replace(path)
+        path = atomic_write_text(d / f"{new_id.removeprefix('sha256:')}.cdx.json", dumps(doc).decode())
     hashed = sum(1 for c in doc["components"] if c.get("hashes") and c["type"] == "library")
     return SbomResult(image_id=new_id, sha256=sha, path=path, packages=len(sbom_packages(doc)), hashed=hashed)
 
