@@ -156,7 +156,7 @@ def _check_cuda(env: Environment, facts: HostFacts, others: Sequence[Environment
             f"{env.id} needs the NVIDIA container runtime, but Docker knows only the runtimes {runtimes} and no "
             f"NVIDIA CDI spec exists: {_INSTALL_TOOLKIT}; or pass --no-gpu to run on the CPU.")
     warnings = () if minimum else (
-        f"no minimum driver is known for CUDA {env.cuda} (src/torchrig/compat.yaml); driver "
+        f"no minimum driver is known for CUDA {env.cuda} (src/torchrig/matrix/compat.yaml); driver "
         f"{facts.nvidia_driver} was not checked",)
     return HostCheck(use_gpu=True, warnings=warnings)
 

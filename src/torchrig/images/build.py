@@ -112,7 +112,7 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
     with serving(ca_bundle=options.ca_bundle, wheelhouse=options.wheelhouse) as url:
         buildargs = dict(plan.buildargs)
         if url:
-            buildargs["FTP_PROXY"] = url  # the predefined arg: no cache key, no history (see build_server)
+            buildargs["FTP_PROXY"] = url  # the predefined arg: no cache key, no history (see images/serve.py)
         try:
             items = client.api.build(
                 fileobj=plan.context.fileobj(), custom_context=True, dockerfile="Dockerfile", target=plan.stage,
