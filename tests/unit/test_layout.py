@@ -113,3 +113,9 @@ def test_no_sys_path_edits_in_tasks_bench_or_the_package() -> None:
                  for p in (ROOT / folder).rglob("*.py") if "sys.path.insert" in p.read_text(encoding="utf-8")
                  or "sys.path.append" in p.read_text(encoding="utf-8")]
     assert not offenders
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """pytest's rootdir import mode cannot collect two test modules of the same name (no __init__.py)."""
+    names = [p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
