@@ -1,9 +1,11 @@
-"""Run every correctness task in order (smoke, regression, cifar_cnn, bert_classifier), each in its own process.
+"""Run every correctness task in order (smoke, regression, cifar_cnn, bert_classifier, export), each in its own
+process.
 
 ``python -m tasks`` (or ``python -m tasks.all``) passes the common options on to each task, prints one line per
 task and a summary, and exits with the worst exit code: 0 only when every task passed its gates, 1 when a gate
-failed, 2 when a task was given bad input (e.g. no CIFAR-10 data: see ``--synthetic-cifar``), 3 on an unexpected
-error.
+failed, 2 when a task was given bad input (e.g. a malformed ``--data`` file, or ``--download`` with no network),
+3 on an unexpected error. With no CIFAR-10 in ``--data``, cifar_cnn downloads it when it can and otherwise writes
+the synthetic stand-in (``--synthetic-cifar`` asks for the stand-in up front, as ``run-tasks`` does offline).
 """
 
 from __future__ import annotations
