@@ -18,10 +18,11 @@ from pathlib import Path
 
 import docker
 import pytest
-from images_support import ROOT, free_port
+from images_support import ROOT, FakeCA, HttpsIndex, free_port, write_matrix
 
-from torchrig.images import BuiltImage
-from torchrig.matrix import Matrix, load_matrix
+from torchrig.images import BuildOptions, BuiltImage, ensure_image
+from torchrig.images.pin import bases_file, read_pins
+from torchrig.matrix import ImageRef, Matrix, load_matrix
 
 pytestmark = pytest.mark.docker
 
@@ -127,3 +128,35 @@ def test_pull_of_an_image_the_registry_lacks_fails_clearly(small_matrix: Matrix,
     r = _cli(small_matrix, "pull", "small", registry=registry)
     assert r.returncode == 5, r.stderr
     assert "does not have that image" in r.stderr or "not found" in r.stderr
+
+
+def test_pin_bases_records_the_registry_digest_and_a_build_from_it_carries_it(  # noqa: PLR0917 - fixtures
+        docker_client: docker.DockerClient, local_base: str, https_index: HttpsIndex, fake_ca: FakeCA,
+        registry: str, tmp_path: Path) -> None:
+    """`torchrig pin-bases` asks the registry what the base's tag points at; the build uses tag@digest and says so."""
+    repo, tag = f"{registry}/torchrig-base", "bookworm"
+    base = f"{repo}:{tag}"
+    docker_client.images.get(local_base).tag(repo, tag)
+    built = None
+    try:
+        for line in docker_client.images.push(repo, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+        matrix = write_matrix(tmp_path / "matrix.yaml", index=https_index.url, base=base)
+        r = _cli(matrix, "pin-bases", "small", registry="")
+        assert r.returncode == 0, r.stderr
+        pins = read_pins(bases_file(matrix.path))
+        digest = str(docker_client.images.get_registry_data(base).id)
+        assert pins == {base: digest} and digest.startswith("sha256:")
+        assert f"{base}: {digest} (new)" in r.stdout + r.stderr
+
+        options = BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT, bases_file=bases_file(matrix.path),
+                               ref=ImageRef(immutable="torchrig-test-pinned:1", alias="torchrig-test-pinned:small"))
+        built = ensure_image(matrix.get("small"), "runtime", options, client=docker_client, log=print)
+        assert built.labels["org.opencontainers.image.base.digest"] == digest
+        assert built.labels["org.opencontainers.image.base.name"] == base
+    finally:
+        if built is not None:
+            for name in (built.ref.immutable, built.ref.alias):
+                if docker_client.images.list(name=name):
+                    docker_client.images.remove(name, noprune=True)
+        docker_client.images.remove(base, noprune=True)
