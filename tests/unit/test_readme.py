@@ -37,3 +37,26 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
 def test_every_environment_is_in_the_readme() -> None:
     for env_id in load_matrix(ROOT / "matrix.yaml").ids:
         assert f"| `{env_id}` |" in README
+
+
+def test_readme_says_what_build_env_builds() -> None:
+    """`build-<env>` builds the runtime image (the one tasks/bench run in); the README used to promise both."""
+    import argparse
+
+    from torchrig.cli import build_parser
+
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `build-<env>`"))
+    assert "runtime image" in row and "--target devel" in row and "runtime and devel" not in row
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sub.choices["build"].parse_args(["cpu"]).target == "runtime"
+
+
+def test_nox_is_not_a_runtime_dependency() -> None:
+    """The package never imports nox; users of the CLI should not get it."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.split(">")[0].split("=")[0].strip() == "nox" for d in project["dependencies"])
+    assert any(d.startswith("nox") for d in project["optional-dependencies"]["test"]), "the tests run nox"
+    assert not [p for p in (ROOT / "src" / "torchrig").rglob("*.py") if "import nox" in p.read_text()]
