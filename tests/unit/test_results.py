@@ -114,3 +114,14 @@ def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(
         io.atomic_write_text(target, "new\n")
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["lock.txt"]
+
+
+def test_hidden_folders_below_a_results_dir_are_not_read(tmp_path: Path) -> None:
+    """A fleet node's folder is written as `.N-host.tmp` and renamed into place: half of it is not a problem."""
+    from torchrig.results.io import load_records
+
+    hidden = tmp_path / "42" / ".0-node1.tmp" / "task"
+    hidden.mkdir(parents=True)
+    (hidden / "smoke-x.json").write_text('{"schema": "torchrig.record", "trunc')
+    records, problems = load_records([tmp_path])
+    assert records == [] and problems == []

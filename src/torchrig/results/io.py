@@ -82,8 +82,9 @@ class LoadProblem:
 def load_records(dirs: Iterable[str | os.PathLike[str]]) -> tuple[list[Record], list[LoadProblem]]:
     """Every valid record under ``dirs`` (recursively), and a problem for each file that is not one.
 
-    Temporary files of an interrupted write (``.*.tmp``) are ignored; corrupt, partial or future-version
-    records become problems, never exceptions.
+    Hidden files and folders below a directory (an interrupted write's ``.*.tmp``, a fleet node's folder still
+    being moved into place) are ignored; corrupt, partial or future-version records become problems, never
+    exceptions.
     """
     records: list[Record] = []
     problems: list[LoadProblem] = []
@@ -93,7 +94,7 @@ def load_records(dirs: Iterable[str | os.PathLike[str]]) -> tuple[list[Record], 
             problems.append(LoadProblem(root, "not a directory"))
             continue
         for path in sorted(root.rglob("*.json")):
-            if path.name.startswith("."):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
