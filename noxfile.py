@@ -1,10 +1,10 @@
 # /// script
-# dependencies = ["nox>=2025.2.9", "pyyaml>=6", "docker>=7", "uv>=0.5"]
+# dependencies = ["nox>=2025.2.9", "pyyaml>=6", "docker>=7"]
 # ///
 """torchrig's front door: every session is a few lines over the ``torchrig`` package.
 
 Sessions are generated from matrix.yaml: each environment gets ``build-<env>``, ``lock-<env>``, ``tasks-<env>``,
-``bench-<env>``, ``dev-<env>`` and ``push-<env>``. Select sessions with ``-s NAME`` or ``-t TAG`` (tags: the action,
+``bench-<env>``, ``dev-<env>``, ``push-<env>`` and ``submit-<env>``. Select sessions with ``-s NAME`` or ``-t TAG`` (tags: the action,
 e.g. ``-t build``, and the environment id, e.g. ``-t cuda118``); not with ``-k``, which takes a Python expression
 where ``build-cuda118`` means "build minus cuda118". Arguments after ``--`` go to the command, e.g.
 ``nox -s build-cpu -- --base-image torchrig-base:bookworm``.
@@ -176,12 +176,17 @@ _ACTIONS = {
 
 def _register(env_id: str, what: str, action: str) -> None:
     command, doc = _ACTIONS[action]
+    # A lock is resolved by uv: its session gets a small venv with uv on PATH (torchrig.images.uvlock finds it
+    # there); the others run in nox's own interpreter and install nothing.
+    needs = ("uv>=0.5",) if action == "lock" else ()
 
     def session_fn(session: nox.Session) -> None:
+        if needs:
+            session.install(*needs)
         _torchrig(session, command, env_id)
 
     session_fn.__doc__ = doc.format(id=env_id, what=what)
-    nox.session(name=f"{action}-{env_id}", python=False, tags=[action, env_id])(session_fn)
+    nox.session(name=f"{action}-{env_id}", python=None if needs else False, tags=[action, env_id])(session_fn)
 
 
 for _env in MATRIX.environments if MATRIX else ():
