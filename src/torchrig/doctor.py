@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from torchrig.engine.client import connect, daemon_address
-from torchrig.engine.hostcheck import HostFacts, gather_host_facts
+from torchrig.engine.hostcheck import HostFacts, driver_older, gather_host_facts
 from torchrig.errors import DockerUnavailableError
 from torchrig.matrix import Environment
-from torchrig.matrix.compat import parse_version
 
 __all__ = ["Check", "DoctorFacts", "diagnose", "gather", "render"]
 
@@ -106,13 +105,6 @@ def gather(connect_engine: Callable[[], Any] = connect) -> DoctorFacts:
     )
 
 
-def _older(version: str, minimum: str) -> bool:
-    try:
-        return parse_version(version) < parse_version(minimum)
-    except ValueError:
-        return False
-
-
 def _engine(facts: DoctorFacts) -> Check:
     if facts.engine_version is None:
         return Check(name="Docker engine", ok=False, detail=facts.engine_error or f"nothing answers at "
@@ -153,7 +145,7 @@ def _cuda(env: Environment, facts: DoctorFacts) -> list[Check]:
         out.append(Check(name="NVIDIA driver", ok=False, detail=f"none found; {env.id} (CUDA {env.cuda}) needs "
                          f">= {minimum or 'a driver for it'}",
                          fix="install the NVIDIA driver, or run with --no-gpu on the CPU"))
-    elif minimum and _older(host.nvidia_driver, minimum):
+    elif minimum and driver_older(host.nvidia_driver, minimum):
         out.append(Check(name="NVIDIA driver", ok=False, detail=f"{host.nvidia_driver} < {minimum} (CUDA {env.cuda})",
                          fix=f"upgrade the driver to {minimum} or newer, or pick an environment with an older CUDA"))
     else:

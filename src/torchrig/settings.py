@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchrig.errors import UsageError
@@ -72,7 +72,7 @@ def default_results_dir(matrix_path: Path) -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """What the environment says, parsed once. Flags override fields with :meth:`with_flags`."""
+    """What the environment says, parsed once; the CLI's flags override the fields they name where they are used."""
 
     matrix_path: Path
     registry: str | None = None  # None: matrix.yaml's; "" means local names without a registry
@@ -91,7 +91,6 @@ class Settings:
     size_budget_mb: int | None = None
     require_lock: bool = False
     source_date_epoch: int | None = None  # $SOURCE_DATE_EPOCH (reproducible-builds.org); None: the commit's time
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # the snapshot it was read from
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *, matrix: str | os.PathLike[str] | None = None,
@@ -144,14 +143,8 @@ class Settings:
             size_budget_mb=budget,
             require_lock=_flag(env.get("TORCHRIG_REQUIRE_LOCK")),
             source_date_epoch=epoch,
-            environ=env,
         )
 
     @property
     def matrix_root(self) -> Path:
         return self.matrix_path.resolve().parent
-
-    def with_flags(self, **flags: object) -> Settings:
-        """A copy with the flags that were given (None means "not given" and keeps the environment's value)."""
-        given = {k: v for k, v in flags.items() if v is not None}
-        return replace(self, **given)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ __all__ = [
     "HostCheck",
     "HostFacts",
     "check_host",
+    "driver_older",
     "gather_host_facts",
     "parse_nvidia_proc_version",
 ]
@@ -107,7 +108,8 @@ def gather_host_facts(docker_info: Mapping[str, Any]) -> HostFacts:
     )
 
 
-def _older(version: str, minimum: str) -> bool:
+def driver_older(version: str, minimum: str) -> bool:
+    """Whether a driver version is older than a minimum, compared as numbers (unparsable: not older)."""
     try:
         return parse_version(version) < parse_version(minimum)
     except ValueError:
@@ -115,7 +117,7 @@ def _older(version: str, minimum: str) -> bool:
 
 
 def _cuda_alternatives(driver: str, others: Sequence[Environment]) -> str:
-    fits = [e.id for e in others if e.accelerator == "cuda" and (m := e.min_driver()) and not _older(driver, m)]
+    fits = [e.id for e in others if e.accelerator == "cuda" and (m := e.min_driver()) and not driver_older(driver, m)]
     return f", use an environment this driver can run ({', '.join(fits)})" if fits else ""
 
 
@@ -146,7 +148,7 @@ def _check_cuda(env: Environment, facts: HostFacts, others: Sequence[Environment
         raise HostCheckError(
             f"{env.id} needs {need}, but no NVIDIA driver was found on this host (no /proc/driver/nvidia/version, "
             "no nvidia-smi). Install the driver, or pass --no-gpu to run the image on the CPU.")
-    if minimum and _older(facts.nvidia_driver, minimum):
+    if minimum and driver_older(facts.nvidia_driver, minimum):
         raise HostCheckError(
             f"{env.id} needs {need}, but this host has driver {facts.nvidia_driver}. Upgrade the driver to "
             f"{minimum} or newer{_cuda_alternatives(facts.nvidia_driver, others)}, or pass --no-gpu to run on the CPU.")
