@@ -278,7 +278,7 @@ def summarize_records(results: Path, before: set[Path], image: ImageInfo) -> lis
 
 
 def dev(matrix: Matrix, env: Environment, options: RunOptions, *, target: Target, workspace: Path,
-        command: Sequence[str], timeout_s: float | None = None, keep_container: bool = False,
+        command: Sequence[str], timeout_s: float | None = None,
         interactive: bool | None = None, engine: Engine | None = None) -> int:
     """A container to develop in: the workspace mounted, the user's UID/GID, the GPU flags.
 
@@ -310,13 +310,13 @@ def dev(matrix: Matrix, env: Environment, options: RunOptions, *, target: Target
                  working_dir=contract.WORKSPACE_IN, interactive=interactive)
     if not interactive:
         # Output as is (no prefix, status lines on stderr), so `torchrig dev ENV -- CMD` pipes like CMD itself.
-        result = engine.run(prepared.client, spec, keep=keep_container, timeout=timeout_s, prefix="", check=False,
-                            status=sys.stderr)
+        result = engine.run(prepared.client, spec, keep=options.build.keep_containers, timeout=timeout_s,
+                            prefix="", check=False, status=sys.stderr)
         if result.timed_out or result.exit_code is None:
             raise RunError(result.describe())
         return result.exit_code
     if docker_cli is None:  # checked above; kept for the type checker
         raise UsageError("the `docker` command line is not installed")
-    docker_argv = [docker_cli, "run", *spec.cli_args(remove=not keep_container)]
+    docker_argv = [docker_cli, "run", *spec.cli_args(remove=not options.build.keep_containers)]
     _progress(f"torchrig: {shlex.join(docker_argv)}")
     return engine.call(docker_argv)

@@ -155,8 +155,7 @@ def _dev(args: argparse.Namespace) -> int:
     command = _parse_rest(args)
     settings, matrix, env = _context(args)
     return run.dev(matrix, env, _options(args, settings, matrix, args.target), target=args.target or dev_target(env),
-                   workspace=Path(args.workspace or Path.cwd()), command=command, timeout_s=args.timeout or None,
-                   keep_container=settings.keep_containers)
+                   workspace=Path(args.workspace or Path.cwd()), command=command, timeout_s=args.timeout or None)
 
 
 def _devcontainer(args: argparse.Namespace) -> int:
