@@ -13,6 +13,16 @@ import importlib.util
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests (hypothesis): a fixed, derandomized "ci" profile with a bounded number of examples per test,
+# so `.ci/run` spends a minute or two on them in all and a failure reproduces exactly; "dev" explores far more
+# (`HYPOTHESIS_PROFILE=dev nox -s tests -- tests/unit`). Tests that need another budget say so with @settings.
+settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=2000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @functools.cache
