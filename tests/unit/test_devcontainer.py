@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torchrig.__main__ import main
-from torchrig.matrix import load_matrix
+from torchrig.matrix import Environment, load_matrix
 from torchrig.matrix.devcontainer import (
     IMAGE_USER,
+    RENDER_GID_FALLBACK,
     RENDER_GID_PLACEHOLDER,
     devcontainer_files,
     render_devcontainer,
@@ -92,3 +96,35 @@ def test_cli_regenerates_and_checks(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main([*matrix_arg, "devcontainer", "cpu"]) == 0
     assert "8g" in cpu.read_text()
     assert main([*matrix_arg, "devcontainer"]) == 2  # neither names nor --all
+
+
+_LOCAL_ENV = re.compile(r"\$\{localEnv:(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<default>[^}]*))?\}")
+
+
+def _substitute(arg: str, environ: dict[str, str]) -> str:
+    """What VS Code / the Dev Containers CLI does with ``${localEnv:NAME:default}`` when it starts the container."""
+    return _LOCAL_ENV.sub(lambda m: environ.get(m["name"], m["default"] or ""), arg)
+
+
+_ROWS = load_matrix(ROOT / "matrix.yaml").environments
+
+
+@settings(max_examples=80, deadline=None)
+@given(env=st.sampled_from(_ROWS), gid=st.none() | st.integers(min_value=0, max_value=2**32 - 2))
+def test_no_run_arg_repeats_for_any_row_and_render_gid(env: Environment, gid: int | None) -> None:
+    environ = {} if gid is None else {"TORCHRIG_RENDER_GID": str(gid)}
+    args = [_substitute(a, environ) for a in _load(render_devcontainer(env))["runArgs"]]
+    repeated = sorted({a for a in args if args.count(a) > 1})
+    assert repeated == [], f"{env.id} with TORCHRIG_RENDER_GID={gid}: {repeated} given more than once"
+    if env.accelerator == "rocm":
+        groups = [a.split("=", 1)[1] for a in args if a.startswith("--group-add=")]
+        assert groups == ["video", str(gid) if gid is not None else RENDER_GID_FALLBACK]
+        assert all(g == "video" or g.isdigit() for g in groups)  # a group name the image may lack fails the start
+
+
+def test_rocm_without_render_gid_joins_video_once() -> None:
+    # Regression: the committed rocm file said `--group-add=video` twice when TORCHRIG_RENDER_GID was unset.
+    text = (ROOT / ".devcontainer" / "rocm" / "devcontainer.json").read_text(encoding="utf-8")
+    args = [_substitute(a, {}) for a in _load(text)["runArgs"]]
+    assert args.count("--group-add=video") == 1
+    assert f"--group-add={RENDER_GID_FALLBACK}" in args

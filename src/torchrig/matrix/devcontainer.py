@@ -21,6 +21,7 @@ __all__ = [
     "DEVCONTAINER_DIR",
     "IMAGE_PYTHON",
     "IMAGE_USER",
+    "RENDER_GID_FALLBACK",
     "RENDER_GID_PLACEHOLDER",
     "DevcontainerFile",
     "dev_target",
@@ -36,9 +37,13 @@ DEVCONTAINER_DIR = ".devcontainer"
 # the host's on Linux (updateRemoteUserUID), so files in the workspace stay the user's.
 IMAGE_USER = "torchrig"
 IMAGE_PYTHON = "/opt/venv/bin/python"
-# The render group's number differs between hosts: VS Code substitutes the variable when it starts the container;
-# without it the container joins `video` only (`export TORCHRIG_RENDER_GID=$(getent group render | cut -d: -f3)`).
-RENDER_GID_PLACEHOLDER = "${localEnv:TORCHRIG_RENDER_GID:video}"
+# The render group's number differs between hosts: VS Code substitutes the variable when it starts the container
+# (`export TORCHRIG_RENDER_GID=$(getent group render | cut -d: -f3)`). Unset, the second `--group-add` must not
+# repeat `video` (it was `video` twice): it falls back to nogroup's number, which grants nothing, so the container
+# joins `video` only. A number needs no entry in the image's group file; a group *name* such as `render` would fail
+# the container's start where the image lacks it.
+RENDER_GID_FALLBACK = "65534"
+RENDER_GID_PLACEHOLDER = f"${{localEnv:TORCHRIG_RENDER_GID:{RENDER_GID_FALLBACK}}}"
 _HEADER = ("// Generated from matrix.yaml by `torchrig devcontainer --all`: edit matrix.yaml (or "
            "src/torchrig/matrix/devcontainer.py) and regenerate, do not edit by hand.\n")
 
