@@ -3,7 +3,8 @@
 TF32 changes fp32 matmul/convolution throughput several-fold on Ampere and later, and ``cudnn.benchmark`` changes
 which convolution algorithms run: a number is meaningless without them. torch >= 2.9 has a new per-backend API
 (``fp32_precision``) and raises when it is mixed with the legacy ``allow_tf32`` flags in one process, so exactly
-one of the two is used: the new one where it exists.
+one of the two is used: the one :mod:`bench.tf32_api` names for this torch release (the legacy flags on every release
+so far, because inductor still reads them: pytorch#166387).
 """
 
 from __future__ import annotations
@@ -12,14 +13,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bench.tf32_api import Tf32Choice, choose_api
+
 __all__ = ["precision_flags", "read_flags"]
 
 
-def _new_api(torch: Any) -> bool:
+def _has(obj: Any, name: str) -> bool:
     try:  # torch 2.0's matmul backend raises AssertionError (not AttributeError) for unknown attributes
-        return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv")
-    except AssertionError:
+        getattr(obj, name)
+    except (AttributeError, AssertionError):
         return False
+    except RuntimeError:  # the attribute exists; reading it raised (the mixed-API check)
+        return True
+    return True
+
+
+def tf32_choice(torch: Any) -> Tf32Choice:
+    """Which TF32 API this torch is driven through, and why (recorded with the flags)."""
+    has_new = _has(torch.backends.cuda.matmul, "fp32_precision") and _has(torch.backends.cudnn, "conv")
+    has_legacy = _has(torch.backends.cuda.matmul, "allow_tf32") and _has(torch.backends.cudnn, "allow_tf32")
+    return choose_api(str(torch.__version__), has_legacy=has_legacy, has_new=has_new)
+
+
+def _new_api(torch: Any) -> bool:
+    return tf32_choice(torch).api == "fp32_precision"
 
 
 def read_flags() -> dict[str, Any]:
@@ -35,7 +52,9 @@ def read_flags() -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - a flag that cannot be read is recorded as such, not fatal
             out[key] = f"unreadable: {e}"
 
-    if _new_api(torch):
+    choice = tf32_choice(torch)
+    out["tf32_api_why"] = choice.why
+    if choice.api == "fp32_precision":
         out["tf32_api"] = "fp32_precision"
         get("matmul_fp32_precision", lambda: torch.backends.cuda.matmul.fp32_precision)
         get("cudnn_conv_fp32_precision", lambda: torch.backends.cudnn.conv.fp32_precision)
