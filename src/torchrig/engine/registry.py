@@ -4,11 +4,20 @@ docker-py's push and pull do not raise when the registry fails: the failure is a
 (docker/docker-py#3161). :class:`~torchrig.engine.stream.TransferStream` reads it and raises
 :class:`~torchrig.errors.RegistryError` with what to do next (e.g. "cannot reach registry 127.0.0.1:5999: is it
 running? set TORCHRIG_REGISTRY").
+
+The engine talks to the registry; torchrig reads the engine's stream with the client's long per-read timeout
+(:data:`~torchrig.engine.client.DEFAULT_TIMEOUT_S`: a big layer can be silent for minutes). While the stream is
+silent a line says every :data:`WAIT_NOTICE_S` seconds that it is still waiting and on which registry; a stream
+silent past the read timeout (a stalled registry, or engine) is a RegistryError naming both, not a traceback.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from torchrig.engine.stream import TransferStream, registry_hint
 from torchrig.errors import RegistryError
@@ -18,7 +27,59 @@ from torchrig.results.io import Log
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["pull_image", "push_image", "registry_of"]
+__all__ = ["WAIT_NOTICE_S", "pull_image", "push_image", "registry_of", "waiting"]
+
+WAIT_NOTICE_S = 30.0
+_END = object()
+
+
+def waiting(items: Iterable[Any], *, log: Log, what: str, every_s: float = WAIT_NOTICE_S) -> Iterator[Any]:
+    """``items``, read in a thread, with a line every ``every_s`` seconds of silence saying what it waits for.
+
+    An exception the reading raises (a read timeout) is raised here, in the caller's thread.
+    """
+    box: queue.Queue[Any] = queue.Queue(maxsize=64)
+
+    def pump() -> None:
+        try:
+            for item in items:
+                box.put(item)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            box.put(e)
+        box.put(_END)
+
+    threading.Thread(target=pump, name=f"torchrig-{what}", daemon=True).start()
+    start = time.monotonic()
+    while True:
+        try:
+            item = box.get(timeout=every_s)
+        except queue.Empty:
+            log(f"[{what}] still waiting for the engine ({time.monotonic() - start:.0f} s, nothing new for "
+                f"{every_s:g} s)")
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _stalled(action: str, name: str, registry: str, error: BaseException, client: docker.DockerClient) -> str:
+    from torchrig.engine.client import daemon_address
+
+    waited = getattr(client.api, "timeout", None)
+    within = f" within {waited:g} s" if isinstance(waited, (int, float)) else ""
+    return (f"{action} {name} failed: the engine at {daemon_address()} sent nothing{within} while talking to "
+            f"registry {registry} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).\n"
+            f"Registry {registry} (or the engine) is stalled: check it answers (`curl -sS https://{registry}/v2/`), "
+            "set TORCHRIG_REGISTRY to one that does, and try again.")
+
+
+def _transfer_errors() -> tuple[type[BaseException], ...]:
+    import requests.exceptions
+    import urllib3.exceptions
+
+    return (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, TimeoutError, ConnectionError)
 
 
 
@@ -52,10 +113,13 @@ def push_image(ref: ImageRef, *, client: docker.DockerClient, log: Log) -> str |
                                 "or pull it") from None
         stream = TransferStream(action="push", ref=name, registry=registry, log=log)
         try:
-            stream.consume(client.api.push(repo, tag=tag, stream=True, decode=True))
+            stream.consume(waiting(client.api.push(repo, tag=tag, stream=True, decode=True), log=log,
+                                   what=f"push {name} to {registry}"))
         except docker.errors.APIError as e:
             msg = str(e.explanation or e)
             raise RegistryError(f"push {name} failed: {registry_hint(registry, msg)}\n  engine said: {msg}") from None
+        except _transfer_errors() as e:
+            raise RegistryError(_stalled("push", name, registry, e, client)) from None
         digest = digest or stream.digest
     return digest
 
@@ -68,7 +132,8 @@ def pull_image(ref: ImageRef, *, client: docker.DockerClient, log: Log) -> str:
     registry = registry_of(ref.immutable)
     stream = TransferStream(action="pull", ref=ref.immutable, registry=registry, log=log)
     try:
-        stream.consume(client.api.pull(repo, tag=tag, stream=True, decode=True))
+        stream.consume(waiting(client.api.pull(repo, tag=tag, stream=True, decode=True), log=log,
+                               what=f"pull {ref.immutable} from {registry}"))
         image = client.images.get(ref.immutable)
     except docker.errors.ImageNotFound:
         raise RegistryError(f"pull {ref.immutable} reported success but no such image exists locally") from None
@@ -76,6 +141,8 @@ def pull_image(ref: ImageRef, *, client: docker.DockerClient, log: Log) -> str:
         msg = str(e.explanation or e)
         raise RegistryError(f"pull {ref.immutable} failed: {registry_hint(registry, msg)}\n  engine said: {msg}") \
             from None
+    except _transfer_errors() as e:
+        raise RegistryError(_stalled("pull", ref.immutable, registry, e, client)) from None
     alias_repo, alias_tag = ref.alias.rsplit(":", 1)
     image.tag(alias_repo, alias_tag)
     log(f"[pull {ref.immutable}] {image.short_id}; tagged {ref.alias}")
