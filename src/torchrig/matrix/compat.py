@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import yaml
+from torchrig.errors import ConfigurationError
+from torchrig.matrix.yamlsafe import YamlError, load_yaml
+from torchrig.results.reading import InputFileError
 
 __all__ = ["BaseImageFacts", "Compat", "TorchRelease", "load_compat", "parse_version"]
 
@@ -130,5 +132,16 @@ def _from_data(data: dict[str, Any]) -> Compat:
 
 @functools.cache
 def load_compat() -> Compat:
-    text = resources.files("torchrig.matrix").joinpath("compat.yaml").read_text(encoding="utf-8")
-    return _from_data(yaml.safe_load(text))
+    """The packaged table, read through the reading layer and the bounded YAML loader (it can be edited in a
+    checkout); ConfigurationError naming the file when it cannot be used."""
+    with resources.as_file(resources.files("torchrig.matrix").joinpath("compat.yaml")) as path:
+        try:
+            data = load_yaml(path, kind="compat", string_keys=True)
+            if not isinstance(data, dict):
+                raise TypeError(f"the top level is {type(data).__name__}, not a mapping")
+            return _from_data(data)
+        except (InputFileError, YamlError) as e:
+            raise ConfigurationError([str(e)], source=str(path)) from None
+        except (KeyError, TypeError, ValueError, AttributeError, re.error) as e:
+            raise ConfigurationError([f"not a compatibility table torchrig can read ({type(e).__name__}: {e}); "
+                                      "restore it from git"], source=str(path)) from None

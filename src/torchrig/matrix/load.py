@@ -10,39 +10,24 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from torchrig.errors import ConfigurationError
 from torchrig.matrix.compat import Compat, load_compat
 from torchrig.matrix.model import Matrix
 from torchrig.matrix.references import registry_problem
 from torchrig.matrix.validate import Validator
+from torchrig.matrix.yamlsafe import YamlError, load_yaml
+from torchrig.results.reading import InputFileError
 from torchrig.settings import Settings
 
 __all__ = ["load_matrix"]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+_QUOTE = 400  # a problem line is cut here: a value quoted from an aliased structure must not flood the terminal
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None,
-                f"duplicate key {key!r} (first on line {seen[key] + 1}); keep one of them",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _capped(problem: str) -> str:
+    return problem if len(problem) <= _QUOTE else problem[:_QUOTE] + f"... (message cut at {_QUOTE} characters)"
 
 
 def load_matrix(path: str | os.PathLike[str] | None = None, *, compat: Compat | None = None,
@@ -56,29 +41,20 @@ def load_matrix(path: str | os.PathLike[str] | None = None, *, compat: Compat | 
         settings = Settings.from_environ(matrix=path)
     p = Path(path) if path is not None else settings.matrix_path
     name = str(p)
-    if p.is_dir():
-        raise ConfigurationError([f"{name}: is a directory; pass the matrix file inside it ({p / 'matrix.yaml'})"],
-                                 source=name)
-    if not p.is_file():
-        raise ConfigurationError(
-            [f"{name}: no such file. Run from the torchrig checkout, pass the path, or set $TORCHRIG_MATRIX."],
-            source=name,
-        )
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigurationError([f"{name}: cannot be read ({e})"], source=name) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigurationError([f"{where}: not valid YAML: {problem}"], source=name) from None
+        data = load_yaml(p, kind="matrix", string_keys=True)
+    except InputFileError as e:
+        hint = f"; pass the matrix file inside it ({p / 'matrix.yaml'})" if p.is_dir() else ""
+        if e.reason == "no such file":
+            hint = ". Run from the torchrig checkout, pass the path, or set $TORCHRIG_MATRIX."
+        raise ConfigurationError([f"{name}: {e.reason}{hint}"], source=name) from None
+    except YamlError as e:
+        where = f"{name}:{e.where}" if e.where else name
+        raise ConfigurationError([f"{where}: not valid YAML: {e.problem}"], source=name) from None
     v = Validator(name, p.parent, compat or load_compat())
     matrix = v.matrix(data, p)
     if v.problems or matrix is None:
-        raise ConfigurationError(v.problems or [f"{name}: not a matrix"], source=name)
+        raise ConfigurationError([_capped(q) for q in v.problems] or [f"{name}: not a matrix"], source=name)
     if settings.registry is not None:
         if problem := registry_problem(settings.registry):
             raise ConfigurationError([f"TORCHRIG_REGISTRY: {problem}"], source="the environment")
