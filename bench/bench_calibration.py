@@ -14,7 +14,7 @@ import torch
 
 from bench.flags import precision_flags
 from bench.harness import TorchDevice, measure
-from bench.peaks import lookup
+from bench.peaks import device_lookup
 from bench.results import capture_warnings, fill_extra_info, metric, rate_metrics, timing_metrics
 from bench.sizes import BenchContext, CopyCase, GemmCase
 
@@ -57,7 +57,7 @@ def test_gemm(benchmark: Any, gemm_case: GemmCase, bench: BenchContext) -> None:
     with capture_warnings() as seen, precision_flags(tf32=gemm_case.dtype == "tf32", cudnn_benchmark=False) as flags:
         m = measure(benchmark, step, device=bench.device, plan=bench.suite.plan)
     metrics = {**rate_metrics(m, name="tflops", per_step=flops / 1e12, unit="TFLOP/s"), **timing_metrics(m)}
-    peak = lookup(bench.device.gpu_name)
+    peak = device_lookup(bench.device)
     peak_tflops = peak.tflops.get(gemm_case.dtype) if peak else None
     if peak_tflops:
         metrics["pct_of_spec_peak"] = metric(100 * metrics["tflops"]["value"] / peak_tflops, "%",
@@ -69,7 +69,8 @@ def test_gemm(benchmark: Any, gemm_case: GemmCase, bench: BenchContext) -> None:
         flags=flags, measurement=m, metrics=metrics, warnings_seen=seen,
         wall_time_s=time.perf_counter() - t0,
         ceiling={"key": gemm_case.dtype, "tflops": metrics["tflops"]["value"]},
-        spec_peak={"id": peak.id, "tflops": peak_tflops, "source": peak.source} if peak else None,
+        spec_peak={"id": peak.id, "tflops": peak_tflops, "source": peak.source,
+                   "partition": peak.partition} if peak else None,
     )
     assert torch.isfinite(c[:8, :8].float()).all()
 
@@ -91,7 +92,7 @@ def test_copy_bandwidth(benchmark: Any, copy_case: CopyCase, bench: BenchContext
         m = measure(benchmark, step, device=bench.device, plan=bench.suite.plan)
     moved = 2.0 * nbytes
     metrics = {**rate_metrics(m, name="bandwidth_gbs", per_step=moved / 1e9, unit="GB/s"), **timing_metrics(m)}
-    peak = lookup(bench.device.gpu_name)
+    peak = device_lookup(bench.device)
     if peak:
         metrics["pct_of_spec_peak"] = metric(100 * metrics["bandwidth_gbs"]["value"] / peak.bandwidth_gbs, "%",
                                              repeats=m.rounds)
@@ -100,6 +101,7 @@ def test_copy_bandwidth(benchmark: Any, copy_case: CopyCase, bench: BenchContext
         case={"bytes": nbytes, "bytes_moved_per_step": moved, "counting": "read + write", "device": bench.device.name},
         flags=flags, measurement=m, metrics=metrics, warnings_seen=seen,
         wall_time_s=time.perf_counter() - t0,
-        spec_peak={"id": peak.id, "bandwidth_gbs": peak.bandwidth_gbs, "source": peak.source} if peak else None,
+        spec_peak={"id": peak.id, "bandwidth_gbs": peak.bandwidth_gbs, "source": peak.source,
+                   "partition": peak.partition} if peak else None,
     )
     assert bool(dst[-1] == 1)

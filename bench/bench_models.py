@@ -17,7 +17,7 @@ import torch
 
 from bench.flags import precision_flags
 from bench.harness import measure
-from bench.peaks import lookup
+from bench.peaks import device_lookup
 from bench.results import capture_warnings, fill_extra_info, metric, rate_metrics, timing_metrics
 from bench.sizes import BenchContext, TrainCase
 from bench.workloads import build_workload, compile_problem, count_flops, model_problem, precision_problem
@@ -69,7 +69,7 @@ def test_train(benchmark: Any, train_case: TrainCase, bench: BenchContext) -> No
     }
     if flops:
         metrics.update(rate_metrics(m, name="tflops", per_step=flops / 1e12, unit="TFLOP/s"))
-        peak = lookup(bench.device.gpu_name)
+        peak = device_lookup(bench.device)
         peak_tflops = peak.tflops.get(CEILING_KEY[case.precision]) if peak else None
         if peak_tflops:
             metrics["mfu_spec_pct"] = metric(100 * metrics["tflops"]["value"] / peak_tflops, "%", repeats=m.rounds)

@@ -84,7 +84,7 @@ def _gpu(device: TorchDevice) -> dict[str, Any]:
         info["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
     except Exception:  # noqa: BLE001 - no NCCL/RCCL in this build
         info["nccl"] = None
-    peak = lookup(props.name)
+    peak = lookup(props.name, props.multi_processor_count)
     info["spec_peak"] = peak.as_dict() if peak else None
     return info
 

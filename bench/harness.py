@@ -116,6 +116,13 @@ class TorchDevice:
     def gpu_name(self) -> str | None:
         return self._torch.cuda.get_device_name(self.torch_device) if self.type == "cuda" else None
 
+    @property
+    def multiprocessors(self) -> int | None:
+        """SMs (NVIDIA) or CUs (AMD) of this device as torch sees it: fewer than the GPU's on a MIG slice."""
+        if self.type != "cuda":
+            return None
+        return int(self._torch.cuda.get_device_properties(self.torch_device).multi_processor_count)
+
     def __repr__(self) -> str:
         return f"TorchDevice({self.name!r})"
 
