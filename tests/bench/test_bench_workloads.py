@@ -60,6 +60,24 @@ def test_bert_flops_include_attention(cpu) -> None:  # type: ignore[no-untyped-d
     assert w.item_unit == "sequences" and w.config["num_hidden_layers"] == 2
 
 
+def test_bert_gets_no_attention_mask(cpu) -> None:  # type: ignore[no-untyped-def]
+    """An all-ones mask made eager sync with the host each step and run another attention kernel than the
+    compiled graph: the BERT model is called with no mask at all (its sequences are unpadded)."""
+    from bench.sizes import TrainCase
+    from bench.workloads import build_workload
+
+    w = build_workload(TrainCase(model="bert", batch=2, resolution=16, precision="fp32", small=True), cpu)
+    seen: list[object] = []
+    inner = w.model.m
+    handle = inner.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")),
+                                             with_kwargs=True)
+    try:
+        w.step()
+    finally:
+        handle.remove()
+    assert seen == [None] and w.config["attention_mask"] is None
+
+
 def test_precision_flags_are_set_read_back_and_restored() -> None:
     from bench.flags import precision_flags, read_flags
 
