@@ -1,33 +1,49 @@
 """``torchrig doctor``: what this host has against what each environment needs, before anything is pulled or built.
 
-The facts are gathered once (:func:`gather`: the engine, disk, memory, GPUs, and :mod:`torchrig.engine.hostcheck`'s
-host facts: driver, container toolkit/CDI, ``/dev/kfd``, ``/dev/dri``, render group); :func:`diagnose` is a pure
-decision over those facts and one environment, so every verdict is unit-tested with made-up hosts. Each line is
-✓ or ✗ with the fix; ``-`` marks a line that does not apply to the environment.
+The facts are gathered once (:func:`gather`: the engine and its data root, disk, memory, the GPUs and their
+architectures, the last measured image sizes, and :mod:`torchrig.engine.hostcheck`'s host facts: driver,
+container toolkit/CDI, ``/dev/kfd``, ``/dev/dri``, render group); :func:`diagnose` is a pure decision over those
+facts and one environment, so every verdict is unit-tested with made-up hosts. The GPU-architecture and driver
+lines come from :mod:`torchrig.doctor_gpu`, which also answers for a machine described on the command line. Each
+line is ✓ or ✗ with the fix; ``-`` marks a line that does not apply or could not be checked.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchrig.doctor_gpu import Check, arch_check, driver_check
 from torchrig.engine.client import connect, daemon_address
-from torchrig.engine.hostcheck import HostFacts, driver_older, gather_host_facts
+from torchrig.engine.hostcheck import HostFacts, gather_host_facts
 from torchrig.errors import DockerUnavailableError
 from torchrig.matrix import Environment
+from torchrig.matrix.archs import Gpu, parse_arch
+from torchrig.results.probe import local_gpus
 
-__all__ = ["Check", "DoctorFacts", "diagnose", "gather", "render"]
+__all__ = ["Check", "DoctorFacts", "MeasuredSize", "diagnose", "gather", "read_measured_sizes", "render"]
 
 GB = 1_000_000_000
 # Space a build needs besides the finished image: the layer being committed and pip's unpacked wheels.
 BUILD_HEADROOM = 2.0
-DEFAULT_BUDGET_MB = 8000  # an environment without a size budget: a CUDA runtime image is about this size
+# An environment with neither a measured build nor a size budget: a CUDA runtime image is about this size
+# (docs/doctor.md; the measured cpu image from PyPI's CUDA torch 2.0.1 is 5.2 GB, cuda130's budget 8 GB).
+DEFAULT_BUDGET_MB = 8000
 SHM_BYTES = 8 * 2**30  # what `run-tasks` gives a container (--shm-size 8g), backed by host memory
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuredSize:
+    """The runtime image's size as the last build on this machine measured it (images/measure.py's record)."""
+
+    size_bytes: int
+    recorded_at: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,34 +53,48 @@ class DoctorFacts:
     engine_version: str | None  # None: no engine answered
     engine_error: str | None = None
     storage_driver: str | None = None
-    docker_root: str = "/var/lib/docker"
-    disk_free_bytes: int | None = None  # at the engine's data root (or the nearest existing parent)
+    docker_root: str | None = None  # `docker info`'s DockerRootDir (None: no engine answered)
+    disk_free_bytes: int | None = None  # at docker_root; None where that path is not on this machine
     memory_bytes: int | None = None
     nvidia_gpus: int = 0  # GPUs nvidia-smi lists
     amd_render_nodes: int = 0  # /dev/dri/renderD* nodes
+    gpus: tuple[Gpu, ...] = ()  # with their architectures (nvidia-smi compute_cap, rocminfo gfx target)
+    measured: Mapping[str, MeasuredSize] = field(default_factory=dict)  # env id -> last measured runtime image
     host: HostFacts
 
 
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    name: str
-    ok: bool | None  # None: does not apply to this environment
-    detail: str
-    fix: str = ""
-
-    @property
-    def mark(self) -> str:
-        return {True: "✓", False: "✗", None: "-"}[self.ok]
-
-
-def _free_bytes(path: str) -> int | None:
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
+def _free_bytes(path: str | None) -> int | None:
+    # The data root itself, never a parent: a root that is not here (a remote engine, Docker Desktop's VM,
+    # rootless Docker's own path) says nothing about the disk the images go to.
+    if path is None:
+        return None
     try:
-        return shutil.disk_usage(p).free
+        return shutil.disk_usage(path).free
     except OSError:
         return None
+
+
+def read_measured_sizes(cache_dir: Path) -> dict[str, MeasuredSize]:
+    """The last measured runtime image of each environment (``<cache>/images/<env>-runtime.json``)."""
+    out: dict[str, MeasuredSize] = {}
+    for path in sorted((cache_dir / "images").glob("*-runtime.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            out[str(data["env_id"])] = MeasuredSize(size_bytes=int(data["size_bytes"]),
+                                                    recorded_at=str(data.get("recorded_at", "")))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record is no estimate, not an error
+    return out
+
+
+def _gpus() -> tuple[Gpu, ...]:
+    out = []
+    for name, arch in local_gpus():
+        try:
+            out.append(Gpu(name=name, arch=parse_arch(arch)))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(out))
 
 
 def _memory_bytes() -> int | None:
@@ -85,7 +115,7 @@ def _nvidia_gpus() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def gather(connect_engine: Callable[[], Any] = connect) -> DoctorFacts:
+def gather(connect_engine: Callable[[], Any] = connect, *, cache_dir: Path | None = None) -> DoctorFacts:
     """Read the facts from this machine. No engine is a fact (reported as ✗), not an error."""
     info: dict[str, Any] = {}
     version = error = None
@@ -95,13 +125,13 @@ def gather(connect_engine: Callable[[], Any] = connect) -> DoctorFacts:
         version = str(client.version().get("Version", "unknown"))
     except DockerUnavailableError as e:
         error = str(e).splitlines()[0]
-    root = str(info.get("DockerRootDir") or "/var/lib/docker")
+    root = str(info["DockerRootDir"]) if info.get("DockerRootDir") else None
     dri = Path("/dev/dri")
     return DoctorFacts(
         engine_version=version, engine_error=error, storage_driver=info.get("Driver"), docker_root=root,
         disk_free_bytes=_free_bytes(root), memory_bytes=_memory_bytes(), nvidia_gpus=_nvidia_gpus(),
-        amd_render_nodes=len(list(dri.glob("renderD*"))) if dri.is_dir() else 0,
-        host=gather_host_facts(info),
+        amd_render_nodes=len(list(dri.glob("renderD*"))) if dri.is_dir() else 0, gpus=_gpus(),
+        measured=read_measured_sizes(cache_dir) if cache_dir else {}, host=gather_host_facts(info),
     )
 
 
@@ -114,13 +144,31 @@ def _engine(facts: DoctorFacts) -> Check:
                  detail=f"{facts.engine_version} ({facts.storage_driver or 'unknown storage driver'}){where}")
 
 
+def _estimate(env: Environment, facts: DoctorFacts) -> tuple[int, str]:
+    """The runtime image's expected size in bytes, and where the figure comes from."""
+    measured = facts.measured.get(env.id)
+    if measured is not None:
+        when = f", {measured.recorded_at[:10]}" if measured.recorded_at else ""
+        return measured.size_bytes, f"last measured build{when}"
+    budget = env.size_budget_mb.get("runtime")
+    if budget:
+        return budget * 1_000_000, "size_budget_mb.runtime in matrix.yaml"
+    return DEFAULT_BUDGET_MB * 1_000_000, "torchrig's estimate for a CUDA image (no budget, never built here)"
+
+
 def _disk(env: Environment, facts: DoctorFacts) -> Check:
-    budget = env.size_budget_mb.get("runtime") or DEFAULT_BUDGET_MB
-    need = int(budget * 1_000_000 * BUILD_HEADROOM)
+    size, source = _estimate(env, facts)
+    need = int(size * BUILD_HEADROOM)
+    if facts.docker_root is None:
+        return Check(name="disk space", ok=None, detail="not checked: no engine answered, so where it stores "
+                     "images (docker info: DockerRootDir) is unknown")
     if facts.disk_free_bytes is None:
-        return Check(name="disk space", ok=None, detail=f"could not read the free space at {facts.docker_root}")
+        return Check(name="disk space", ok=None, detail=f"not checked: the engine stores images at "
+                     f"{facts.docker_root}, which is not on this machine (a remote engine or a VM); see "
+                     "`docker system df` there")
     free = facts.disk_free_bytes
-    detail = f"{free / GB:.1f} GB free at {facts.docker_root}; the runtime image needs ~{need / GB:.1f} GB to build"
+    detail = (f"{free / GB:.1f} GB free at {facts.docker_root}; the runtime image is ~{size / GB:.1f} GB ({source}), "
+              f"~{need / GB:.1f} GB while building")
     if free < need:
         return Check(name="disk space", ok=False, detail=detail,
                      fix="free space (`docker system prune`, `docker image prune`) or move Docker's data root")
@@ -137,7 +185,7 @@ def _shm(facts: DoctorFacts) -> Check:
     return Check(name="shared memory", ok=True, detail=detail)
 
 
-def _cuda(env: Environment, facts: DoctorFacts) -> list[Check]:
+def _cuda(env: Environment, facts: DoctorFacts, others: Sequence[Environment]) -> list[Check]:
     host = facts.host
     minimum = env.min_driver()
     out: list[Check] = []
@@ -145,12 +193,9 @@ def _cuda(env: Environment, facts: DoctorFacts) -> list[Check]:
         out.append(Check(name="NVIDIA driver", ok=False, detail=f"none found; {env.id} (CUDA {env.cuda}) needs "
                          f">= {minimum or 'a driver for it'}",
                          fix="install the NVIDIA driver, or run with --no-gpu on the CPU"))
-    elif minimum and driver_older(host.nvidia_driver, minimum):
-        out.append(Check(name="NVIDIA driver", ok=False, detail=f"{host.nvidia_driver} < {minimum} (CUDA {env.cuda})",
-                         fix=f"upgrade the driver to {minimum} or newer, or pick an environment with an older CUDA"))
     else:
-        need = f">= {minimum}" if minimum else "(no known minimum)"
-        out.append(Check(name="NVIDIA driver", ok=True, detail=f"{host.nvidia_driver} {need} for CUDA {env.cuda}"))
+        out.append(driver_check(env, host.nvidia_driver, others)[0])
+    out += [arch_check(env, g, driver=host.nvidia_driver, others=others) for g in facts.gpus if g.vendor == "nvidia"]
     ways = [w for w, on in (("nvidia runtime", "nvidia" in host.docker_runtimes),
                             ("nvidia-container-runtime-hook", host.nvidia_hook), ("CDI spec", host.cdi_nvidia)) if on]
     out.append(Check(name="NVIDIA Container Toolkit", ok=bool(ways), detail=", ".join(ways) or "not found",
@@ -164,9 +209,9 @@ def _cuda(env: Environment, facts: DoctorFacts) -> list[Check]:
     return out
 
 
-def _rocm(env: Environment, facts: DoctorFacts) -> list[Check]:
+def _rocm(env: Environment, facts: DoctorFacts, others: Sequence[Environment]) -> list[Check]:
     host = facts.host
-    out = [
+    out = [*(arch_check(env, g, others=others) for g in facts.gpus if g.vendor == "amd"),
         Check(name="/dev/kfd", ok=host.has_kfd, detail="present" if host.has_kfd else "missing",
               fix="" if host.has_kfd else "load the amdgpu kernel driver (`amdgpu-install --usecase=dkms`), reboot"),
         Check(name="/dev/dri", ok=host.has_dri,
@@ -182,14 +227,15 @@ def _rocm(env: Environment, facts: DoctorFacts) -> list[Check]:
     return out
 
 
-def diagnose(env: Environment, facts: DoctorFacts) -> list[Check]:
-    """The checks for one environment, in the order a user fixes them."""
+def diagnose(env: Environment, facts: DoctorFacts, others: Sequence[Environment] = ()) -> list[Check]:
+    """The checks for one environment, in the order a user fixes them; ``others`` (the matrix) are what a GPU or
+    driver this environment cannot use is pointed to."""
     checks = [_engine(facts), _disk(env, facts), _shm(facts)]
     match env.accelerator:
         case "cuda":
-            checks += _cuda(env, facts)
+            checks += _cuda(env, facts, others)
         case "rocm":
-            checks += _rocm(env, facts)
+            checks += _rocm(env, facts, others)
         case "cpu":
             checks.append(Check(name="GPU", ok=None, detail="not needed (CPU environment)"))
     return checks

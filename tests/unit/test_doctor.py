@@ -18,7 +18,8 @@ MATRIX = load_matrix(ROOT / "matrix.yaml")
 CPU, CUDA118, ROCM = MATRIX.get("cpu"), MATRIX.get("cuda118"), MATRIX.get("rocm")
 
 GOOD_NVIDIA = doctor.DoctorFacts(
-    engine_version="27.3.1", storage_driver="overlay2", disk_free_bytes=500 * doctor.GB, memory_bytes=64 * 2**30,
+    engine_version="27.3.1", storage_driver="overlay2", docker_root="/var/lib/docker", disk_free_bytes=500 * doctor.GB,
+    memory_bytes=64 * 2**30,
     nvidia_gpus=8, host=HostFacts(uid=1000, gid=1000, docker_runtimes=("nvidia", "runc"),
                                   nvidia_driver="550.54.14"))
 GOOD_AMD = dataclasses.replace(GOOD_NVIDIA, nvidia_gpus=0, amd_render_nodes=2, host=HostFacts(
@@ -38,7 +39,7 @@ def test_a_good_nvidia_host_runs_a_cuda_environment() -> None:
 
 @pytest.mark.parametrize(("change", "name", "fix"), [
     ({"host": HostFacts(uid=1, gid=1, docker_runtimes=("nvidia",))}, "NVIDIA driver", "install the NVIDIA driver"),
-    ({"host": HostFacts(uid=1, gid=1, docker_runtimes=("nvidia",), nvidia_driver="470.82.01")}, "NVIDIA driver",
+    ({"host": HostFacts(uid=1, gid=1, docker_runtimes=("nvidia",), nvidia_driver="440.33.01")}, "NVIDIA driver",
      "upgrade the driver to 520.61.05"),
     ({"host": HostFacts(uid=1, gid=1, docker_runtimes=("runc",), nvidia_driver="550.54.14")},
      "NVIDIA Container Toolkit", "nvidia-ctk runtime configure"),

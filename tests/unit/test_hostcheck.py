@@ -38,27 +38,36 @@ def test_cuda_on_a_good_host_uses_the_gpu() -> None:
 
 
 def test_a_driver_older_than_the_cuda_needs_names_the_minimum_driver() -> None:
-    old = dataclasses.replace(GOOD_NVIDIA, nvidia_driver="515.65.01")
+    old = dataclasses.replace(GOOD_NVIDIA, nvidia_driver="440.33.01")  # below 11.x's minor-version floor
     with pytest.raises(HostCheckError) as e:
         check_host(_env("cuda", "11.8"), old)
     msg = str(e.value)
-    assert "520.61.05" in msg and "515.65.01" in msg and "--no-gpu" in msg
+    assert "520.61.05" in msg and "440.33.01" in msg and "450.80.02" in msg and "--no-gpu" in msg
+
+
+def test_minor_version_compatibility_runs_with_a_warning() -> None:
+    # 515 < 520.61.05 (11.8's full-feature minimum) but >= 450.80.02: CUDA 11.x runs, without PTX JIT.
+    result = check_host(_env("cuda", "11.8"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="515.65.01"))
+    assert result.use_gpu and any("minor-version compatibility" in w and "PTX" in w for w in result.warnings)
+    with pytest.raises(HostCheckError, match="580"):
+        check_host(_env("cuda", "13.0"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="575.51.03"))
 
 
 def test_a_driver_too_old_is_answered_with_the_environments_it_can_run() -> None:
     with pytest.raises(HostCheckError) as e:
-        check_host(_env("cuda", "12.1"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="525.60.13"),
+        check_host(_env("cuda", "12.1"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="520.61.05"),
                    others=MATRIX.environments)
     assert "530.30.02" in str(e.value)
     assert "cuda118" in str(e.value) and "cuda130" not in str(e.value)
 
 
 def test_driver_versions_compare_as_numbers_not_strings() -> None:
-    # As strings "580.100.01" < "580.65.06" (a good driver refused) and "580.9" > "580.65.06" (an old one let in).
-    ok = dataclasses.replace(GOOD_NVIDIA, nvidia_driver="580.100.01")
-    assert check_host(_env("cuda", "13.0"), ok).use_gpu
+    # As strings "580.100.01" < "580.65.06" (a good driver warned about) and "525.9" > "525.60.13" (12.x's
+    # minor-version floor: a driver too old for any CUDA 12 let in).
+    ok = check_host(_env("cuda", "13.0"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="580.100.01"))
+    assert ok.use_gpu and ok.warnings == ()
     with pytest.raises(HostCheckError):
-        check_host(_env("cuda", "13.0"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="580.9"))
+        check_host(_env("cuda", "12.4"), dataclasses.replace(GOOD_NVIDIA, nvidia_driver="525.9"))
 
 
 def test_no_nvidia_driver_is_refused_before_pulling() -> None:

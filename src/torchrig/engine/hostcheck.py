@@ -20,6 +20,7 @@ from typing import Any
 from torchrig.engine.client import is_local_daemon
 from torchrig.errors import HostCheckError
 from torchrig.matrix import Environment
+from torchrig.matrix.archs import load_arch_data
 from torchrig.matrix.compat import parse_version
 from torchrig.results.probe import gpu_driver, parse_nvidia_proc_version
 
@@ -27,7 +28,9 @@ __all__ = [
     "HostCheck",
     "HostFacts",
     "check_host",
+    "cuda_driver_floor",
     "driver_older",
+    "driver_runs",
     "gather_host_facts",
     "parse_nvidia_proc_version",
 ]
@@ -116,8 +119,22 @@ def driver_older(version: str, minimum: str) -> bool:
         return False  # an unparsable driver string is reported by the run, not refused here
 
 
+def cuda_driver_floor(cuda: str) -> str | None:
+    """The oldest driver that runs CUDA ``cuda`` at all: minor-version compatibility (compat.yaml's
+    ``cuda_driver_floor``; cubins only, no PTX JIT, below the full-feature minimum)."""
+    return load_arch_data().cuda_floor(cuda)
+
+
+def driver_runs(driver: str, env: Environment) -> bool:
+    """Whether ``driver`` runs ``env``'s CUDA at all (full-feature minimum or minor-version compatibility)."""
+    if env.cuda is None:
+        return False
+    limit = cuda_driver_floor(env.cuda) or env.min_driver()
+    return limit is None or not driver_older(driver, limit)
+
+
 def _cuda_alternatives(driver: str, others: Sequence[Environment]) -> str:
-    fits = [e.id for e in others if e.accelerator == "cuda" and (m := e.min_driver()) and not driver_older(driver, m)]
+    fits = [e.id for e in others if e.accelerator == "cuda" and e.min_driver() and driver_runs(driver, e)]
     return f", use an environment this driver can run ({', '.join(fits)})" if fits else ""
 
 
@@ -148,18 +165,24 @@ def _check_cuda(env: Environment, facts: HostFacts, others: Sequence[Environment
         raise HostCheckError(
             f"{env.id} needs {need}, but no NVIDIA driver was found on this host (no /proc/driver/nvidia/version, "
             "no nvidia-smi). Install the driver, or pass --no-gpu to run the image on the CPU.")
-    if minimum and driver_older(facts.nvidia_driver, minimum):
+    floor = cuda_driver_floor(env.cuda or "")
+    if minimum and not driver_runs(facts.nvidia_driver, env):
+        at_all = f" (minor-version compatibility runs it from {floor})" if floor else ""
         raise HostCheckError(
-            f"{env.id} needs {need}, but this host has driver {facts.nvidia_driver}. Upgrade the driver to "
+            f"{env.id} needs {need}{at_all}, but this host has driver {facts.nvidia_driver}. Upgrade the driver to "
             f"{minimum} or newer{_cuda_alternatives(facts.nvidia_driver, others)}, or pass --no-gpu to run on the CPU.")
     if not facts.nvidia_runtime:
         runtimes = ", ".join(facts.docker_runtimes) or "none"
         raise HostCheckError(
             f"{env.id} needs the NVIDIA container runtime, but Docker knows only the runtimes {runtimes} and no "
             f"NVIDIA CDI spec exists: {_INSTALL_TOOLKIT}; or pass --no-gpu to run on the CPU.")
-    warnings = () if minimum else (
+    warnings: tuple[str, ...] = () if minimum else (
         f"no minimum driver is known for CUDA {env.cuda} (src/torchrig/matrix/compat.yaml); driver "
         f"{facts.nvidia_driver} was not checked",)
+    if minimum and driver_older(facts.nvidia_driver, minimum):
+        warnings = (f"driver {facts.nvidia_driver} is older than {minimum}, CUDA {env.cuda}'s full-feature minimum: "
+                    f"it runs through minor-version compatibility (>= {floor}), without PTX JIT, so a GPU whose "
+                    "architecture the wheel has no cubin for fails; `torchrig doctor` checks that",)
     return HostCheck(use_gpu=True, warnings=warnings)
 
 

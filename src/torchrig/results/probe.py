@@ -24,7 +24,10 @@ __all__ = [
     "collect_machine",
     "collect_software",
     "gpu_driver",
+    "local_gpus",
     "parse_nvidia_proc_version",
+    "parse_nvidia_smi_gpus",
+    "parse_rocminfo_gpus",
 ]
 
 NVIDIA_PROC_VERSION = Path("/proc/driver/nvidia/version")
@@ -39,6 +42,60 @@ def parse_nvidia_proc_version(text: str) -> str | None:
     535.104.05 ...``; the open kernel modules write ``... Open Kernel Module for x86_64  550.54.14 ...``)."""
     m = _NVIDIA_DRIVER_RE.search(text)
     return m.group(1) if m else None
+
+
+# nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader: "NVIDIA H100 80GB HBM3, 9.0, 550.54.15"
+_CC_RE = re.compile(r"^(\d{1,2})\.(\d)$")
+_DRIVER_RE = re.compile(r"^\d+(?:\.\d+){0,2}$")
+# rocminfo: one "Agent N" block per device; GPU agents have "Name: gfx942" and "Marketing Name: AMD Instinct ..."
+_ROCM_NAME_RE = re.compile(r"^\s*Name:\s+(gfx[0-9]{2,4}[a-f]?)\s*$")
+_ROCM_MARKETING_RE = re.compile(r"^\s*Marketing Name:\s+(\S.*?)\s*$")
+
+
+def parse_nvidia_smi_gpus(text: str) -> list[tuple[str, str, str | None]]:
+    """(name, ``sm_XY``, driver) per GPU in ``nvidia-smi --query-gpu=name,compute_cap,driver_version
+    --format=csv,noheader`` output; lines that do not parse are skipped."""
+    out: list[tuple[str, str, str | None]] = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        cc = _CC_RE.match(parts[1]) if len(parts) in (2, 3) and parts[0] else None
+        if cc:
+            driver = parts[2] if len(parts) == 3 and _DRIVER_RE.match(parts[2]) else None
+            out.append((parts[0], f"sm_{int(cc.group(1))}{cc.group(2)}", driver))
+    return out
+
+
+def parse_rocminfo_gpus(text: str) -> list[tuple[str | None, str]]:
+    """(marketing name or None, ``gfxNNN``) per GPU agent in ``rocminfo`` output (CPU agents have no gfx name)."""
+    out: list[tuple[str | None, str]] = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("Agent "):
+            continue
+        m = _ROCM_NAME_RE.match(line)
+        if m:
+            out.append((None, m.group(1)))
+            continue
+        mk = _ROCM_MARKETING_RE.match(line)
+        if mk and out and out[-1][0] is None:
+            out[-1] = (mk.group(1), out[-1][1])
+    return out
+
+
+def _run_tool(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return ""
+
+
+def local_gpus() -> list[tuple[str | None, str]]:
+    """(name, arch) of this machine's GPUs: nvidia-smi's compute capability, else rocminfo's gfx target; [] if
+    neither tool answers."""
+    smi = parse_nvidia_smi_gpus(_run_tool(
+        ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]))
+    if smi:
+        return [(name, arch) for name, arch, _ in smi]
+    return parse_rocminfo_gpus(_run_tool(["rocminfo"]))
 
 
 def gpu_driver(accelerator: str, *, nvidia_proc: Path = NVIDIA_PROC_VERSION,
