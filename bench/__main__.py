@@ -32,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", dest="size", action="store_const", const="quick", help="= --size quick (~2 min)")
     size.add_argument("--full", dest="size", action="store_const", const="full", help="= --size full (~10 min)")
     size.add_argument("--tiny", dest="size", action="store_const", const="tiny", help="= --size tiny (CPU/CI)")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; in a GPU image "
+                    "auto refuses to fall back to the CPU)")
+    ap.add_argument("--no-gpu", dest="device", action="store_const", const="cpu",
+                    help="= --device cpu: measure the CPU even in a GPU image (the records say so)")
     ap.add_argument("--batch", action="append", default=[], metavar="MODEL=N", help="batch override, repeatable")
     ap.add_argument("--ddp-gpus", type=int, default=0, help="GPUs for the DDP scaling benchmark (default all)")
     ap.add_argument("--results", type=Path, default=Path(os.environ.get(RESULTS_ENV) or "results"),
@@ -68,6 +71,18 @@ def missing_modules() -> list[str]:
     return [name for name in NEEDS if importlib.util.find_spec(name) is None]
 
 
+def device_problem(option: str) -> str | None:
+    """Why the suite cannot run on ``--device option`` here (a GPU image with no GPU, an arch this torch lacks),
+    checked before pytest starts so that it ends with exit code 2 and one message."""
+    from bench.device import DeviceProblem, choose_device
+
+    try:
+        choose_device(option)
+    except DeviceProblem as e:
+        return str(e)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     args, raw, cmdline = pytest_args(argv, stamp)
@@ -77,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
               f"  either install them:  {sys.executable} -m pip install {' '.join(NEEDS[m] for m in missing)}\n"
               "  (torch built for your GPU), or run the suite inside an image with nothing to install:\n"
               "  torchrig run-bench ENV  (nox -s bench-<env>)", file=sys.stderr)
+        return 2
+    problem = device_problem(args.device)
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
         return 2
     import pytest
 

@@ -2,7 +2,9 @@
 
 Options (see ``pytest bench --help``):
   --bench-size auto|tiny|quick|full   auto: tiny on CPU, full on a GPU
-  --bench-device auto|cpu|cuda|cuda:N auto: the first GPU torch sees, else the CPU
+  --bench-device auto|cpu|cuda|cuda:N auto: the first GPU torch sees, else the CPU -- except in a GPU image
+                                      ($TORCHRIG_ACCELERATOR cuda/rocm), which stops naming what is missing
+                                      (bench/device.py); cpu there runs, with a warning in every record
   --bench-batch MODEL=N               override a model's batch size (repeatable), e.g. resnet50=64
   --bench-ddp-gpus N                  GPUs for the DDP scaling benchmark (default: all visible)
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench.device import DeviceChoice, DeviceProblem, choose_device
 from bench.harness import TorchDevice
 from bench.sizes import SIZES, BenchContext, Suite, suite
 
@@ -30,12 +33,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @functools.cache
-def _device(option: str) -> TorchDevice:
-    import torch
+def _choice(option: str) -> DeviceChoice:
+    try:
+        return choose_device(option)
+    except DeviceProblem as e:
+        raise pytest.UsageError(f"bench: {e}") from None
 
-    if option == "auto":
-        option = "cuda" if torch.cuda.is_available() else "cpu"
-    return TorchDevice(option)
+
+@functools.cache
+def _device(option: str) -> TorchDevice:
+    return TorchDevice(_choice(option).name)
 
 
 def _parse_batches(items: list[str]) -> dict[str, int]:
@@ -63,6 +70,7 @@ def _suite(config: pytest.Config) -> Suite:
 
 def pytest_configure(config: pytest.Config) -> None:
     _parse_batches(config.getoption("--bench-batch"))  # a bad option is a usage error before collection
+    _choice(config.getoption("--bench-device"))  # ... and so is a GPU image that sees no GPU
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -122,3 +130,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
     from torchrig.results.benchconv import add_utilisation
 
     add_utilisation(output_json.get("benchmarks", []))
+    run_warnings = list(_choice(config.getoption("--bench-device")).warnings)
+    for b in output_json.get("benchmarks", []):
+        extra = b.setdefault("extra_info", {})
+        extra["warnings"] = [*extra.get("warnings", []), *run_warnings]
