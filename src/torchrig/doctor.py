@@ -245,7 +245,7 @@ def can_run(checks: Sequence[Check]) -> bool:
     return all(c.ok is not False for c in checks)
 
 
-def render(env: Environment, checks: Sequence[Check]) -> str:
+def render(env: Environment, checks: Sequence[Check], *, where: str = "here") -> str:
     gpu = {"cpu": "CPU", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
     lines = [f"{env.id}: torch {env.torch}, {gpu}, Python {env.python}"]
     width = max(len(c.name) for c in checks)
@@ -254,6 +254,6 @@ def render(env: Environment, checks: Sequence[Check]) -> str:
         if c.ok is False and c.fix:
             lines.append(f"    {'':<{width}}  fix: {c.fix}")
     bad = sum(c.ok is False for c in checks)
-    lines.append(f"  => {env.id} can run here" if not bad else
-                 f"  => {env.id} cannot run here ({bad} problem{'s' if bad != 1 else ''})")
+    lines.append(f"  => {env.id} can run {where}" if not bad else
+                 f"  => {env.id} cannot run {where} ({bad} problem{'s' if bad != 1 else ''})")
     return "\n".join(lines)

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torchrig.engine.hostcheck import driver_older
+from torchrig.errors import UsageError
 from torchrig.matrix import Environment
-from torchrig.matrix.archs import ArchData, Gpu, Support, cuda_runs, load_arch_data, rocm_runs
+from torchrig.matrix.archs import ArchData, Gpu, Support, cuda_runs, load_arch_data, parse_arch, parse_driver, rocm_runs
 
-__all__ = ["Check", "arch_check", "described_checks", "driver_check", "env_runs_on"]
+__all__ = ["Check", "arch_check", "described_checks", "described_gpus", "driver_check", "env_runs_on"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +91,12 @@ def env_runs_on(env: Environment, gpu: Gpu, driver: str | None, data: ArchData |
 
 def _suggest(env: Environment, gpu: Gpu, driver: str | None, others: Sequence[Environment],
              data: ArchData) -> str:
-    fits = [e.id for e in others if e.id != env.id and e.accelerator != "cpu" and env_runs_on(e, gpu, driver, data)]
+    gpu_rows = [e for e in others if e.id != env.id and e.accelerator != "cpu"]
+    fits = [e.id for e in gpu_rows if env_runs_on(e, gpu, driver, data)]
+    unknown = [e.id for e in gpu_rows if env_runs_on(e, gpu, driver, data) is None]
     text = f"environments that support it: {', '.join(fits) or 'none in matrix.yaml'}"
+    if unknown:
+        text += f" (not known for {', '.join(unknown)}: no arch list for their wheel)"
     newest = data.newest_with(gpu)
     rows = {(".".join(e.torch.split(".")[:2]), e.flavour) for e in others}
     if newest is None:
@@ -125,7 +130,7 @@ def arch_check(env: Environment, gpu: Gpu, *, driver: str | None = None, others:
     known = gpu.name or data.gpu_name(gpu.arch)
     extra = support.reason.removeprefix(f"no kernels for {gpu.arch}").strip()
     detail = (f"this image's torch has no kernels for {gpu.arch}{f' ({known})' if known else ''}"
-              f"{' ' + extra if extra else ''} (torch {env.torch} {env.flavour} carries {wheel.describe()}){note}")
+              f"{' ' + extra if extra else ''}; torch {env.torch} {env.flavour} carries {wheel.describe()}{note}")
     return Check(name="GPU architecture", ok=False, detail=detail, fix=_suggest(env, gpu, driver, others, data))
 
 
@@ -144,3 +149,29 @@ def described_checks(env: Environment, gpu: Gpu, driver: str | None,
             out.append(driver_check(env, driver, others)[0])
     out.append(arch_check(env, gpu, driver=driver, others=others))
     return out
+
+
+def described_gpus(names: Sequence[str], archs: Sequence[str], driver: str | None) -> tuple[list[Gpu], str | None]:
+    """The machines ``--gpu NAME`` / ``--gpu-arch ARCH`` describe and the ``--driver`` they share, validated
+    (:class:`UsageError`, exit 2, naming the flag and what to write)."""
+    data = load_arch_data()
+    gpus: list[Gpu] = []
+    for name in names:
+        try:
+            gpus.append(data.gpu(name))
+        except ValueError as e:
+            raise UsageError(f"--gpu: {e}") from None
+    for text in archs:
+        try:
+            arch = parse_arch(text)
+        except ValueError as e:
+            raise UsageError(f"--gpu-arch: {e}") from None
+        gpus.append(Gpu(name=data.gpu_name(arch), arch=arch))
+    if driver is not None:
+        if not gpus:
+            raise UsageError("--driver describes a machine: give its GPU too (--gpu NAME or --gpu-arch ARCH)")
+        try:
+            driver = parse_driver(driver)
+        except ValueError as e:
+            raise UsageError(f"--driver: {e}") from None
+    return gpus, driver

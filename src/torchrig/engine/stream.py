@@ -4,7 +4,8 @@ docker-py does not raise when a build or push fails: the failure is a ``{"error"
 (docker/docker-py#3161). These readers are fed the decoded items one by one, print progress as they go, keep the
 last log lines, and raise :class:`~torchrig.errors.BuildError` / :class:`~torchrig.errors.RegistryError` with
 those lines and a hint when the stream reports an error. They hold no Docker client, so they are tested with
-recorded streams.
+recorded streams. Terminal control sequences in the engine's output (pip's and apt's colours, progress bars,
+window titles) are removed before a line is logged or kept (:func:`strip_ansi`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,31 @@ from typing import Any
 from torchrig.errors import BuildError, RegistryError
 from torchrig.results.io import Log
 
-__all__ = ["BuildStream", "Step", "TransferStream", "registry_hint"]
+__all__ = ["BuildStream", "Step", "TransferStream", "registry_hint", "strip_ansi"]
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT_RE = re.compile(r"^Successfully built ([0-9a-f]{12,64})\s*$")
+# ECMA-48 control sequences: OSC (to BEL or ST, or the end of the line when unterminated), CSI (7- and 8-bit),
+# DCS/SOS/PM/APC strings, the other two- and three-byte escapes, and a lone ESC.
+_ANSI_RE = re.compile(
+    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b\[[0-?]*[ -/]*[@-~]?"
+    r"|\x9b[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+# Other C0/C1 controls but tab; a carriage return inside a line (a redrawn progress bar) keeps what follows it.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f\x80-\x9f]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal control sequences or control characters (tab kept); after a carriage return
+    only what was drawn last."""
+    text = _ANSI_RE.sub("", text)
+    if "\r" in text:
+        parts = [p for p in text.split("\r") if p.strip()]
+        text = parts[-1] if parts else ""
+    return _CONTROL_RE.sub("", text)
 
 
 def _fmt_seconds(s: float) -> str:
@@ -106,6 +128,7 @@ class BuildStream:
             self._line(line.rstrip("\r"))
 
     def _line(self, line: str) -> None:
+        line = strip_ansi(line)
         if not line.strip():
             return
         self._tail.append(line)
