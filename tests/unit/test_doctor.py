@@ -98,3 +98,52 @@ def test_on_this_machine_the_cpu_environment_can_run_and_cuda_cannot(capsys: pyt
     assert "✗ NVIDIA driver" in out and "cuda118 cannot run here" in out
     assert main(["--matrix", str(ROOT / "matrix.yaml"), "doctor"]) == 0
     assert "can run here: cpu" in capsys.readouterr().out
+
+
+class _Engine:
+    """A client whose engine keeps its images at ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def info(self) -> dict[str, object]:
+        return {"DockerRootDir": self.root, "Driver": "overlay2", "Runtimes": {"runc": {}}}
+
+    def version(self) -> dict[str, str]:
+        return {"Version": "27.3.1"}
+
+
+def test_disk_is_read_at_the_engines_data_root(tmp_path: Path) -> None:
+    facts = doctor.gather(lambda: _Engine(str(tmp_path)))
+    assert facts.docker_root == str(tmp_path) and facts.disk_free_bytes is not None
+    assert f"free at {tmp_path}" in _by_name(doctor.diagnose(CPU, facts))["disk space"].detail
+
+
+def test_a_data_root_that_is_not_on_this_machine_is_not_measured_at_a_parent(tmp_path: Path) -> None:
+    # Regression: /var/lib/docker did not exist and doctor reported the free space of the nearest parent.
+    missing = tmp_path / "var" / "lib" / "docker"
+    facts = doctor.gather(lambda: _Engine(str(missing)))
+    disk = _by_name(doctor.diagnose(CPU, facts))["disk space"]
+    assert facts.disk_free_bytes is None and disk.ok is None
+    assert str(missing) in disk.detail and "not on this machine" in disk.detail
+
+
+def test_no_engine_leaves_the_disk_unchecked_rather_than_guessing_a_path() -> None:
+    disk = _by_name(doctor.diagnose(CPU, dataclasses.replace(GOOD_NVIDIA, docker_root=None,
+                                                             disk_free_bytes=None)))["disk space"]
+    assert disk.ok is None and "DockerRootDir" in disk.detail and "/var/lib/docker" not in disk.detail
+
+
+def test_the_size_estimate_is_the_last_measured_build_then_the_budget(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "cpu-runtime.json").write_text(
+        '{"env_id": "cpu", "size_bytes": 5246000000, "recorded_at": "2026-12-05T10:00:00+00:00"}')
+    (tmp_path / "images" / "cuda118-runtime.json").write_text("{not json")  # a damaged record is no estimate
+    measured = doctor.read_measured_sizes(tmp_path)
+    assert set(measured) == {"cpu"}
+    eight_gb = dataclasses.replace(GOOD_NVIDIA, disk_free_bytes=8 * doctor.GB, measured=measured)
+    disk = _by_name(doctor.diagnose(CPU, eight_gb))["disk space"]
+    # the budget (1,600 MB x 2 = 3.2 GB) would have let this through; the measured 5.2 GB image needs ~10.5 GB
+    assert disk.ok is False and "~5.2 GB (last measured build, 2026-12-05)" in disk.detail and "~10.5 GB" in disk.detail
+    budget = _by_name(doctor.diagnose(CUDA118, eight_gb))["disk space"]
+    assert "size_budget_mb.runtime in matrix.yaml" in budget.detail and "~7.0 GB" in budget.detail

@@ -68,16 +68,19 @@ def parse_nvidia_smi_gpus(text: str) -> list[tuple[str, str, str | None]]:
 def parse_rocminfo_gpus(text: str) -> list[tuple[str | None, str]]:
     """(marketing name or None, ``gfxNNN``) per GPU agent in ``rocminfo`` output (CPU agents have no gfx name)."""
     out: list[tuple[str | None, str]] = []
+    in_gpu = False  # the Marketing Name belongs to the agent whose Name came last, if that one is a GPU
     for line in text.splitlines():
-        if line.lstrip().startswith("Agent "):
+        mk = _ROCM_MARKETING_RE.match(line)
+        if mk:
+            if in_gpu and out[-1][0] is None:
+                out[-1] = (mk.group(1), out[-1][1])
             continue
         m = _ROCM_NAME_RE.match(line)
         if m:
             out.append((None, m.group(1)))
-            continue
-        mk = _ROCM_MARKETING_RE.match(line)
-        if mk and out and out[-1][0] is None:
-            out[-1] = (mk.group(1), out[-1][1])
+            in_gpu = True
+        elif line.lstrip().startswith(("Name:", "Agent ")):
+            in_gpu = False
     return out
 
 
