@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torchrig.errors import ConfigurationError, FatalError
+from torchrig.results.reading import InputFileError, read_json
 from torchrig.results.records import (
     Container,
     Gate,
@@ -35,6 +35,7 @@ from torchrig.results.records import (
     Software,
     Verdict,
     new_run_id,
+    validate_record,
     write_record,
 )
 
@@ -48,9 +49,9 @@ def load_bench_json(path: str | Path) -> dict[str, Any]:
     """Read a pytest-benchmark JSON file; :class:`ConfigurationError` if it is not one."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigurationError([f"cannot read it as JSON: {e}"], source=str(p)) from e
+        data = read_json(p, kind="bench-json", expect=None)
+    except InputFileError as e:
+        raise ConfigurationError([f"cannot read it as JSON: {e.reason}"], source=str(p)) from None
     problems = []
     if not isinstance(data, dict):
         problems.append("expected a JSON object at the top")
@@ -250,22 +251,51 @@ def _record(b: Mapping[str, Any], data: Mapping[str, Any], env: Mapping[str, Any
     )
 
 
-def records_from_json(data: dict[str, Any], *, source: str | None = None) -> list[Record]:
-    """One record per benchmark in a loaded pytest-benchmark JSON."""
-    benchmarks = data.get("benchmarks") or []
-    add_utilisation(benchmarks)
-    mi = data.get("machine_info") or {}
+def _warn(message: str) -> None:
+    print(f"benchconv: warning: {message}", file=sys.stderr)
+
+
+def records_from_json(data: dict[str, Any], *, source: str | None = None,
+                      warn: Callable[[str], None] = _warn) -> list[Record]:
+    """One record per benchmark in a loaded pytest-benchmark JSON; an entry that cannot be one is skipped, and
+    ``warn`` is told which and why (a hand-edited or truncated file converts what it can)."""
+    where = source or "benchmark JSON"
+    raw = data.get("benchmarks")
+    benchmarks = [b for b in raw if isinstance(b, dict)] if isinstance(raw, list) else []
+    if isinstance(raw, list) and len(benchmarks) < len(raw):
+        warn(f"{where}: {len(raw) - len(benchmarks)} entr(y/ies) of 'benchmarks' are not objects; skipped")
+    try:
+        add_utilisation(benchmarks)
+    except (TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as e:
+        warn(f"{where}: utilisation (mfu_pct) not added: {type(e).__name__}: {e}")
+    mi = _obj(data.get("machine_info"))
     env = _obj(mi.get("torchrig"))
     session = new_run_id()
-    return [_record(b, data, env, source=source, session=session) for b in benchmarks]
+    out: list[Record] = []
+    for i, b in enumerate(benchmarks):
+        try:
+            rec = _record(b, {**data, "machine_info": mi}, env, source=source, session=session)
+            problems = validate_record(rec.to_dict())
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+            problems = [f"{type(e).__name__}: {e}"]
+        if problems:
+            name = str(b["name"]) if isinstance(b.get("name"), str) else f"#{i}"
+            warn(f"{where}: benchmark {name[:100]!r} skipped, not convertible: {'; '.join(problems)[:300]}")
+            continue
+        out.append(rec)
+    return out
 
 
-def convert(paths: Iterable[str | Path], results_dir: str | Path) -> list[Path]:
-    """Convert every file in ``paths``; write the records under ``results_dir``; return the written paths."""
+def convert(paths: Iterable[str | Path], results_dir: str | Path, *,
+            warn: Callable[[str], None] = _warn) -> list[Path]:
+    """Convert every file in ``paths``; write the records under ``results_dir``; return the written paths.
+
+    A file that is not pytest-benchmark JSON is a ConfigurationError (nothing written); a benchmark in it that
+    cannot become a record is skipped with a warning."""
     written: list[Path] = []
     for p in paths:
         data = load_bench_json(p)
-        for rec in records_from_json(data, source=str(p)):
+        for rec in records_from_json(data, source=str(p), warn=warn):
             written.append(write_record(rec, results_dir))
     return written
 

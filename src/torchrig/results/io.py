@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchrig.results.reading import InputFileError, read_json
 from torchrig.results.schema import SCHEMA_ID, Record, RecordError, record_from_dict, validate_record
 
 __all__ = ["LoadProblem", "Log", "atomic_write_text", "current_umask", "file_sha256", "load_records", "write_record"]
@@ -73,6 +74,10 @@ def write_record(record: Record, results_dir: str | os.PathLike[str]) -> Path:
     return atomic_write_text(out_dir / f"{safe}-{record.run_id}.json", text)
 
 
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 @dataclass(frozen=True)
 class LoadProblem:
     path: Path
@@ -97,14 +102,14 @@ def load_records(dirs: Iterable[str | os.PathLike[str]]) -> tuple[list[Record], 
             if any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                problems.append(LoadProblem(path, f"not readable JSON ({e})"))
+                data = read_json(path, kind="record", expect=None)
+            except InputFileError as e:
+                problems.append(LoadProblem(path, f"skipped, not readable JSON: {e.reason}"))
                 continue
             if not isinstance(data, dict) or data.get("schema") != SCHEMA_ID:
                 continue  # some other JSON file (e.g. raw pytest-benchmark output) living beside records
             try:
                 records.append(record_from_dict(data))
-            except (RecordError, TypeError) as e:
-                problems.append(LoadProblem(path, str(e)))
+            except (RecordError, TypeError, ValueError, KeyError, AttributeError) as e:
+                problems.append(LoadProblem(path, f"skipped, not a valid record: {_short(str(e))}"))
     return records, problems
