@@ -15,15 +15,19 @@ finds the odd node out.
 
 from __future__ import annotations
 
+import json
+import math
 import string
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from torchrig.report.cells import latest, metric_cell, verdict_cell
 from torchrig.report.fleet import build_fleet
 from torchrig.report.model import HOST, Cell, ColumnKey, Comparison, MachineGroup, Problem, Report, RowKey
 from torchrig.report.stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE, judge
+from torchrig.report.summary import build_summary
 from torchrig.results.records import LoadProblem, Machine, Record
 
 __all__ = ["build_report"]
@@ -45,6 +49,44 @@ def _describe(m: Machine) -> str:
     parts.append(f"{m.cpu} ({m.cpu_count} CPUs)")
     parts.append(m.os)
     return " · ".join(parts)
+
+
+def dedupe(records: Iterable[Record]) -> tuple[list[Record], list[str]]:
+    """Each run counted once: records with the same run id and the same content (a results folder copied twice,
+    or merged from two places) are kept once; a note says how many were dropped and from which runs."""
+    seen: set[tuple[str, str]] = set()
+    out: list[Record] = []
+    dropped: dict[str, int] = defaultdict(int)
+    for r in records:
+        key = (r.run_id, json.dumps(r.to_dict(), sort_keys=True, default=str))
+        if key in seen:
+            dropped[r.run_id] += 1
+            continue
+        seen.add(key)
+        out.append(r)
+    notes = []
+    if dropped:
+        n = sum(dropped.values())
+        runs = sorted(dropped)
+        notes.append(f"{n} duplicate record{'s' if n != 1 else ''} (the same run id and content, e.g. a results "
+                     f"folder copied twice) counted once: run{'s' if len(runs) != 1 else ''} "
+                     + ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else ""))
+    return out, notes
+
+
+def _finite_baseline(records: Iterable[Record]) -> tuple[list[Record], list[LoadProblem]]:
+    """A baseline record with a NaN or infinite metric is named and left out of the comparison."""
+    keep: list[Record] = []
+    bad: list[LoadProblem] = []
+    for r in records:
+        odd = sorted(m for m, v in r.metrics.items() if not math.isfinite(v.value)
+                     or (v.stddev is not None and not math.isfinite(v.stddev)))
+        if odd:
+            bad.append(LoadProblem(path=Path(f"run {r.run_id}"), reason=f"{r.kind} {r.name}: metric(s) "
+                                   f"{', '.join(odd)} not finite (NaN or infinity): left out of the comparison"))
+        else:
+            keep.append(r)
+    return keep, bad
 
 
 def _index(records: Iterable[Record]) -> dict[ColumnKey, dict[tuple[str, str], list[Record]]]:
@@ -135,6 +177,12 @@ def build_report(
     min_rel_noise: float = DEFAULT_MIN_REL_NOISE,
 ) -> Report:
     """The comparison table of ``records`` (and, with ``baseline``, the change against it)."""
+    records, dup_notes = dedupe(records)
+    if baseline is not None:
+        base_recs, base_dups = dedupe(baseline[0])
+        base_recs, odd = _finite_baseline(base_recs)
+        baseline = (base_recs, [*baseline[1], *odd])
+        dup_notes += [f"baseline: {n}" for n in base_dups]
     idx = _index(records)
     base_idx = _index(baseline[0]) if baseline else {}
     base_envs: dict[str, set[str]] = defaultdict(set)
@@ -175,12 +223,13 @@ def build_report(
                     cell = replace(cell, comparison=cmp)
                 cells[(row, col)] = cell
 
-    notes = _notes(groups, idx, base_idx, baseline is not None)
+    notes = dup_notes + _notes(groups, idx, base_idx, baseline is not None)
     all_problems = [Problem(source="results", path=p.path, reason=p.reason) for p in problems]
     if baseline is not None:
         all_problems += [Problem(source="baseline", path=p.path, reason=p.reason) for p in baseline[1]]
     return Report(groups=tuple(groups), cells=cells, fleet=build_fleet(records, k=k, min_rel_noise=min_rel_noise),
-                  problems=tuple(all_problems), notes=tuple(notes), n_records=len(records),
+                  summary=build_summary(groups, idx), problems=tuple(all_problems), notes=tuple(notes),
+                  n_records=len(records),
                   n_baseline_records=len(baseline[0]) if baseline else None, k=k, min_rel_noise=min_rel_noise)
 
 

@@ -13,7 +13,7 @@ from torchrig.report.model import Cell
 from torchrig.report.stats import Sample
 from torchrig.results.records import Gate, Record
 
-__all__ = ["gate_text", "latest", "metric_cell", "verdict_cell", "why_no_value"]
+__all__ = ["gate_text", "latest", "metric_cell", "verdict_cell", "why_no_metric", "why_no_value"]
 
 
 def latest(records: Sequence[Record]) -> Record:
@@ -60,12 +60,26 @@ def why_no_value(r: Record) -> str:
             return "not measured"
 
 
+def why_no_metric(r: Record, metric: str) -> str:
+    """Why a record that ran has no ``metric``: the ``skip LABEL: reason`` it logged for that part (the export
+    task skips an exporter a torch lacks, e.g. ``skip cnn/dynamo: ...`` for ``cnn_dynamo_size_mb``), else the
+    verdict's own words."""
+    if r.verdict == "pass":
+        for w in r.warnings:
+            label, sep, reason = w.partition(":")
+            if sep and label.startswith("skip "):
+                key = label[5:].strip().replace("/", "_").replace("-", "_")
+                if key and metric.startswith(key):
+                    return f"skipped: {reason.strip()}"
+    return why_no_value(r)
+
+
 def metric_cell(recs: Sequence[Record], metric: str) -> Cell:
     if not recs:
         return Cell(missing="not run")
     with_value = sorted((r for r in recs if metric in r.metrics), key=lambda r: (r.created, r.run_id))
     if not with_value:
-        return Cell(runs=len(recs), missing=why_no_value(latest(recs)))
+        return Cell(runs=len(recs), missing=why_no_metric(latest(recs), metric))
     last = with_value[-1].metrics[metric]
     other_units = sorted({r.metrics[metric].unit for r in with_value} - {last.unit})
     # Averaging across a unit change would mix two scales: the runs in the latest unit make the cell.

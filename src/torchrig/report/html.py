@@ -12,7 +12,16 @@ from html import escape
 from pathlib import Path
 
 from torchrig.report.model import Cell, MachineGroup, Report
-from torchrig.report.text import cell_text, fleet_headline, fleet_lines, legend, row_label
+from torchrig.report.text import (
+    cell_text,
+    figure_text,
+    fleet_headline,
+    fleet_lines,
+    legend,
+    row_label,
+    shown_verdicts,
+    verdict_text,
+)
 
 __all__ = ["render_html"]
 
@@ -37,6 +46,9 @@ td.cell{min-width:130px} .main{font-weight:600} .detail{color:#59636e;font-size:
 .o-regression{outline:2px solid #d1242f;outline-offset:-2px} .o-flaky .change{color:#9a6700;font-weight:600}
 .charts img{max-width:100%;border:1px solid #d1d9e0;margin:8px 0}
 code{background:#f6f8fa;padding:1px 4px;border-radius:4px}
+table.summary td{font-size:13px} table.summary ul{margin:0;padding-left:16px}
+.v-pass{color:#1a7f37} .v-fail,.v-error{color:#d1242f;font-weight:600} .v-skip{color:#59636e}
+.w{color:#9a6700}
 """
 
 # Sort by the clicked column: numbers (data-sort) first in the chosen order, then text; missing cells last.
@@ -112,12 +124,34 @@ def _fleet(report: Report) -> str:
             + (f"<ul>{items}</ul>" if items else "") + "</div>")
 
 
+def _summary(report: Report) -> str:
+    if not report.summary:
+        return ""
+    parts = ['<section id="summary"><h2>Summary</h2><table class="summary"><thead><tr><th>environment</th>'
+             "<th>machine</th><th>gates</th><th>headline figures</th><th>warnings</th></tr></thead><tbody>"]
+    for row in report.summary:
+        failed = sum(v.verdict in ("fail", "error") for v in row.verdicts)
+        count = (f'<b class="v-fail">{failed} of {len(row.verdicts)} failed</b>' if failed
+                 else f"all {len(row.verdicts) - sum(v.verdict == 'skip' for v in row.verdicts)} passed")
+        gates = "".join(f'<li class="v-{escape(v.verdict)}">{escape(verdict_text(v))}</li>'
+                        for v in shown_verdicts(row.verdicts))
+        figures = "".join(f"<li>{escape(figure_text(f))}</li>" for f in row.figures)
+        warns = "".join(f'<li class="w">⚠ {escape(w)}</li>' for w in row.warnings)
+        parts.append(f"<tr><td><b>{escape(row.env)}</b><small>{escape(row.software)}</small></td>"
+                     f"<td>{escape(row.machine)}<br><small>{escape(row.description)}</small></td>"
+                     f"<td>{count}<ul>{gates}</ul></td>"
+                     f"<td>{f'<ul>{figures}</ul>' if figures else '<i>no throughput measured</i>'}</td>"
+                     f"<td>{f'<ul>{warns}</ul>' if warns else 'none'}</td></tr>")
+    parts.append("</tbody></table></section>")
+    return "\n".join(parts)
+
+
 def render_html(report: Report, *, charts: Sequence[Path] = ()) -> str:
     n = len(report.groups)
     meta = f"{report.n_records} records · {n} machine{'s' if n != 1 else ''} · generated {report.created}"
     if report.n_baseline_records is not None:
         meta += f" · baseline: {report.n_baseline_records} records"
-    body = ["<h1>torchrig results</h1>", f'<p class="meta">{escape(meta)}</p>']
+    body = ["<h1>torchrig results</h1>", f'<p class="meta">{escape(meta)}</p>', _summary(report)]
     if report.fleet.nodes:
         body.append(_fleet(report))
     body += [f'<div class="note"><b>Note:</b> {escape(x)}</div>' for x in report.notes]

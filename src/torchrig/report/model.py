@@ -31,6 +31,9 @@ __all__ = [
     "RegressionError",
     "Report",
     "RowKey",
+    "SummaryFigure",
+    "SummaryRow",
+    "SummaryVerdict",
     "format_number",
 ]
 
@@ -197,11 +200,52 @@ class Fleet:
 EMPTY_FLEET = Fleet(nodes=(), models={}, passed=(), groups=(), outliers=())
 
 
+# ------------------------------------------------------------------------------------------------ the summary
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryVerdict:
+    """A task's or benchmark's latest verdict in one column, with the reason when it did not pass."""
+
+    kind: str
+    name: str
+    verdict: str  # pass, fail, skip, error
+    reason: str = ""
+    runs: int = 1
+    passed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryFigure:
+    """A headline figure: the best value of one metric over the matching benchmarks (``detail``: which case, and
+    its % of spec peak or MFU); ``cv_pct`` its run-to-run coefficient of variation when recorded."""
+
+    label: str
+    value: float
+    unit: str
+    detail: str = ""
+    cv_pct: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryRow:
+    """One environment on one machine: verdicts, headline figures and the warnings that change how they read."""
+
+    env: str
+    machine: str  # MachineGroup.label
+    description: str
+    software: str
+    verdicts: tuple[SummaryVerdict, ...]
+    figures: tuple[SummaryFigure, ...]
+    warnings: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Report:
     groups: tuple[MachineGroup, ...]
     cells: Mapping[tuple[RowKey, ColumnKey], Cell]
     fleet: Fleet = EMPTY_FLEET
+    summary: tuple[SummaryRow, ...] = ()
     problems: tuple[Problem, ...] = ()
     notes: tuple[str, ...] = ()
     n_records: int = 0

@@ -13,12 +13,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchrig.report.model import Cell, Comparison, Fleet, MachineGroup, Report, RowKey, format_number
+from torchrig.report.model import (
+    Cell,
+    Comparison,
+    Fleet,
+    MachineGroup,
+    Report,
+    RowKey,
+    SummaryFigure,
+    SummaryVerdict,
+    format_number,
+)
 
 __all__ = [
     "CellText",
     "cell_text",
     "change_text",
+    "figure_text",
     "fleet_headline",
     "fleet_lines",
     "legend",
@@ -26,6 +37,8 @@ __all__ = [
     "render_fleet_csv",
     "render_markdown",
     "row_label",
+    "shown_verdicts",
+    "verdict_text",
 ]
 
 _VERDICT_MARK = {"pass": "✓", "fail": "✗", "error": "⚠", "skip": "–"}
@@ -161,6 +174,50 @@ def fleet_lines(fleet: Fleet) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------------------------------- the summary
+
+
+def verdict_text(v: SummaryVerdict) -> str:
+    """``✓ smoke`` · ``✗ cifar_cnn (failed: accuracy >= 60)`` · ``– train-… (skipped: TF32 needs …)``."""
+    runs = f" {v.passed}/{v.runs} runs" if v.runs > 1 and v.verdict == "pass" and v.passed < v.runs else ""
+    why = f" ({v.reason})" if v.reason else ""
+    return f"{_VERDICT_MARK.get(v.verdict, '?')} {v.name}{runs}{why}"
+
+
+def shown_verdicts(verdicts: Sequence[SummaryVerdict]) -> list[SummaryVerdict]:
+    """Every task's verdict; of the benchmarks only those that did not pass (the passing ones are counted)."""
+    shown = [v for v in verdicts if v.kind == "task" or v.verdict != "pass"]
+    passed = len(verdicts) - len(shown)
+    if passed:
+        shown.append(SummaryVerdict(kind="bench", name=f"{passed} benchmark{'s' if passed != 1 else ''}",
+                                    verdict="pass"))
+    return shown
+
+
+def figure_text(f: SummaryFigure) -> str:
+    cv = f" · CV {f.cv_pct:.1f} %" if f.cv_pct is not None else ""
+    return f"{f.label}: {_value(f.value, f.unit)} ({f.detail}{cv})"
+
+
+def _md_summary(report: Report) -> list[str]:
+    if not report.summary:
+        return []
+    lines = ["## Summary", "", "| environment | machine | gates | headline figures | warnings |",
+             "|---|---|---|---|---|"]
+    for row in report.summary:
+        failed = sum(v.verdict in ("fail", "error") for v in row.verdicts)
+        head = f"**{_md(row.env)}**<br><sub>{_md(row.software)}</sub>"
+        count = (f"**{failed} of {len(row.verdicts)} failed**" if failed
+                 else f"all {len(row.verdicts) - sum(v.verdict == 'skip' for v in row.verdicts)} passed")
+        gates = "<br>".join([count, *(_md(verdict_text(v)) for v in shown_verdicts(row.verdicts))])
+        figures = "<br>".join(_md(figure_text(f)) for f in row.figures) or "*no throughput measured*"
+        warns = "<br>".join(f"⚠ {_md(w)}" for w in row.warnings) or "none"
+        lines.append(f"| {head} | {row.machine}<br><sub>{_md(row.description)}</sub> | {gates} | {figures} "
+                     f"| {warns} |")
+    lines.append("")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------- Markdown
 
 
@@ -225,6 +282,7 @@ def render_markdown(report: Report, *, charts: Sequence[Path] = ()) -> str:
     if report.n_baseline_records is not None:
         summary += f" · baseline: {report.n_baseline_records} records"
     lines += [summary, ""]
+    lines += _md_summary(report)
     if report.fleet.nodes:
         lines += [f"**Fleet:** {_md(fleet_headline(report.fleet))}", ""]
         extra = fleet_lines(report.fleet)

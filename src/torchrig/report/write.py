@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,26 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in wanted)
 
 
+_SYSTEM = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` is (or can become) a directory this process can write, not a file or a system folder."""
+    resolved = out_dir.expanduser().resolve()
+    if any(resolved == s or s in resolved.parents for s in _SYSTEM):
+        raise UsageError(f"--out {out_dir}: a report cannot be written under /{resolved.parts[1]}; "
+                         "choose a folder of your own (e.g. --out results/report)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, not a folder: remove it or choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot create the folder ({e.strerror or e}): "
+                         "choose another --out") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: this user cannot write there: choose another --out or fix its permissions")
+
+
 def write_report(report: Report, out_dir: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write the requested outputs into ``out_dir``; returns the files written.
 
@@ -32,7 +53,7 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str] = FORMATS
     files: ``report.csv`` (one line per cell) and ``fleet.csv`` (one line per node and group: the fleet summary),
     each a plain table with its header first, as spreadsheets and pandas expect.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir)
     written: list[Path] = []
     charts: list[Path] = []
     if "png" in formats:
