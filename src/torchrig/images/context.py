@@ -19,7 +19,8 @@ from pathlib import Path
 
 from docker.utils.build import PatternMatcher
 
-from torchrig.errors import BuildError
+from torchrig.errors import BuildError, ConfigurationError
+from torchrig.results.reading import InputFileError, read_text
 
 __all__ = ["CODE_DIRS", "MTIME", "BuildContext", "assemble", "code_sources", "read_dockerignore"]
 
@@ -43,10 +44,14 @@ class BuildContext:
 
 
 def read_dockerignore(path: Path) -> list[str]:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return []
     out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = read_text(path, kind="dockerignore")
+    except InputFileError as e:
+        raise ConfigurationError([e.reason], source=str(path)) from None
+    for raw in text.splitlines():
         line = raw.strip()
         if line and not line.startswith("#"):
             out.append(line)

@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 from torchrig.errors import BuildError, ConfigurationError
 from torchrig.matrix import Environment, canonical_name
+from torchrig.results.reading import InputFileError, read_text
 
 __all__ = [
     "LOCK_VERSION",
@@ -232,9 +233,13 @@ def parse_lock(text: str, *, source: str = "lock") -> Lock:
 
 
 def read_lock(path: Path) -> Lock | None:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():  # a FIFO, a directory or a broken link is named, not skipped
         return None
-    return replace(parse_lock(path.read_text(encoding="utf-8"), source=str(path)), path=path)
+    try:
+        text = read_text(path, kind="lock")
+    except InputFileError as e:
+        raise ConfigurationError([e.reason], source=str(path)) from None
+    return replace(parse_lock(text, source=str(path)), path=path)
 
 
 def lock_status(lock: Lock, env: Environment) -> str | None:

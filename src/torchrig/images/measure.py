@@ -19,6 +19,7 @@ from torchrig.engine.lifecycle import run_python
 from torchrig.errors import BuildError, RunError
 from torchrig.images.options import BuiltImage
 from torchrig.results.io import atomic_write_text
+from torchrig.results.reading import InputFileError, read_json
 
 if TYPE_CHECKING:
     import docker
@@ -76,7 +77,7 @@ def read_record(cache_dir: Path, env_id: str, target: str, image_id: str) -> dic
     """The kept measurement of ``env_id``/``target`` if it is of this very image, else None."""
     path = size_records_dir(cache_dir) / f"{env_id}-{target}.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        data: dict[str, Any] = read_json(path, kind="size-record")
+    except InputFileError:
+        return None  # no usable measurement: the caller measures again
     return data if data.get("image_id") == image_id else None

@@ -22,7 +22,9 @@ from torchrig.engine.registry import registry_of
 from torchrig.engine.stream import registry_hint
 from torchrig.errors import ConfigurationError, RegistryError
 from torchrig.matrix import Environment
+from torchrig.matrix.yamlsafe import YamlError, load_yaml
 from torchrig.results.io import atomic_write_text
+from torchrig.results.reading import InputFileError
 
 if TYPE_CHECKING:
     import docker
@@ -66,12 +68,15 @@ def pin(base: str, pins: Mapping[str, str]) -> PinnedBase:
 
 def read_pins(path: Path) -> dict[str, str]:
     """The recorded digests (tag -> sha256:...); empty when there is no file. ConfigurationError when malformed."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():  # a FIFO, a directory or a broken link is named, not skipped
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigurationError([f"not YAML: {e}"], source=str(path)) from None
+        data = load_yaml(path, kind="bases", string_keys=True) or {}
+    except InputFileError as e:
+        raise ConfigurationError([e.reason], source=str(path)) from None
+    except YamlError as e:
+        raise ConfigurationError([f"not YAML: {e.where + ': ' if e.where else ''}{e.problem}"],
+                                 source=str(path)) from None
     bases = data.get("bases") if isinstance(data, dict) else None
     if not isinstance(bases, dict):
         raise ConfigurationError(["expected a mapping `bases: {TAG: sha256:...}`; rewrite it with "

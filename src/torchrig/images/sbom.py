@@ -41,6 +41,7 @@ from torchrig.images.installed import Installed, inspect_installed, local_label,
 from torchrig.images.options import SOURCE_URL
 from torchrig.matrix import canonical_name
 from torchrig.results.io import atomic_write_text
+from torchrig.results.reading import InputFileError, read_bytes
 
 if TYPE_CHECKING:
     import docker
@@ -266,8 +267,8 @@ def stored_sbom(cache_dir: Path, image_id: str, sha256: str) -> Path | None:
     candidates = [by_id, *sorted(d.glob("*.cdx.json"))] if d.is_dir() else []
     for path in candidates:
         try:
-            if hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            if hashlib.sha256(read_bytes(path, kind="sbom")).hexdigest() == sha256:
                 return path
-        except OSError:
+        except InputFileError:
             continue
     return None

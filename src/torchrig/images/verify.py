@@ -20,7 +20,6 @@ gathers the facts from the engine. Drift reads ``extra: requests 2.32.3``, ``cha
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from torchrig.images.installed import (
 )
 from torchrig.images.sbom import SBOM_LABEL, sbom_for, sbom_layers, sbom_packages, stored_sbom
 from torchrig.matrix import Environment
+from torchrig.results.reading import InputFileError, loads_json, read_bytes
 
 if TYPE_CHECKING:
     import docker
@@ -287,9 +287,9 @@ def _entries(text: str) -> dict[str, tuple[str, str]]:
 def _find_lock(sha: str, candidates: Sequence[Path]) -> tuple[Packages, str] | None:
     for path in candidates:
         try:
-            data = path.read_bytes()
-        except OSError:
-            continue
+            data = read_bytes(path, kind="lock")
+        except InputFileError:
+            continue  # not a lock this image can have been built from
         if hashlib.sha256(data).hexdigest() == sha:
             return _entries(data.decode("utf-8", errors="replace")), str(path)
     return None
@@ -302,11 +302,14 @@ def _lock(labels: Mapping[str, str], installed: Installed, *, root: Path, env_id
     if sha == "none":
         return None, "", None
     if lock_file is not None:
-        if not lock_file.is_file():
-            raise UsageError(f"--lock {lock_file}: no such file")
+        if not lock_file.exists() and not lock_file.is_symlink():
+            raise UsageError(f"--lock {lock_file}: no such file")  # anything else there is named by read_bytes
         found = _find_lock(sha, [lock_file])
         if found is None:
-            data = lock_file.read_bytes()
+            try:
+                data = read_bytes(lock_file, kind="lock")
+            except InputFileError as e:
+                raise UsageError(f"--lock {e}") from None
             note = Check(name="lock file", status="drift", summary=f"{lock_file} is not the lock the image was "
                          f"built from (label sha256 {sha[:12]}, file {hashlib.sha256(data).hexdigest()[:12]})")
             return _entries(data.decode("utf-8", errors="replace")), str(lock_file), note
@@ -332,13 +335,13 @@ def _sbom(image_id: str, label: str | None, *, sbom_file: Path | None,
     if path is None:
         return None, None, ""
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UsageError(f"--sbom {path}: {e.strerror or e}") from None
+        data = read_bytes(path, kind="sbom")
+    except InputFileError as e:
+        raise UsageError(f"--sbom {e}") from None
     try:
-        doc = json.loads(data)
-    except ValueError:
-        raise UsageError(f"{path} is not JSON: not a CycloneDX SBOM") from None
+        doc = loads_json(data.decode("utf-8", errors="replace"), source=path, expect=None)
+    except InputFileError as e:
+        raise UsageError(f"{e}: not a CycloneDX SBOM") from None
     if not isinstance(doc, dict):
         raise UsageError(f"{path} is not a CycloneDX SBOM (not a JSON object)")
     return doc, hashlib.sha256(data).hexdigest(), str(path)
