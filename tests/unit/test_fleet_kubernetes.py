@@ -64,7 +64,28 @@ def _pod(m: dict[str, Any]) -> dict[str, Any]:
 def test_gpu_limits_by_accelerator(matrix: Matrix) -> None:
     limits = {env: _pod(manifest(matrix, env, gpus_per_node=4))["containers"][0].get("resources", {}).get("limits")
               for env in ("cpu", "cuda121", "rocm")}
-    assert limits == {"cpu": None, "cuda121": {"nvidia.com/gpu": 4}, "rocm": {"amd.com/gpu": 4}}
+    # quantities are strings (the client >= 37 refuses integers); CPU and memory default per GPU, plus the shm
+    assert limits == {"cpu": {"cpu": "4", "memory": "24Gi"},
+                      "cuda121": {"cpu": "16", "memory": "72Gi", "nvidia.com/gpu": "4"},
+                      "rocm": {"cpu": "16", "memory": "72Gi", "amd.com/gpu": "4"}}
+
+
+def test_requests_equal_limits_and_flags_set_them(matrix: Matrix) -> None:
+    res = _pod(manifest(matrix, "cuda121", cpu="12", memory="100Gi"))["containers"][0]["resources"]
+    assert res == {"requests": {"cpu": "12", "memory": "100Gi"},
+                   "limits": {"cpu": "12", "memory": "100Gi", "nvidia.com/gpu": "1"}}
+    with pytest.raises(UsageError, match="counts against the pod's memory limit"):
+        manifest(matrix, "cuda121", memory="8Gi")  # not more than the 8g /dev/shm
+
+
+def test_pod_security(matrix: Matrix) -> None:
+    for env, seccomp in (("cpu", "RuntimeDefault"), ("cuda121", "RuntimeDefault"), ("rocm", "Unconfined")):
+        pod = _pod(manifest(matrix, env))
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["seccompProfile"] == {"type": seccomp}
+        assert pod["containers"][0]["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+            "runAsUser": 1000, "runAsGroup": 1000}
 
 
 def test_indexed_spread_non_root_shm_pvc(matrix: Matrix) -> None:
@@ -76,7 +97,8 @@ def test_indexed_spread_non_root_shm_pvc(matrix: Matrix) -> None:
     assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "DoNotSchedule"
     assert spread["labelSelector"]["matchLabels"] == {"torchrig.job": m["metadata"]["name"]}
     assert m["spec"]["template"]["metadata"]["labels"]["torchrig.job"] == m["metadata"]["name"]
-    assert pod["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True, "fsGroup": 1000}
+    assert pod["securityContext"] == {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True, "fsGroup": 1000,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
     assert volumes["fleet"]["persistentVolumeClaim"] == {"claimName": "fleet-results"}
@@ -110,6 +132,12 @@ def test_the_pod_script_runs_the_suite_and_publishes(matrix: Matrix) -> None:
     ({"pvc": "Bad_Name"}, "not a Kubernetes name"),
     ({"pvc": "ok", "uid": 0}, "non-root"),
     ({"pvc": "ok", "gpus_per_node": 0}, "at least 1"),
+    ({"pvc": "ok", "gid": -1}, "int32 range"),
+    ({"pvc": "ok", "cpu": "0"}, "more than zero"),
+    ({"pvc": "ok", "cpu": "2Gi"}, "counted in cores"),
+    ({"pvc": "ok", "memory": "16g"}, "Kubernetes spells it 16Gi"),
+    ({"pvc": "ok", "memory": "512m"}, "milli-bytes"),
+    ({"pvc": "ok", "memory": "-1Gi"}, "not a Kubernetes quantity"),
 ])
 def test_options_refused(opts: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -123,8 +151,8 @@ def test_dry_run_writes_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 0 and "kubectl apply -f" in capsys.readouterr().err
     m = yaml.safe_load(out.read_text())
     validate(m)
-    assert m["metadata"]["name"] == "rocm-fleet" and _pod(m)["containers"][0]["resources"]["limits"] == {
-        "amd.com/gpu": 1}
+    assert m["metadata"]["name"] == "rocm-fleet"
+    assert _pod(m)["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"
 
 
 def test_submit_refuses_slurm_options_and_a_missing_pvc(capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,7 +216,7 @@ def fake_kubernetes(calls: list[tuple[str, Any]], *, refuse: bool = False, kubec
     """The parts of the official client torchrig uses: config loading, BatchV1Api, CoreV1Api, ApiException."""
     from types import SimpleNamespace
 
-    def load_kube_config() -> None:
+    def load_kube_config(config_file: str | None = None) -> None:
         if not kubeconfig:
             raise RuntimeError("no ~/.kube/config")
         calls.append(("config", "kube"))
@@ -200,22 +228,25 @@ def fake_kubernetes(calls: list[tuple[str, Any]], *, refuse: bool = False, kubec
         def __init__(self, api: object) -> None:
             pass
 
-        def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> None:
+        def create_namespaced_job(self, namespace: str, body: Any, _request_timeout: Any = None) -> None:
             if refuse:
                 raise _ApiException(409, "Conflict", "jobs.batch already exists")
-            calls.append(("create", (namespace, body["metadata"]["name"])))
+            calls.append(("create", (namespace, body.metadata.name)))
 
     class CoreV1Api:
         def __init__(self, api: object) -> None:
             pass
 
-        def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+        def list_namespaced_pod(self, namespace: str, label_selector: str, _request_timeout: Any = None) -> Any:
             calls.append(("list", (namespace, label_selector)))
             return SimpleNamespace(items=[_Pod(pod(0, "Succeeded", code=0)), _Pod(pod(1, "Running"))])
 
-    client = SimpleNamespace(ApiClient=object, BatchV1Api=BatchV1Api, CoreV1Api=CoreV1Api,
+    import kubernetes.client
+
+    client = SimpleNamespace(ApiClient=kubernetes.client.ApiClient, Configuration=kubernetes.client.Configuration,
+                             BatchV1Api=BatchV1Api, CoreV1Api=CoreV1Api,
                              exceptions=SimpleNamespace(ApiException=_ApiException))
-    return SimpleNamespace(config=SimpleNamespace(load_kube_config=load_kube_config,
+    return SimpleNamespace(__version__="stand-in", config=SimpleNamespace(load_kube_config=load_kube_config,
                                                   load_incluster_config=load_incluster_config), client=client)
 
 
@@ -237,9 +268,10 @@ def test_submit_creates_the_job_with_the_client(monkeypatch: pytest.MonkeyPatch,
 
 def test_a_refused_job_and_a_missing_cluster_are_clear(monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--to", "kubernetes", "--pvc", "res"]
+    base = ["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--to", "kubernetes", "--pvc", "res",
+            "--name", "cpu-fleet"]
     _use(monkeypatch, fake_kubernetes([], refuse=True))
-    assert main(base) == 8 and "Kubernetes refused the Job: 409 Conflict" in capsys.readouterr().err
+    assert main(base) == 8 and "refused the Job cpu-fleet in default: 409 Conflict" in capsys.readouterr().err
     _use(monkeypatch, fake_kubernetes([], kubeconfig=False))
     assert main(base) == 8 and "no Kubernetes cluster configured" in capsys.readouterr().err
     monkeypatch.setitem(__import__("sys").modules, "kubernetes", None)  # not installed

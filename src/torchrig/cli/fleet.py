@@ -125,7 +125,15 @@ def _submit_options() -> argparse.ArgumentParser:
                    help="nodeSelector on nvidia.com/gpu.product, e.g. NVIDIA-H100-80GB-HBM3")
     k.add_argument("--uid", type=int, default=1000, help="the image's non-root UID (default 1000)")
     k.add_argument("--gid", type=int, default=1000, help="its GID (default 1000)")
+    k.add_argument("--cpu", default=None, metavar="QTY",
+                   help="CPU request = limit per pod, a Kubernetes quantity (4, 500m; default 4 per GPU)")
+    k.add_argument("--memory", default=None, metavar="QTY",
+                   help="memory request = limit per pod (64Gi; default 16Gi per GPU plus --shm-size, which the "
+                        "memory-backed /dev/shm takes from it)")
     k.add_argument("--output", metavar="FILE", default=None, help="with --dry-run: write the YAML here")
+    k.add_argument("--pin-image", action="store_true",
+                   help="run the image by digest (REPO@sha256:...), asked of the registry through the local Docker "
+                        "engine; an --image that names a digest is used as it is")
     return opts
 
 
@@ -154,6 +162,10 @@ def _submit(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
     env = matrix.get(args.env)
     image = args.image or env.tags(args.target).immutable
+    if args.pin_image:
+        if args.to != "kubernetes":
+            raise UsageError("--pin-image is a Kubernetes option; on Slurm give --image REPO@sha256:... yourself")
+        image = kubernetes.image_by_digest(image)
     results = Path(FLEET_MOUNT) if args.to == "kubernetes" else _results_root(args)
     plan = FleetPlan.with_placeholders(
         passthrough, env=env, image=image, suite=args.suite, nodes=args.nodes, results=results,
@@ -195,7 +207,7 @@ def _submit_kubernetes(args: argparse.Namespace, plan: FleetPlan) -> int:
         raise UsageError("--data is a Slurm option (a shared folder); the pods write the synthetic CIFAR-10 stand-in")
     opts = KubernetesOptions(pvc=args.pvc, namespace=args.namespace, name=args.name, queue=args.queue,
                              gpu_product=args.gpu_product, gpus_per_node=args.gpus_per_node or 1, uid=args.uid,
-                             gid=args.gid)
+                             gid=args.gid, cpu=args.cpu, memory=args.memory)
     manifest = job_manifest(plan, opts)
     text = yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=1000)
     if args.dry_run:

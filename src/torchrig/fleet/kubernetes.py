@@ -1,25 +1,36 @@
 """Kubernetes: an Indexed Job with one pod per node, applied with the official client, and its pods' states.
 
 The pods spread over nodes (a topology spread constraint on the host name, ``DoNotSchedule``), ask for the
-environment's accelerator (``nvidia.com/gpu`` / ``amd.com/gpu`` limits; nothing for cpu), may select a GPU model
-(``nvidia.com/gpu.product``), get ``/dev/shm`` from a memory-backed emptyDir, run as the image's non-root user, and
-may be queued by Kueue (``kueue.x-k8s.io/queue-name``). Each pod writes its records to a local emptyDir and, when
+environment's accelerator (``nvidia.com/gpu`` / ``amd.com/gpu`` limits, quantities as strings; nothing for cpu),
+CPU and memory requests equal to their limits (Guaranteed QoS: steady benchmark timings), may select a GPU model
+(``nvidia.com/gpu.product``), get ``/dev/shm`` from a memory-backed emptyDir, run as the image's non-root user with
+no service-account token, no privilege escalation, no capabilities and the runtime's default seccomp profile
+(ROCm: unconfined, as ``docker run`` gets it; docs/fleet.md lists what remains), and may be queued by Kueue
+(``kueue.x-k8s.io/queue-name``). Each pod writes its records to a local emptyDir and, when
 the suite ends, moves them onto the PersistentVolumeClaim in one rename: ``<pvc>/<job>/<index>-<node>/`` -- the
 same layout as a Slurm job's, so ``torchrig report`` and ``torchrig fleet`` read both alike.
 
-The ``kubernetes`` package is optional (``pip install 'torchrig[fleet]'``); ``--dry-run`` needs nothing.
+The ``kubernetes`` package is optional (``pip install 'torchrig[fleet]'``); ``--dry-run`` needs nothing. Before
+any request the manifest goes through the client's own ``V1Job`` model (:func:`client_job`), so a field the
+client refuses is a message here, not a traceback; an API server that does not answer is named in the message.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
+import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from torchrig.errors import SchedulerError, UsageError
 from torchrig.fleet.plan import FleetPlan, sh_words
+from torchrig.fleet.quantity import Quantity, docker_size_to_quantity, parse_quantity
 from torchrig.fleet.state import ElementState
 from torchrig.results.contract import DATA_IN, HOSTNAME_ENV, RESULTS_IN
 
@@ -29,6 +40,8 @@ __all__ = [
     "QUEUE_LABEL",
     "KubernetesOptions",
     "apply",
+    "client_job",
+    "image_by_digest",
     "job_manifest",
     "parse_pods",
     "query",
@@ -40,6 +53,11 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 _RESOURCE = {"cuda": "nvidia.com/gpu", "rocm": "amd.com/gpu"}
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# Per GPU (or per pod, for a cpu environment) when --cpu / --memory are not given; the memory-backed /dev/shm
+# counts against the memory limit, so the default memory adds the shm size on top.
+DEFAULT_CPU_PER_GPU = 4
+DEFAULT_MEMORY_PER_GPU_GI = 16
+_TIMEOUT = (10, 60)  # (connect, read) seconds for every API call: an unreachable server must not hang submit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +70,10 @@ class KubernetesOptions:
     gpus_per_node: int = 1
     uid: int = 1000  # the image's user (images/Dockerfile TORCHRIG_UID)
     gid: int = 1000
+    cpu: str | None = None  # request = limit; default DEFAULT_CPU_PER_GPU per GPU
+    memory: str | None = None  # request = limit; default DEFAULT_MEMORY_PER_GPU_GI per GPU + the shm size
+    _cpu: Quantity | None = field(init=False, repr=False, compare=False, default=None)
+    _memory: Quantity | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for flag, value in (("--pvc", self.pvc), ("--namespace", self.namespace), ("--name", self.name)):
@@ -60,8 +82,39 @@ class KubernetesOptions:
                                  "at most 63 characters)")
         if self.uid == 0:
             raise UsageError("--uid 0: the pods run as the image's non-root user (runAsNonRoot); give its UID")
+        for flag, number in (("--uid", self.uid), ("--gid", self.gid)):
+            if not 0 <= number <= 2**31 - 1:
+                raise UsageError(f"{flag} {number}: give a number from 0 to 2147483647 (Kubernetes' int32 range)")
         if self.gpus_per_node < 1:
             raise UsageError(f"--gpus-per-node {self.gpus_per_node}: give at least 1")
+        if self.cpu is not None:
+            object.__setattr__(self, "_cpu", parse_quantity("--cpu", self.cpu, kind="cpu"))
+        if self.memory is not None:
+            object.__setattr__(self, "_memory", parse_quantity("--memory", self.memory, kind="memory"))
+
+    def resources(self, plan: FleetPlan) -> dict[str, dict[str, str]]:
+        """Requests = limits (Guaranteed QoS): CPU, memory and, for a GPU plan, the accelerator; all strings."""
+        shm = docker_size_to_quantity("--shm-size", plan.shm_size)
+        units = self.gpus_per_node if plan.gpu else 1
+        cpu = str(self._cpu or units * DEFAULT_CPU_PER_GPU)
+        if self._memory is None:
+            memory = f"{units * DEFAULT_MEMORY_PER_GPU_GI + _ceil_gi(shm.value)}Gi"
+        elif self._memory.value <= shm.value:
+            raise UsageError(f"--memory {self.memory}: not more than --shm-size {plan.shm_size} ({shm}); /dev/shm is a "
+                             "memory-backed emptyDir and counts against the pod's memory limit: give more memory "
+                             "or a smaller --shm-size")
+        else:
+            memory = str(self._memory)
+        limits = {"cpu": cpu, "memory": memory}
+        if plan.gpu:
+            limits[_RESOURCE[plan.env.accelerator]] = str(self.gpus_per_node)
+        # Extended resources (GPUs) take no request other than the limit; Kubernetes copies it.
+        requests = {"cpu": cpu, "memory": memory}
+        return {"requests": requests, "limits": limits}
+
+
+def _ceil_gi(size: Decimal) -> int:
+    return int(-(-size // 2**30))
 
 
 def _job_name(plan: FleetPlan, opts: KubernetesOptions) -> str:
@@ -99,18 +152,10 @@ def _pod_script(plan: FleetPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _quantity(size: str) -> str:
-    """Docker's ``8g`` -> Kubernetes' ``8Gi``."""
-    m = re.fullmatch(r"(\d+)([bkmgt]?)b?", size.strip().lower())
-    if not m:
-        raise UsageError(f"--shm-size {size!r}: give a size like 8g or 512m")
-    unit = {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}[m.group(2)]
-    return m.group(1) + unit
-
-
 def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
     """The Indexed Job for ``plan`` (a plain dict, as ``kubectl apply -f`` would read it from YAML)."""
     name = _job_name(plan, opts)
+    shm = docker_size_to_quantity("--shm-size", plan.shm_size)
     labels = {"app.kubernetes.io/name": "torchrig", "app.kubernetes.io/component": "fleet",
               "torchrig.env": plan.env.id, "torchrig.job": name}
     job_labels = {**labels, **({QUEUE_LABEL: opts.queue} if opts.queue else {})}
@@ -124,6 +169,8 @@ def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "suite",
         "image": plan.image,
+        # An immutable tag or a digest: Always costs one manifest check and never runs a stale local copy.
+        "imagePullPolicy": "Always",
         "command": ["/bin/sh", "-c", _pod_script(plan)],
         "env": env,
         "workingDir": "/tmp",
@@ -133,15 +180,19 @@ def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "fleet", "mountPath": FLEET_MOUNT},
         ],
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "runAsNonRoot": True, "runAsUser": opts.uid, "runAsGroup": opts.gid},
+        "resources": opts.resources(plan),
     }
-    if plan.gpu:
-        resource = _RESOURCE[plan.env.accelerator]
-        container["resources"] = {"limits": {resource: opts.gpus_per_node}}
+    # ROCm runs unconfined, as AMD's container guidance and engine.gpu_flags (seccomp=unconfined) run it under
+    # Docker: the default profile admits mbind/set_mempolicy only with CAP_SYS_NICE, and the ROCm runtime uses them
+    # for NUMA-aware host memory. Everything else keeps the runtime's default profile.
+    seccomp = "Unconfined" if plan.gpu and plan.env.accelerator == "rocm" else "RuntimeDefault"
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the suites never talk to the API server
         "securityContext": {"runAsUser": opts.uid, "runAsGroup": opts.gid, "runAsNonRoot": True,
-                            "fsGroup": opts.gid},
+                            "fsGroup": opts.gid, "seccompProfile": {"type": seccomp}},
         "topologySpreadConstraints": [{
             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
             "labelSelector": {"matchLabels": {"torchrig.job": name}},
@@ -150,7 +201,7 @@ def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
         "volumes": [
             {"name": "results", "emptyDir": {}},
             {"name": "data", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity(plan.shm_size)}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm)}},
             {"name": "fleet", "persistentVolumeClaim": {"claimName": opts.pvc}},
         ],
     }
@@ -186,31 +237,128 @@ def _client() -> Any:
 
 def _connect(k8s: Any) -> Any:
     try:
-        k8s.config.load_kube_config()
-    except Exception:  # noqa: BLE001 - no kubeconfig: maybe we run inside the cluster
+        # $KUBECONFIG as it is now (the client reads it once, at import); None: the client's ~/.kube/config
+        k8s.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+    except Exception as kube:  # noqa: BLE001 - no kubeconfig: maybe we run inside the cluster
         try:
             k8s.config.load_incluster_config()
         except Exception as e:  # noqa: BLE001 - neither: say what to do
-            raise SchedulerError(f"no Kubernetes cluster configured (~/.kube/config or in-cluster): {e}") from None
+            raise SchedulerError(f"no Kubernetes cluster configured: the kubeconfig ($KUBECONFIG or ~/.kube/config) "
+                                 f"gave {_first_line(kube)}, and this is not a pod in a cluster ({_first_line(e)}); "
+                                 "point KUBECONFIG at your cluster's config, or write the manifest with --dry-run "
+                                 "and `kubectl apply -f` it") from None
     return k8s.client.ApiClient()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _server(api_client: Any) -> str:
+    return str(getattr(getattr(api_client, "configuration", None), "host", None) or "the API server")
+
+
+def _call(k8s: Any, api_client: Any, what: str, fn: Any) -> Any:
+    """``fn()`` with the client's errors as SchedulerError naming the server: refused, unreachable, or invalid."""
+    server = _server(api_client)
+    try:
+        return fn()
+    except k8s.client.exceptions.ApiException as e:
+        body = _first_line(Exception(e.body)) if getattr(e, "body", None) else ""
+        raise SchedulerError(f"Kubernetes at {server} refused {what}: {e.status} {e.reason}"
+                             + (f": {body}" if body else "")) from None
+    except Exception as e:
+        if not _no_answer(e):
+            raise
+        raise SchedulerError(f"the Kubernetes API server {server} did not answer ({type(e).__name__}: "
+                             f"{_first_line(e)}) while trying {what}: check that the cluster is up, that the "
+                             "kubeconfig's server address is reachable from here (VPN, proxy), or write the "
+                             "manifest with --dry-run and `kubectl apply -f` it") from None
+
+
+def _no_answer(e: BaseException) -> bool:
+    """urllib3's MaxRetryError, timeouts, refused connections, TLS and DNS failures: the server did not answer."""
+    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("urllib3", "ssl", "socket", "http")
+
+
+def client_job(k8s: Any, manifest: dict[str, Any]) -> Any:
+    """The manifest as the client's own ``V1Job`` (client-side validation on), through its deserializer -- the path
+    a response takes, so every field is checked against the client's models. Raises UsageError naming the field
+    the client refuses or drops (an old client that does not know a field silently loses it)."""
+    cfg = k8s.client.Configuration()
+    cfg.client_side_validation = True
+    api = k8s.client.ApiClient(cfg)
+    text = json.dumps(manifest)
+    try:
+        if "response_text" in inspect.signature(api.deserialize).parameters:  # client >= 37 (pydantic models)
+            job = api.deserialize(text, "V1Job", "application/json")
+        else:  # older clients read a response object's .data
+            job = api.deserialize(SimpleNamespace(data=text), "V1Job")
+    except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
+        raise UsageError(f"the kubernetes client {getattr(k8s, '__version__', '?')} refuses the Job: "
+                         f"{' '.join(str(e).split())[:600]}") from None
+    back = api.sanitize_for_serialization(job)
+    if back != manifest:
+        raise UsageError(f"the kubernetes client {getattr(k8s, '__version__', '?')} does not carry the whole Job "
+                         f"(it drops or changes {', '.join(_differences(manifest, back))}): upgrade it with "
+                         "pip install -U 'torchrig[fleet]'")
+    return job
+
+
+def _differences(want: Any, got: Any, path: str = "") -> list[str]:
+    if isinstance(want, dict) and isinstance(got, dict):
+        return [d for k in sorted(set(want) | set(got)) for d in _differences(want.get(k), got.get(k), f"{path}.{k}")]
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        return [d for i, (w, g) in enumerate(zip(want, got, strict=True)) for d in _differences(w, g, f"{path}[{i}]")]
+    return [] if want == got else [path.lstrip(".") or "the document"]
+
+
+def image_by_digest(ref: str) -> str:
+    """``ref`` as ``REPO@sha256:...``: as given when it names a digest, else the digest its tag points at in the
+    registry now (asked through the local Docker engine, as ``torchrig pin-bases`` does; a pushed image is there)."""
+    if "@sha256:" in ref:
+        return ref
+    from torchrig.engine.client import connect
+    from torchrig.images.pin import resolve_digest
+
+    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    return f"{repo}@{resolve_digest(connect(), ref)}"
 
 
 def apply(manifest: dict[str, Any]) -> str:
     """Create the Job with the official client; its name."""
     k8s = _client()
-    api = k8s.client.BatchV1Api(_connect(k8s))
+    body = client_job(k8s, manifest)
+    api_client = _connect(k8s)
+    api = k8s.client.BatchV1Api(api_client)
     namespace = manifest["metadata"]["namespace"]
-    try:
-        api.create_namespaced_job(namespace=namespace, body=manifest)
-    except k8s.client.exceptions.ApiException as e:
-        raise SchedulerError(f"Kubernetes refused the Job: {e.status} {e.reason}: {e.body}") from None
+    _call(k8s, api_client, f"the Job {manifest['metadata']['name']} in {namespace}",
+          lambda: api.create_namespaced_job(namespace=namespace, body=body, _request_timeout=_TIMEOUT))
     return str(manifest["metadata"]["name"])
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def _snake_keys(obj: Any, *, depth: int = 0) -> Any:
+    """Client >= 37's ``to_dict()`` spells keys as the API does (``containerStatuses``); older clients in
+    snake_case (``container_statuses``). Read both as snake_case; annotation keys have no capitals to change."""
+    if depth > 32:
+        return obj
+    if isinstance(obj, dict):
+        return {(_CAMEL.sub(r"_\1", k).lower() if isinstance(k, str) and "/" not in k else k):
+                _snake_keys(v, depth=depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_snake_keys(v, depth=depth + 1) for v in obj]
+    return obj
+
+
 def parse_pods(pods: list[dict[str, Any]]) -> list[ElementState]:
-    """Pods (the client's ``to_dict()`` form) -> one state per completion index, in Slurm's words."""
+    """Pods (the client's ``to_dict()`` form, either spelling) -> one state per completion index, in Slurm's
+    words."""
     states: dict[int, ElementState] = {}
-    for pod in pods:
+    for pod in map(_snake_keys, pods):
         meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
         index_text = (meta.get("annotations") or {}).get(_INDEX_ANNOTATION, "")
         if not str(index_text).isdigit():
@@ -242,9 +390,9 @@ def parse_pods(pods: list[dict[str, Any]]) -> list[ElementState]:
 def query(job: str, namespace: str) -> list[ElementState]:
     """The Job's pods through the API, as element states."""
     k8s = _client()
-    api = k8s.client.CoreV1Api(_connect(k8s))
-    try:
-        pods = api.list_namespaced_pod(namespace, label_selector=f"torchrig.job={job}")
-    except k8s.client.exceptions.ApiException as e:
-        raise SchedulerError(f"could not list the pods of {job} in {namespace}: {e.status} {e.reason}") from None
+    api_client = _connect(k8s)
+    api = k8s.client.CoreV1Api(api_client)
+    pods = _call(k8s, api_client, f"listing the pods of {job} in {namespace}",
+                 lambda: api.list_namespaced_pod(namespace, label_selector=f"torchrig.job={job}",
+                                                 _request_timeout=_TIMEOUT))
     return parse_pods([p.to_dict() for p in pods.items])
