@@ -19,6 +19,7 @@ from torchrig.images.pin import bases_file, pin_bases
 from torchrig.images.plan import sources
 from torchrig.images.uvlock import RESOLVE_TIMEOUT_S, write_installer_lock, write_lock
 from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
+from torchrig.results.reading import InputFileError, read_json
 from torchrig.settings import Settings
 
 __all__ = ["register"]
@@ -273,12 +274,15 @@ def _images(args: argparse.Namespace) -> int:
                 "budget_mb": env.size_budget_mb.get(target), "lock": image.labels.get("io.torchrig.lock"),
                 "created": image.labels.get("org.opencontainers.image.created"),
             }
-            record = records / f"{env.id}-{target}.json"
-            if record.is_file():
-                data = json.loads(record.read_text())
-                if data.get("image_id") == image.id:
-                    row["payload_mb"] = round(data["payload_bytes"] / MB, 1)
-                    row["ratio"] = round(data["ratio"], 3)
+            try:  # the kept measurement, when there is a usable one of this very image
+                data = read_json(records / f"{env.id}-{target}.json", kind="size-record")
+            except InputFileError:
+                data = {}
+            payload, ratio = data.get("payload_bytes"), data.get("ratio")
+            numbers = isinstance(payload, (int, float)) and isinstance(ratio, (int, float))
+            if data.get("image_id") == image.id and numbers:
+                row["payload_mb"] = round(payload / MB, 1)
+                row["ratio"] = round(ratio, 3)
             rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -19,6 +19,7 @@ from typing import Any
 from torchrig.errors import UsageError
 from torchrig.fleet.state import ElementState
 from torchrig.results.io import Log, atomic_write_text, load_records
+from torchrig.results.reading import InputFileError, read_json, tail_lines
 
 __all__ = [
     "FLEET_FILE",
@@ -47,12 +48,12 @@ def write_job_file(folder: Path, info: dict[str, Any]) -> Path:
 def read_job_file(folder: Path) -> dict[str, Any]:
     path = folder / JOB_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{folder} holds no {JOB_FILE}: is it the folder of a job `torchrig submit` made? Pass the "
-                         "job's --results folder with --results") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path} cannot be read: {e}") from None
+        data = read_json(path, kind="job", expect=None)
+    except InputFileError as e:
+        if e.reason == "no such file":
+            raise UsageError(f"{folder} holds no {JOB_FILE}: is it the folder of a job `torchrig submit` made? Pass "
+                             "the job's --results folder with --results") from None
+        raise UsageError(f"{path} cannot be read: {e.reason}") from None
     if not isinstance(data, dict) or data.get("schema") != "torchrig.fleet-job":
         raise UsageError(f"{path} is not a torchrig fleet job description")
     return data
@@ -140,11 +141,11 @@ def _node_folders(job_dir: Path) -> dict[int, Path]:
 
 
 def _tail(path: Path) -> tuple[str, ...]:
+    """The log's last lines, from its last 64 KiB only (a failed node's log can be gigabytes)."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ()
-    return tuple(lines[-_TAIL:])
+        return tail_lines(path, _TAIL)
+    except InputFileError as e:
+        return () if e.reason == "no such file" else (f"(log not read: {e})",)
 
 
 def gather(job_dir: Path, states: list[ElementState], nodes: int) -> list[NodeReport]:
@@ -159,10 +160,9 @@ def gather(job_dir: Path, states: list[ElementState], nodes: int) -> list[NodeRe
         records, verdicts = 0, Counter[str]()
         if folder is not None:
             try:
-                loaded = json.loads((folder / NODE_FILE).read_text(encoding="utf-8"))
-                exit_info = loaded if isinstance(loaded, dict) else None
-            except (OSError, json.JSONDecodeError):
-                exit_info = None
+                exit_info = read_json(folder / NODE_FILE, kind="job")
+            except InputFileError:
+                exit_info = None  # the node left no usable exit.json: the scheduler's word stands alone
             recs, _ = load_records([folder])
             records, verdicts = len(recs), Counter(r.verdict for r in recs)
         log = folder / "node.log" if folder is not None else job_dir / f"slurm-{index}.out"
