@@ -12,9 +12,12 @@ no element can start before the folder its log goes to exists.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,9 +29,12 @@ from torchrig.fleet.runtimes import container_name, runtime_lines, runtime_setup
 from torchrig.fleet.state import ElementState, parse_duration
 
 __all__ = [
+    "CALL_TIMEOUT_S",
+    "MAX_ARRAY_INDEX",
     "SACCT_FORMAT",
     "SlurmOptions",
     "parse_sacct",
+    "parse_sbatch",
     "parse_scontrol",
     "query",
     "render_sbatch",
@@ -162,20 +168,48 @@ def render_sbatch(plan: FleetPlan, opts: SlurmOptions) -> str:
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise SchedulerError(f"`{name}` is not installed here: run torchrig on a Slurm login node (or use "
-                             "--dry-run to print the script)")
+        raise SchedulerError(f"`{name}` is not installed here (not on PATH): run torchrig on a Slurm login node "
+                             "(or use --dry-run to print the script)")
     return path
 
 
-def _call(argv: Sequence[str], *, stdin: str | None = None, what: str) -> str:
+# Slurm's client commands answer in well under a second when slurmctld is up; a hang means it is not.
+CALL_TIMEOUT_S = 60.0
+
+
+def _run(argv: Sequence[str], *, stdin: str | None = None, timeout: float | None = None) -> tuple[int, str, str]:
+    """Run a Slurm command with a timeout; (exit code, stdout, stderr). A hang or a failure to start is a
+    SchedulerError naming the command (output that is not UTF-8 is read with replacement characters).
+
+    The command runs in a session of its own and the whole group is killed at the timeout: a wrapper's child that
+    kept the pipes open would otherwise keep ``communicate`` waiting after the wrapper is gone.
+    """
+    timeout = CALL_TIMEOUT_S if timeout is None else timeout
     try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        raise SchedulerError(f"{what}: `{shlex.join(argv)}` did not answer within 120 s; is slurmctld up?") from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()
-        raise SchedulerError(f"{what}: `{shlex.join(argv)}` failed (exit {proc.returncode}): {detail}")
-    return proc.stdout
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                start_new_session=True)
+    except OSError as e:
+        raise SchedulerError(f"`{shlex.join(argv)}` could not be started: {e.strerror or e}") from None
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except BaseException as e:  # the timeout, or Ctrl-C (which the command's own session does not receive)
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise SchedulerError(f"`{shlex.join(argv)}` did not answer within {timeout:g} s: is slurmctld up "
+                                 "(`scontrol ping`)? Try again when it answers.") from None
+        raise
+    return proc.returncode, out, err
+
+
+def _call(argv: Sequence[str], *, stdin: str | None = None, what: str) -> str:
+    code, out, err = _run(argv, stdin=stdin)
+    if code != 0:
+        detail = (err or out).strip()[-2000:]
+        raise SchedulerError(f"{what}: `{shlex.join(argv)}` failed (exit {code}): {detail}")
+    return out
 
 
 def submit(script: str, results: Path, describe: Callable[[str, Path], None]) -> str:
@@ -186,15 +220,13 @@ def submit(script: str, results: Path, describe: Callable[[str, Path], None]) ->
     sbatch, scontrol = _tool("sbatch"), _tool("scontrol")
     results.mkdir(parents=True, exist_ok=True)
     out = _call([sbatch, "--parsable", "--hold"], stdin=script, what="submitting the job")
-    job = out.strip().split(";", 1)[0]
-    if not job.isdigit():
-        raise SchedulerError(f"sbatch answered {out.strip()!r} instead of a job id")
+    job = parse_sbatch(out)
     folder = results / job
     try:
         folder.mkdir(parents=True, exist_ok=False)
         describe(job, folder)
     except BaseException as e:
-        subprocess.run([_tool("scancel"), job], capture_output=True)
+        _run([_tool("scancel"), job])
         if isinstance(e, OSError):
             why = "exists already (a job of an earlier Slurm with the same id?)" if isinstance(
                 e, FileExistsError) else f"cannot be written ({e.strerror})"
@@ -204,21 +236,46 @@ def submit(script: str, results: Path, describe: Callable[[str, Path], None]) ->
     return job
 
 
+def parse_sbatch(out: str) -> str:
+    """``sbatch --parsable``'s answer (``JOB`` or ``JOB;CLUSTER``) -> the job id; SchedulerError otherwise."""
+    job = out.strip().split(";", 1)[0]
+    if not _DIGITS.fullmatch(job):
+        raise SchedulerError(f"sbatch answered {out.strip()[:200]!r} instead of a job id (a number)")
+    return job
+
+
 # --------------------------------------------------------------------------------------------------- states
+
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() admits '²', which int() refuses
+# One element per node: a torchrig job has as many as the cluster has nodes. Slurm allows up to 4000000 (its
+# largest MaxArraySize - 1), but a range past this bound (garbage, or not a torchrig job) is not expanded.
+MAX_ARRAY_INDEX = 100_000
+
+
+def _number(text: str) -> int | None:
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+def _duration(text: str) -> float | None:
+    return parse_duration(text) if len(text) <= 32 else None  # int() refuses numbers of over 4300 digits
 
 
 def _exit(text: str) -> tuple[int | None, int | None]:
     code, _, sig = text.partition(":")
-    return (int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None)
+    return _number(code), _number(sig)
 
 
 def _indexes(spec: str) -> list[int]:
-    """``3``, ``[0-3,5]``, ``[0-7%2]`` (a pending range) -> the indexes."""
+    """``3``, ``[0-3,5]``, ``[0-7%2]`` (a pending range) -> the indexes (none past :data:`MAX_ARRAY_INDEX`)."""
     out: list[int] = []
     for part in spec.strip("[]").split("%", 1)[0].split(","):
-        lo, _, hi = part.partition("-")
-        if lo.isdigit():
-            out += range(int(lo), int(hi) + 1) if hi.isdigit() else [int(lo)]
+        lo_text, _, hi_text = part.partition("-")
+        lo, hi = _number(lo_text), _number(hi_text)
+        if lo is None or lo > MAX_ARRAY_INDEX:
+            continue
+        out += range(lo, min(hi, MAX_ARRAY_INDEX) + 1) if hi is not None else [lo]
+        if len(out) > MAX_ARRAY_INDEX:
+            break
     return out
 
 
@@ -241,7 +298,7 @@ def parse_sacct(text: str, job: str) -> list[ElementState]:
         word = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
         for index in _indexes(element) if element else [0]:
             states[index] = ElementState(
-                index=index, state=word, exit_code=code, signal=sig, elapsed_s=parse_duration(elapsed),
+                index=index, state=word, exit_code=code, signal=sig, elapsed_s=_duration(elapsed),
                 node=None if nodes in ("", "None assigned") else nodes, reason=reason or None)
     return [states[i] for i in sorted(states)]
 
@@ -261,7 +318,7 @@ def parse_scontrol(text: str) -> list[ElementState]:
         for index in _indexes(f.get("ArrayTaskId", "0")):
             states[index] = ElementState(
                 index=index, state=f["JobState"], exit_code=code, signal=sig,
-                elapsed_s=parse_duration(f.get("RunTime", "")),
+                elapsed_s=_duration(f.get("RunTime", "")),
                 node=None if nodes in ("", "(null)") else nodes, reason=f.get("Reason") or None)
     return [states[i] for i in sorted(states)]
 
@@ -272,17 +329,15 @@ def query(job: str) -> list[ElementState]:
     Clusters without accounting storage (no slurmdbd) still answer through ``scontrol`` for MinJobAge after a job
     ends (300 s by default); after that Slurm has forgotten the job and only its folder tells.
     """
-    if not job.isdigit():
+    if not _DIGITS.fullmatch(job):
         raise UsageError(f"{job!r} is not a Slurm job id (a number, as `torchrig submit` printed it)")
     sacct = shutil.which("sacct")
     if sacct is not None:
-        proc = subprocess.run([sacct, "-j", job, "--parsable2", "--noheader", f"--format={SACCT_FORMAT}"],
-                              capture_output=True, text=True, timeout=120)
-        states = parse_sacct(proc.stdout, job) if proc.returncode == 0 else []
+        code, out, _ = _run([sacct, "-j", job, "--parsable2", "--noheader", f"--format={SACCT_FORMAT}"])
+        states = parse_sacct(out, job) if code == 0 else []
         if states:
             return states
-    proc = subprocess.run([_tool("scontrol"), "show", "job", job, "--oneliner"], capture_output=True, text=True,
-                          timeout=120)
-    if proc.returncode != 0:
+    code, out, _ = _run([_tool("scontrol"), "show", "job", job, "--oneliner"])
+    if code != 0:
         return []  # "Invalid job id specified": unknown, or ended longer than MinJobAge ago without accounting
-    return parse_scontrol(proc.stdout)
+    return parse_scontrol(out)
