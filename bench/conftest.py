@@ -68,7 +68,12 @@ def _suite(config: pytest.Config) -> Suite:
     return s
 
 
+_CONFIG: pytest.Config | None = None  # pytest_runtest_logreport gets no config: the session's, kept here
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG  # noqa: PLW0603 - one pytest session per process
+    _CONFIG = config
     _parse_batches(config.getoption("--bench-batch"))  # a bad option is a usage error before collection
     _choice(config.getoption("--bench-device"))  # ... and so is a GPU image that sees no GPU
 
@@ -125,11 +130,21 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info[_ENV_KEY] = info
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from bench.skips import record_skip
+
+    if report.skipped and _CONFIG is not None:
+        record_skip(_CONFIG, report)
+
+
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
-    """Model FLOPS utilisation against the GEMM ceilings measured in this same run (order-independent)."""
+    """Model FLOPS utilisation against the GEMM ceilings measured in this same run (order-independent); the
+    skipped benchmarks with their reasons (bench/skips.py)."""
+    from bench.skips import add_skipped
     from torchrig.results.benchconv import add_utilisation
 
     add_utilisation(output_json.get("benchmarks", []))
+    add_skipped(config, output_json)
     run_warnings = list(_choice(config.getoption("--bench-device")).warnings)
     for b in output_json.get("benchmarks", []):
         extra = b.setdefault("extra_info", {})

@@ -56,6 +56,23 @@ def test_every_benchmark_ran_or_skipped_with_a_reason(run: dict[str, Any]) -> No
     assert kinds == {"gemm", "copy", "train"}
 
 
+def test_skipped_benchmarks_become_skip_records_with_their_reason(run: dict[str, Any]) -> None:
+    """pytest-benchmark's JSON lists only what ran: the suite adds the skipped cases (bench/skips.py), and each
+    becomes a ``skip`` record whose reason the report shows (not a missing row)."""
+    skipped = {s["name"]: s["reason"] for s in run["json"]["torchrig_skipped"]}
+    assert any(n.startswith("gemm-tf32-") and "TF32 is a GPU tensor-core mode" in r for n, r in skipped.items())
+    assert any(n.startswith("ddp-") and "DDP scaling needs >= 2 GPUs" in r for n, r in skipped.items())
+    records, problems = load_records([run["results"]])
+    assert not problems
+    skips = {r.name: r for r in records if r.verdict == "skip"}
+    assert set(skips) == set(skipped)
+    assert all(r.config["skip_reason"] == skipped[n] and r.env_id == "cpu-test" for n, r in skips.items())
+    from torchrig.report import build_report
+
+    (row,) = build_report(records).summary
+    assert any(v.verdict == "skip" and "TF32" in v.reason for v in row.verdicts)
+
+
 def test_fingerprint_is_in_the_json(run: dict[str, Any]) -> None:
     env = run["json"]["machine_info"]["torchrig"]
     import torch
@@ -105,7 +122,7 @@ def test_training_metrics(run: dict[str, Any]) -> None:
 
 def test_records(run: dict[str, Any]) -> None:
     files = sorted((run["results"] / "bench").glob("*.json"))
-    assert len(files) == len(run["json"]["benchmarks"])
+    assert len(files) == len(run["json"]["benchmarks"]) + len(run["json"]["torchrig_skipped"])
     for f in files:
         d = json.loads(f.read_text())
         assert validate_record(d) == [], f

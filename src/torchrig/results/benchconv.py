@@ -283,6 +283,35 @@ def records_from_json(data: dict[str, Any], *, source: str | None = None,
             warn(f"{where}: benchmark {name[:100]!r} skipped, not convertible: {'; '.join(problems)[:300]}")
             continue
         out.append(rec)
+    out += _skipped_records(data, mi, env, where=where, warn=warn)
+    return out
+
+
+def _skipped_records(data: Mapping[str, Any], mi: Mapping[str, Any], env: Mapping[str, Any], *, where: str,
+                     warn: Callable[[str], None]) -> list[Record]:
+    """The benchmarks the suite skipped (``torchrig_skipped``, written by bench/skips.py): one ``skip`` record
+    each, with the reason, so the report shows them instead of leaving them out."""
+    raw = data.get("torchrig_skipped")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        warn(f"{where}: 'torchrig_skipped' is not a list; ignored")
+        return []
+    out: list[Record] = []
+    machine, software, container = _machine(mi, env), _software(mi, env), _container(env)
+    for entry in raw:
+        name, reason = (entry.get("name"), entry.get("reason")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(name, str) or not name or not isinstance(reason, str):
+            warn(f"{where}: a 'torchrig_skipped' entry without a name and reason; ignored")
+            continue
+        kw: dict[str, Any] = {}
+        created = _created(data)
+        if created:
+            kw["created"] = created
+        out.append(Record(kind="bench", name=name[:200], env_id=env.get("env_id") if isinstance(
+            env.get("env_id"), str) else None, machine=machine, software=software, verdict="skip", wall_time_s=0.0,
+            config={"skip_reason": reason[:2000], "pytest_benchmark": {"nodeid": str(entry.get("nodeid", ""))}},
+            warnings=(f"skipped: {reason[:2000]}",), container=container, **kw))
     return out
 
 
