@@ -47,6 +47,7 @@ td.cell{min-width:130px} .main{font-weight:600} .detail{color:#59636e;font-size:
 .charts img{max-width:100%;border:1px solid #d1d9e0;margin:8px 0}
 code{background:#f6f8fa;padding:1px 4px;border-radius:4px}
 table.summary td{font-size:13px} table.summary ul{margin:0;padding-left:16px}
+table.summary small{display:block;color:#59636e}
 .v-pass{color:#1a7f37} .v-fail,.v-error{color:#d1242f;font-weight:600} .v-skip{color:#59636e}
 .w{color:#9a6700}
 """
