@@ -1,7 +1,8 @@
 """Run the benchmark suite, keep the pytest-benchmark JSON, and convert it into result records.
 
     python -m bench [--quick | --full | --tiny | --size S] [--device D] [--batch MODEL=N] [--results DIR]
-                    [--json PATH] [PYTEST-ARGS...]
+                    [--json PATH] [--no-gpu] [PYTEST-ARGS...]
+    python -m bench --acceptance [--quick | --full] [--device D]   (bench/acceptance.py; exit 0 PASS, 1 FAIL)
 
 The raw JSON goes to ``DIR/bench-raw/bench-<time>.json`` (or ``--json``), the records to ``DIR/bench/``
 (``DIR``: ``--results``, else ``$TORCHRIG_RESULTS``, else ``./results``). Any other argument goes to pytest
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--ddp-gpus", type=int, default=0, help="GPUs for the DDP scaling benchmark (default all)")
     ap.add_argument("--results", type=Path, default=Path(os.environ.get(RESULTS_ENV) or "results"),
                     help=f"results directory (default ${RESULTS_ENV} or ./results)")
+    ap.add_argument("--acceptance", action="store_true",
+                    help="instead of the suite: harness vs bare reference loops on the device found, one verdict "
+                    "(exit 0 PASS, 1 FAIL, 2 no usable device); --quick/--full/--tiny and --device apply")
     ap.add_argument("--json", type=Path, default=None, help="where to write the pytest-benchmark JSON")
     return ap
 
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
               "  (torch built for your GPU), or run the suite inside an image with nothing to install:\n"
               "  torchrig run-bench ENV  (nox -s bench-<env>)", file=sys.stderr)
         return 2
+    if args.acceptance:
+        from bench.acceptance import main as acceptance
+
+        return acceptance(["--device", args.device, "--size", args.size])
     problem = device_problem(args.device)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
