@@ -6,6 +6,11 @@ own download code if the download host answers within a few seconds, and otherwi
 fails -- writes the synthetic stand-in (tasks/make_data.py) there, so an offline machine trains at once. ``--download``
 asks for the real data and fails (exit 2) when it cannot be had. Whichever it is, the console and the record say
 so: real or synthetic, how it got there, the sha256 of its files and their row counts.
+
+The files are never handed to ``pickle.load`` or to torchvision's ``CIFAR10`` (which unpickles them unchecked):
+tasks/cifar_files.py checks them against the real data set's MD5 sums or the sums the stand-in records, loads
+them with a restricted unpickler, and the datasets here are built from what it returns (exit 2 naming the file
+otherwise).
 """
 
 from __future__ import annotations
@@ -18,16 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tasks._common import UsageError
-from tasks.make_data import (
-    BASE_FOLDER,
-    META_FILE,
-    TEST_FILE,
-    TRAIN_FILES,
-    cifar_present,
-    dataset_sha256,
-    is_synthetic,
-    write_synthetic_cifar,
-)
+from tasks.cifar_files import BASE_FOLDER, META_FILE, TEST_FILE, TRAIN_FILES, Batch, verify_folder
+from tasks.make_data import CLASSES, cifar_present, is_synthetic, write_synthetic_cifar
 from tasks.online import reachable
 
 __all__ = ["CIFAR_URL", "CifarData", "load"]
@@ -123,31 +120,36 @@ def _prepare(root: Path, *, download: bool, url: str, train_size: int, test_size
     return f"generated here ({why})"
 
 
-def _open(root: Path, synthetic: dict[str, Any] | None, train_tf: Any, test_tf: Any) -> tuple[Any, Any]:
-    from torchvision.datasets import CIFAR10
+class CifarSet:
+    """A CIFAR-10 split in memory, read like torchvision's ``CIFAR10``: ``data`` (N x 32 x 32 x 3 uint8),
+    ``targets``, ``classes``; an item is ``(transform(PIL image), label)``."""
 
-    class _CIFAR10(CIFAR10):  # type: ignore[misc]
-        # The synthetic files cannot match the MD5 sums of the real ones: check that they exist instead.
-        if synthetic is not None:
-            train_list = [(name, None) for name, _ in CIFAR10.train_list]
-            test_list = [(name, None) for name, _ in CIFAR10.test_list]
-            meta = {**CIFAR10.meta, "md5": None}
+    def __init__(self, batches: list[Batch], classes: list[str], transform: Any) -> None:
+        import numpy as np
 
-    try:
-        return _CIFAR10(str(root), train=True, transform=train_tf), _CIFAR10(str(root), train=False,
-                                                                             transform=test_tf)
-    except RuntimeError as e:
-        raise UsageError(f"{root / BASE_FOLDER} is not a readable CIFAR-10 ({e}); remove it and run again (with "
-                         "--download for the real data)") from None
+        self.data = np.concatenate([b.images for b in batches])
+        self.targets: list[int] = [v for b in batches for v in b.labels]
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        img = Image.fromarray(self.data[index])
+        return (self.transform(img) if self.transform is not None else img), self.targets[index]
 
 
 def load(root: Path, *, download: bool, url: str, train_size: int, test_size: int, train_tf: Any, test_tf: Any,
          log: Log, warn: Log) -> CifarData:
-    """The CIFAR-10 under ``root`` (found, downloaded or generated; see the module docstring), opened with the
-    real ``torchvision.datasets.CIFAR10`` loader."""
+    """The CIFAR-10 under ``root`` (found, downloaded or generated; see the module docstring), verified and
+    loaded by tasks/cifar_files.py into :class:`CifarSet` datasets."""
     origin = _prepare(root, download=download, url=url, train_size=train_size, test_size=test_size, log=log,
                       warn=warn)
-    synthetic = is_synthetic(root)
-    train, test = _open(root, synthetic, train_tf, test_tf)
-    return CifarData(train=train, test=test, folder=root / BASE_FOLDER, synthetic=synthetic, origin=origin,
-                     sha256=dataset_sha256(root))
+    v = verify_folder(root / BASE_FOLDER)
+    classes = [str(c) for c in v.meta["label_names"]] if v.synthetic is None else list(CLASSES)
+    train, test = CifarSet(v.train, classes, train_tf), CifarSet([v.test], classes, test_tf)
+    return CifarData(train=train, test=test, folder=root / BASE_FOLDER, synthetic=v.synthetic, origin=origin,
+                     sha256=v.sha256)

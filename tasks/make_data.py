@@ -8,8 +8,9 @@ downloaded (tasks/cifar_data.py). Each batch is a pickled dict with ``data`` (ui
 like CIFAR), ``labels`` (list of int), ``batch_label`` and ``filenames``; its keys are Python-2 strings, exactly
 like the original files: ``pickle.load(f, encoding="bytes")`` gives ``b"data"``/``b"labels"``, the ``encoding="latin1"``
 that torchvision uses gives ``"data"``/``"labels"``. ``batches.meta`` carries the extra key
-``torchrig_synthetic`` (generator version, seed, sizes): the CNN task applies its synthetic-data gate when it
-finds it, and skips the MD5 check that the real files must pass.
+``torchrig_synthetic`` (generator version, seed, sizes, and the sha256 of each batch file): the CNN task applies
+its synthetic-data gate when it finds it, and checks the batches against those sums instead of the real files'
+MD5 (tasks/cifar_files.py; every file is loaded with a restricted unpickler either way).
 
 The ten classes are flip-invariant textures (stripes, rings and checkerboards at two scales, a starburst, a spot)
 with random phase, position, frequency jitter, colours, contrast, a smooth distractor and pixel noise: a
@@ -32,12 +33,24 @@ from typing import Any
 
 import numpy as np
 
+from tasks.cifar_files import (
+    BASE_FOLDER,
+    MAX_IMAGES_PER_FILE,
+    META_FILE,
+    TEST_FILE,
+    TRAIN_FILES,
+    read_meta_file,
+)
+from torchrig.errors import UsageError
 from torchrig.results.io import file_sha256
 
 __all__ = [
     "BASE_FOLDER",
     "CLASSES",
     "GENERATOR_VERSION",
+    "META_FILE",
+    "TEST_FILE",
+    "TRAIN_FILES",
     "cifar_present",
     "dataset_sha256",
     "generate_images",
@@ -47,8 +60,7 @@ __all__ = [
     "write_synthetic_cifar",
 ]
 
-BASE_FOLDER = "cifar-10-batches-py"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the meta records each batch's sha256
 CLASSES = (
     "hstripes-wide",
     "hstripes-narrow",
@@ -61,9 +73,6 @@ CLASSES = (
     "starburst",
     "spot",
 )
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILE = "test_batch"
-META_FILE = "batches.meta"
 SIZE = 32
 
 
@@ -201,7 +210,7 @@ def _batch(images: np.ndarray, labels: np.ndarray, name: str, offset: int) -> di
     }
 
 
-def _meta(seed: int, n_train: int, n_test: int) -> dict[Any, Any]:
+def _meta(seed: int, n_train: int, n_test: int, sha256: dict[str, str]) -> dict[Any, Any]:
     return {
         _Py2Str(b"num_cases_per_batch"): n_train // len(TRAIN_FILES),
         _Py2Str(b"label_names"): [_Py2Str(c.encode()) for c in CLASSES],
@@ -212,6 +221,7 @@ def _meta(seed: int, n_train: int, n_test: int) -> dict[Any, Any]:
             _Py2Str(b"seed"): int(seed),
             _Py2Str(b"train_size"): int(n_train),
             _Py2Str(b"test_size"): int(n_test),
+            _Py2Str(b"sha256"): {_Py2Str(k.encode()): _Py2Str(v.encode()) for k, v in sha256.items()},
         },
     }
 
@@ -235,10 +245,8 @@ def dataset_sha256(root: str | os.PathLike[str]) -> str:
 
 
 def read_meta(root: str | os.PathLike[str]) -> dict[str, Any]:
-    import pickle
-
-    with open(Path(root) / BASE_FOLDER / META_FILE, "rb") as f:
-        return pickle.load(f, encoding="latin1")  # type: ignore[no-any-return]
+    """``batches.meta`` through the restricted unpickler (tasks/cifar_files.py); UsageError when it is not one."""
+    return read_meta_file(Path(root) / BASE_FOLDER / META_FILE)
 
 
 def is_synthetic(root: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -255,6 +263,10 @@ def write_synthetic_cifar(root: str | os.PathLike[str], *, seed: int = 0, train_
         raise ValueError(f"train size must be a multiple of {len(TRAIN_FILES)} and at least 50, got {train_size}")
     if test_size < len(CLASSES):
         raise ValueError(f"test size must be at least {len(CLASSES)}, got {test_size}")
+    if max(train_size // len(TRAIN_FILES), test_size) > MAX_IMAGES_PER_FILE:
+        raise ValueError(f"at most {MAX_IMAGES_PER_FILE} images per file (train size {len(TRAIN_FILES)} x "
+                         f"{MAX_IMAGES_PER_FILE}, test size {MAX_IMAGES_PER_FILE}): a bigger file is over the cap "
+                         "the loader reads")
     root = Path(root)
     final = root / BASE_FOLDER
     if final.exists() and not force:
@@ -265,15 +277,21 @@ def write_synthetic_cifar(root: str | os.PathLike[str], *, seed: int = 0, train_
     try:
         rng = np.random.default_rng(seed)
         per = train_size // len(TRAIN_FILES)
+        sums: dict[str, str] = {}
+
+        def write(name: str, blob: bytes) -> None:
+            (tmp / name).write_bytes(blob)
+            sums[name] = hashlib.sha256(blob).hexdigest()
+
         for i, name in enumerate(TRAIN_FILES):
             imgs, labels = generate_images(per, rng)
             title = f"training batch {i + 1} of {len(TRAIN_FILES)} (torchrig synthetic)"
-            (tmp / name).write_bytes(_dump(_batch(imgs, labels, title, i * per)))
+            write(name, _dump(_batch(imgs, labels, title, i * per)))
             if log:
                 log(f"wrote {name} ({per} images)")
         imgs, labels = generate_images(test_size, rng)
-        (tmp / TEST_FILE).write_bytes(_dump(_batch(imgs, labels, "testing batch 1 of 1 (torchrig synthetic)", 0)))
-        (tmp / META_FILE).write_bytes(_dump(_meta(seed, train_size, test_size)))
+        write(TEST_FILE, _dump(_batch(imgs, labels, "testing batch 1 of 1 (torchrig synthetic)", 0)))
+        (tmp / META_FILE).write_bytes(_dump(_meta(seed, train_size, test_size, sums)))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -293,7 +311,10 @@ def make(data: str, *, seed: int, train_size: int, test_size: int, force: bool, 
     """Generate (or keep) the data set; returns an exit code (0 written or already there, 2 bad input)."""
     folder = Path(data) / BASE_FOLDER
     if folder.exists() and not force:
-        kind = "synthetic" if cifar_present(data) and is_synthetic(data) else "real or incomplete"
+        try:
+            kind = "synthetic" if cifar_present(data) and is_synthetic(data) else "real or incomplete"
+        except UsageError:
+            kind = "not readable as CIFAR-10"
         print(f"{folder} already exists ({kind}); leaving it (use --force to replace it)", flush=True)
         return 0
     try:

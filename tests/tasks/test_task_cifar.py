@@ -1,4 +1,4 @@
-"""cifar_cnn and make_data: the real torchvision loader on the synthetic CIFAR-10, the gates, bad data."""
+"""cifar_cnn and make_data: the checked loader (tasks/cifar_files.py) on the synthetic CIFAR-10, the gates, bad data."""
 
 from __future__ import annotations
 
@@ -192,14 +192,16 @@ def test_an_incomplete_cifar_folder_is_bad_input(run_task, tmp_path: Path, no_ne
 
 
 def test_real_format_without_the_synthetic_mark_must_pass_md5(run_task, tmp_path: Path) -> None:
-    """Files that claim to be the real CIFAR-10 are checked like it: a mismatch is bad input, not a crash."""
+    """Files that claim to be the real CIFAR-10 are checked like it: a mismatch is bad input naming the file and
+    both sums, not a crash."""
     from tasks.make_data import META_FILE, _dump, _Py2Str, write_synthetic_cifar
 
     folder = write_synthetic_cifar(tmp_path, train_size=50, test_size=10)
     (folder / META_FILE).write_bytes(_dump({_Py2Str(b"label_names"): [_Py2Str(b"x")] * 10}))
     r = run_task("cifar_cnn", "--device", "cpu", "--data", str(tmp_path))
     assert r.rc == 2, r.stdout + r.stderr
-    assert "not a readable CIFAR-10" in r.stderr and "Traceback" not in r.stderr
+    assert f"{folder / 'data_batch_1'}: MD5 " in r.stderr and "is not the real CIFAR-10's" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_make_synthetic_cli(tmp_path: Path) -> None:
