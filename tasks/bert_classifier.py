@@ -89,15 +89,18 @@ def resolve_model(arg: str | None) -> tuple[str, bool]:
 def load_model(name: str, local: bool, num_labels: int, labels: list[str]) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    # A checkpoint is data a user points at: weights only from safetensors (a pytorch_model.bin is a pickle that
+    # torch.load would unpickle), and never the checkpoint's own Python code.
     try:
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=local)
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=local, trust_remote_code=False)
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, num_labels=num_labels, local_files_only=local,
+            name, num_labels=num_labels, local_files_only=local, trust_remote_code=False, use_safetensors=True,
             id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = "this directory" if local else "the Hugging Face Hub or its local cache (needs internet)"
-        raise UsageError(f"--model {name}: could not load a model and tokenizer from {where}: {first}") from None
+        raise UsageError(f"--model {name}: could not load a model and tokenizer from {where}: {first} (weights are "
+                         "read only from model.safetensors, never from a pickled pytorch_model.bin)") from None
     return tok, model
 
 
