@@ -31,6 +31,7 @@ __all__ = [
     "container_name",
     "container_spec",
     "gpu_flags",
+    "user_environment",
 ]
 
 LABEL = "torchrig.container"  # value: the purpose (tasks, bench, dev, lock, measure); every container has it
@@ -39,6 +40,12 @@ ENV_LABEL = "torchrig.env"
 DEFAULT_SHM_SIZE = "8g"
 # HOME for a UID the image may not know: Docker sets HOME=/ then, which nothing can write to.
 CONTAINER_HOME = "/tmp"
+# A name for that UID. getpass.getuser() reads LOGNAME, USER, LNAME, USERNAME before the passwd database, and
+# raises KeyError for a UID with no passwd entry; inductor's cache directory calls it (torch < 2.14,
+# pytorch#140765) -- torch 2.0.1's cache_dir() even when TORCHINDUCTOR_CACHE_DIR is set, because the default is
+# formatted first (seen in the cpu image as UID 4242). So the name comes through the environment, for any runtime,
+# with per-UID compiler caches under the writable HOME.
+CONTAINER_USER = "torchrig"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +189,17 @@ def _csv_field(text: str) -> str:
     return text
 
 
+def user_environment(uid: int) -> dict[str, str]:
+    """What a container run as an arbitrary host UID needs to find a name, a HOME and compiler caches."""
+    return {
+        "HOME": CONTAINER_HOME,
+        "USER": CONTAINER_USER,
+        "LOGNAME": CONTAINER_USER,
+        "TORCHINDUCTOR_CACHE_DIR": f"{CONTAINER_HOME}/torchinductor_{uid}",
+        "TRITON_CACHE_DIR": f"{CONTAINER_HOME}/triton_{uid}",
+    }
+
+
 def container_name(env_id: str, purpose: str) -> str:
     """A unique name that says what the container is for: ``torchrig-cpu-tasks-1a2b3c4d``."""
     return f"torchrig-{env_id}-{purpose}-{secrets.token_hex(4)}"
@@ -211,14 +229,15 @@ def container_spec(
     the helper containers that resolve a lock and measure an image).
 
     With ``uid``/``gid`` the container runs as that user (the host's, so files written to mounts belong to the
-    user, not root) with ``HOME`` set to a writable directory; without, as the image's default user.
+    user, not root) with ``HOME``, ``USER``/``LOGNAME`` and the inductor/Triton caches set so that a UID the image
+    has no passwd entry for still works (:func:`user_environment`); without, as the image's default user.
     """
     gpu = gpu_flags(accelerator, use_gpu=use_gpu, render_group=render_group)
     env: dict[str, str] = dict(gpu.environment)
     user = None
     if uid is not None:
         user = f"{uid}:{gid if gid is not None else uid}"
-        env["HOME"] = CONTAINER_HOME
+        env.update(user_environment(uid))
     env.update(environment or {})
     return ContainerSpec(
         image=image,
