@@ -7,6 +7,7 @@ not in its config, not in its history. Seconds per build, no internet.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -54,24 +55,39 @@ def test_without_the_ca_the_same_build_fails_clearly(docker_client: docker.Docke
 
 
 def test_keep_ca_bundle_puts_it_in_the_trust_store(docker_client: docker.DockerClient, small_env: Environment,
-                                                   fake_ca: FakeCA) -> None:
-    """--keep-ca-bundle: and the search that finds nothing above does find it here (it can fail)."""
+                                                   fake_ca: FakeCA, tmp_path: Path) -> None:
+    """--keep-ca-bundle: and the search that finds nothing above does find it here (it can fail). Built with the
+    layer cache on, twice, with two different kept bundles: the second image must trust the second bundle's extra
+    CA, so a layer cached with the first (or an earlier run's) bundle is not reused -- the kept CA's digest is a
+    build arg of that step (TORCHRIG_KEPT_CA_SHA256)."""
+    from images_support import openssl
+
     from torchrig.matrix import ImageRef
 
-    ref = ImageRef(immutable="torchrig-test:keep-ca", alias="torchrig-test:keep-ca-alias")
-    # no_cache: a cached keep-CA layer from an earlier run's (other) fake CA would be reused -- see the note on
-    # the build cache key in docs/images.md
-    built = build_image(small_env, "runtime", BuildOptions(ca_bundle=fake_ca.bundle, keep_ca_bundle=True, root=ROOT,
-                                                           ref=ref, no_cache=True),
-                        client=docker_client, log=lambda _: None)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=second-{fake_ca.marker}",
+            "-keyout", str(tmp_path / "second.key"), "-out", str(tmp_path / "second.pem"))
+    second = tmp_path / "second-bundle.pem"
+    second.write_bytes(fake_ca.bundle.read_bytes().rstrip(b"\n") + b"\n" + (tmp_path / "second.pem").read_bytes())
+    refs = [ImageRef(immutable=f"torchrig-test:keep-ca-{n}", alias=f"torchrig-test:keep-ca-{n}-alias") for n in (1, 2)]
     try:
-        store = _run(docker_client, built.image_id, "cat /etc/ssl/certs/ca-certificates.crt; cat /etc/pip.conf")
-        assert fake_ca.cert.read_text().strip() in store
-        assert "cert = /etc/ssl/certs/ca-certificates.crt" in store
-        assert image_bytes_contain(docker_client, built.image_id, fake_ca.needles())
+        built = [build_image(small_env, "runtime", BuildOptions(ca_bundle=bundle, keep_ca_bundle=True, root=ROOT,
+                                                                ref=ref), client=docker_client, log=lambda _: None)
+                 for bundle, ref in zip((fake_ca.bundle, second), refs, strict=True)]
+        first_store, second_store = (
+            _run(docker_client, b.image_id, "cat /etc/ssl/certs/ca-certificates.crt; cat /etc/pip.conf")
+            for b in built)
+        for store in (first_store, second_store):
+            assert fake_ca.cert.read_text().strip() in store
+            assert "cert = /etc/ssl/certs/ca-certificates.crt" in store
+        second_cert = (tmp_path / "second.pem").read_text().strip()
+        assert second_cert not in first_store
+        assert second_cert in second_store, "the keep-CA layer was reused from the build with the other bundle"
+        assert image_bytes_contain(docker_client, built[0].image_id, fake_ca.needles())
     finally:
-        for name in (ref.immutable, ref.alias):
-            docker_client.images.remove(name)
+        for ref in refs:
+            for name in (ref.immutable, ref.alias):
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    docker_client.images.remove(name)
 
 
 def test_the_image_runs_as_the_user_with_its_labels_and_no_caches(docker_client: docker.DockerClient,

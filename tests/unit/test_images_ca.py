@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -22,7 +23,8 @@ PEM = "-----BEGIN CERTIFICATE-----\nMIIBfakeFAKEfake\n-----END CERTIFICATE-----\
 
 def resolve_ca_bundle(option: str | Path | None, environ: dict[str, str]) -> Path | None:
     """The CA bundle a build gets from the ``--ca-bundle`` flag and the environment, as the CLI computes it."""
-    return BuildOptions.from_settings(Settings.from_environ(environ), ca_bundle=option).ca_bundle
+    flags = {"ca-bundle": str(option)} if option is not None else {}
+    return BuildOptions.from_settings(Settings.from_environ(environ, flags=flags)).ca_bundle
 
 
 @pytest.fixture
@@ -149,3 +151,51 @@ def test_an_unreachable_server_fails_the_step_with_the_reason(tmp_path: Path) ->
     assert r.returncode != 0
     assert "cannot reach torchrig's build file server" in r.stderr
     assert "not reached" not in r.stdout
+
+
+# ------------------------------------------------------------------------------ the kept CA in the cache key
+
+class _NoImages:
+    """Enough of docker.DockerClient for planning: no image exists locally."""
+
+    class images:
+        @staticmethod
+        def get(name: str) -> object:
+            import docker.errors
+
+            raise docker.errors.ImageNotFound(name)
+
+
+def _kept_ca_arg(ca_path: Path | None, keep: bool, root: Path) -> str:
+    from torchrig.images.plan import plan_build
+    from torchrig.matrix import load_matrix
+
+    env = load_matrix(ROOT / "matrix.yaml").get("cpu")
+    opts = BuildOptions(root=root, ca_bundle=ca_path, keep_ca_bundle=keep, use_lock=False)
+    return plan_build(env, "runtime", opts, _NoImages()).buildargs["TORCHRIG_KEPT_CA_SHA256"]  # type: ignore[arg-type]
+
+
+def test_a_kept_ca_s_digest_is_a_build_arg_so_a_changed_ca_misses_the_layer_cache(tmp_path: Path) -> None:
+    import hashlib
+
+    root = tmp_path / "root"
+    for d in ("images", "src/torchrig", "tasks", "bench"):
+        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__"))
+    one, two = tmp_path / "one.pem", tmp_path / "two.pem"
+    one.write_text(PEM)
+    two.write_text(PEM.replace("fake", "FAKE"))
+    assert _kept_ca_arg(one, True, root) == hashlib.sha256(one.read_bytes()).hexdigest()
+    assert _kept_ca_arg(two, True, root) != _kept_ca_arg(one, True, root)
+    # a CA that is only served (not kept) leaves no trace in the image, so it must not change the cache key
+    assert _kept_ca_arg(one, False, root) == _kept_ca_arg(two, False, root) == _kept_ca_arg(None, False, root) == ""
+
+
+def test_the_dockerfile_declares_the_digest_before_the_step_that_keeps_the_ca() -> None:
+    """The legacy builder keys a RUN on the build args declared before it in its stage: the ARG must come before
+    the keep-CA step, and after the stage's FROM (an ARG before FROM is not in the stage)."""
+    lines = (ROOT / "images" / "Dockerfile").read_text().splitlines()
+    frm = next(i for i, line in enumerate(lines) if line.startswith("FROM ") and " AS base" in line)
+    arg = next(i for i, line in enumerate(lines) if line.startswith("ARG TORCHRIG_KEPT_CA_SHA256"))
+    keep = next(i for i, line in enumerate(lines) if "/usr/local/share/ca-certificates/torchrig-build-ca.crt" in line)
+    assert frm < arg < keep
+    assert not any(line.startswith("FROM ") for line in lines[arg:keep])

@@ -223,12 +223,15 @@ def plan_build(env: Environment, target: Target, options: BuildOptions, client: 
                         generated=_generated_files(env, lock, installer_text),
                         code=code_sources(root), ignore=read_dockerignore(images_dir / ".dockerignore"))
 
+    kept_ca = file_sha256(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
     buildargs = {
         "BASE_IMAGE": base,
         "PYTHON_VERSION": env.python,
         "TORCHRIG_UID": str(options.uid),
         "TORCHRIG_GID": str(options.gid),
         "KEEP_CA_BUNDLE": "1" if options.keep_ca_bundle else "0",
+        # in the layer cache key of the step that installs a kept CA (its bytes come through the file server)
+        "TORCHRIG_KEPT_CA_SHA256": kept_ca or "",
         "TORCHRIG_INDEX_URL": index_url,
         "TORCHRIG_EXTRA_INDEX_URLS": " ".join(extra),
         "TORCHRIG_PIP_SOURCE": "wheelhouse" if options.wheelhouse else "index",
@@ -239,7 +242,6 @@ def plan_build(env: Environment, target: Target, options: BuildOptions, client: 
         # gets gcc/g++ and Python's headers wherever torch.compile can work with this Python (devel has them).
         "TORCHRIG_C_COMPILER": "1" if env.torch_compile_supported() else "0",
     }
-    kept_ca = file_sha256(options.ca_bundle) if options.keep_ca_bundle and options.ca_bundle else None
     inputs = hashlib.sha256(json.dumps({
         "v": 1, "target": target, "stage": stage, "context": context_with(dockerfile).sha256, "buildargs": buildargs,
         "base": _image_id_or_name(client, base), "kept_ca": kept_ca, "extra_labels": dict(options.extra_labels),
