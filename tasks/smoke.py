@@ -10,7 +10,15 @@
   torch's compiler does not support this Python (``compile_max_python``, e.g. Python 3.11 with torch 2.0), a
   warning names the fix instead; where that is not known (torch newer than the compat data, no
   ``$TORCHRIG_COMPILE_MAX_PYTHON`` and no PyYAML), a failure is reported as a skip with its reason;
-* torchvision imports and its compiled ``nms`` op gives the known answer on every device.
+* torchvision imports and its compiled ``nms`` op gives the known answer on every device;
+* what users do with the image (:mod:`tasks._smoke_caps`): ``torch.utils.cpp_extension`` imports, a tiny
+  ``load_inline`` C++ (and, on a GPU, CUDA/HIP) extension compiles and runs where a compiler is present,
+  torchvision decodes PNG and JPEG, a DataLoader with 2 workers runs over shared memory, and on each GPU its arch
+  is in ``torch.cuda.get_arch_list()`` and float16 autocast runs. A check the image cannot do by design (no
+  compiler, no GPU in use) is skipped with its reason: ``config.resolved.skipped`` and a ``skipped ...`` warning.
+
+On a GPU image with no GPU visible the verdict is fail, naming what is missing (``--gpus``, the driver,
+``/dev/kfd``), unless ``--device cpu`` was asked for: then the GPU checks are skipped with that reason.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import sys
 import time
 from typing import Any
 
-from tasks import _common
+from tasks import _common, _smoke_caps
 from tasks._common import Context, TaskSpec
+from tasks._torchsupport import missing_gpu
 from torchrig.capabilities import compile_support
 from torchrig.results.contract import TORCH_VERSION_ENV
 
@@ -82,7 +91,11 @@ def _check_accelerator(ctx: Context) -> list[str]:
     if accel in ("cuda", "rocm"):
         ctx.check("torch_build_matches_image", built == accel,
                   f"this is a {accel} image but torch is a {built} build ({torch.__version__})")
-        ctx.check("gpu_visible", count > 0, _common.NO_GPU_MESSAGES[accel], success=", ".join(names))
+        if ctx.args.device == "cpu" and count == 0:
+            _smoke_caps.skip(ctx, "gpu_visible", "--device cpu was asked for")
+        else:
+            missing = missing_gpu(accel, gpu_count=count, requested=ctx.args.device, torch_cuda=torch.version.cuda)
+            ctx.check("gpu_visible", missing is None, missing or "", success=", ".join(names))
     devices = ["cpu"]
     if ctx.device == "cuda":
         devices += [f"cuda:{i}" for i in range(count)]
@@ -138,6 +151,7 @@ def _check_compile(ctx: Context) -> None:
     if limitation:
         ctx.warn(limitation)
         ctx.set(compile="skipped: known limitation")
+        ctx.resolved.setdefault("skipped", {})["torch_compile_works"] = limitation
         return
     dev = ctx.device
     x = torch.randn(4096, generator=torch.Generator().manual_seed(1)).to(dev)
@@ -153,6 +167,7 @@ def _check_compile(ctx: Context) -> None:
         if skip:  # whether this torch's compiler supports this Python is not known here: not a failure
             ctx.warn(skip)
             ctx.set(compile="skipped: failed, support unknown")
+            ctx.resolved.setdefault("skipped", {})["torch_compile_works"] = skip
             return
         ctx.check("torch_compile_works", False,
                   f"torch.compile({ctx.args.compile_backend!r}) on {dev} failed: {type(e).__name__}: {first}"
@@ -192,9 +207,17 @@ def _check_torchvision(ctx: Context, devices: list[str]) -> None:
 def run(ctx: Context) -> None:
     _check_versions(ctx)
     devices = _check_accelerator(ctx)
+    if ctx.device == "cuda":  # before any kernel runs: a GPU without kernels in this torch fails by name
+        unusable = _smoke_caps.check_arches(ctx)
+        devices = [d for d in devices if d not in unusable]
     _check_math(ctx, devices)
     _check_compile(ctx)
     _check_torchvision(ctx, devices)
+    _smoke_caps.check_image_decode(ctx)
+    _smoke_caps.check_dataloader(ctx)
+    _smoke_caps.check_cpp_extension(ctx)
+    if ctx.device == "cuda":
+        _smoke_caps.check_amp(ctx, devices)
 
 
 SPEC = TaskSpec(name="smoke", description=__doc__ or "", run=run, add_arguments=add_arguments, training=False)

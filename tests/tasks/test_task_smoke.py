@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tasks_support import task_env
 
@@ -24,6 +26,16 @@ def test_smoke_passes_on_this_machine(run_task) -> None:
     assert rec["kind"] == "task" and rec["name"] == "smoke" and rec["verdict"] == "pass"
     gates = {g["metric"]: g["passed"] for g in rec["gates"]}
     assert gates["torch_version_matches"] and gates["matmul_rel_err_cpu"] and gates["torchvision_nms_cpu"]
+    for cap in ("cpp_extension_imports", "torchvision_decode_png", "torchvision_decode_jpeg", "dataloader_2_workers"):
+        assert gates[cap], cap
+    skipped = rec["config"]["resolved"].get("skipped", {})
+    assert skipped.get("cuda_extension_load_inline") == "no GPU in use (CPU run or no GPU visible)"
+    import shutil
+
+    if shutil.which("c++") and shutil.which("ninja"):  # a compiler here: the extension is built and called
+        assert gates["cpp_extension_load_inline"]
+    else:
+        assert "cpp_extension_load_inline" in skipped
     from tasks._common import compile_limitation
 
     if compile_limitation() is None:
@@ -74,7 +86,9 @@ def test_smoke_fails_a_gpu_image_without_gpu_and_a_wrong_torch(run_task) -> None
     env = task_env(TORCHRIG_ACCELERATOR="cuda", TORCHRIG_TORCH_VERSION="1.13.1+cu117")
     r = run_task("smoke", "--quiet", env=env)
     assert r.rc == 1, r.stdout + r.stderr
-    msg = "this is a CUDA image but no GPU is visible: run with --gpus all / check the NVIDIA Container Toolkit"
+    msg = "this is a CUDA image but no NVIDIA device is in the container (no /dev/nvidiactl, /dev/nvidia0): run it "
+    if Path("/dev/nvidiactl").exists():
+        msg = "this is a CUDA image and /dev/nvidia* is present"
     assert msg in r.stderr
     rec = r.record()
     assert validate_record(rec) == []
@@ -89,3 +103,22 @@ def test_smoke_ignores_the_local_version_part() -> None:
 
     assert public_version("2.0.1+cu118") == public_version("2.0.1") == "2.0.1"
     assert public_version("2.1.0") != public_version("2.1.1")
+
+
+def test_smoke_on_a_gpu_image_with_device_cpu_skips_the_gpu_with_the_reason(run_task) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    env = task_env(TORCHRIG_ACCELERATOR="rocm", TORCHRIG_COMPILE_MAX_PYTHON="3.0", CXX="/nonexistent/c++")
+    r = run_task("smoke", "--device", "cpu", "--expect-torch", _public_torch(), env=env)
+    rec = r.record()
+    gates = {g["metric"] for g in rec["gates"]}
+    assert "gpu_visible" not in gates
+    skipped = rec["config"]["resolved"]["skipped"]
+    assert skipped["gpu_visible"] == "--device cpu was asked for"
+    # no compiler (CXX points nowhere): load_inline is a skip with the reason, not a failure
+    assert "C++ compiler" in skipped["cpp_extension_load_inline"]
+    assert any(w.startswith("skipped cpp_extension_load_inline: ") for w in rec["warnings"])
+    # torch is a CUDA/CPU build here, not ROCm: that mismatch is the only failure
+    assert {g["metric"] for g in rec["gates"] if not g["passed"]} <= {"torch_build_matches_image"}
