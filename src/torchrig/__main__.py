@@ -1,4 +1,5 @@
-"""The ``torchrig`` command line. Every command validates matrix.yaml first and builds nothing from an invalid one.
+"""The ``torchrig`` command line. Every command checks its settings (every variable, torchrig.toml, the flags) and
+matrix.yaml first, and contacts nothing and builds nothing from an invalid one.
 
 The parser lives in :mod:`torchrig.cli` (one module per command group). Errors the user can act on are
 :class:`~torchrig.errors.FatalError`: caught here once, printed without a traceback, and turned into the error's
@@ -11,13 +12,18 @@ import sys
 from collections.abc import Sequence
 
 from torchrig.cli import build_parser
+from torchrig.cli.context import settings
 from torchrig.errors import FatalError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error it printed (2); a code, not an exception
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        settings(args)  # every setting parsed and checked before any command contacts Docker, Slurm or a registry
         rc: int = args.func(args)
     except FatalError as e:
         print(f"torchrig: error: {e}", file=sys.stderr)

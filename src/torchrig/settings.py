@@ -1,9 +1,14 @@
-"""Settings: defaults + the environment (+ the CLI's flags), read once into one frozen object.
+"""Settings: defaults -> matrix.yaml -> torchrig.toml (or pyproject's [tool.torchrig]) -> environment -> flags,
+resolved once into one frozen object that knows where each value came from.
 
-Every ``TORCHRIG_*`` variable the host side of torchrig honours is read here and nowhere else, so the list below is
-the complete reference (README "Configuration" points here). Code below the CLI receives a :class:`Settings` (or
-the one field it needs) instead of reading ``os.environ`` itself, which keeps tests free of environment patching
-and makes a run's configuration visible in one place.
+Each setting is declared once in :mod:`torchrig.config.table` (file key = long flag, variables, parser, accepted
+values, help); this module runs the cascade over that table. Every value is parsed and range-checked here, before
+any command contacts Docker, Slurm or a registry, so a typo (``TORCHRIG_REQUIRE_LOCK=ture``) is exit 2 naming the
+variable, never a silent "false". ``torchrig config`` prints the result with its sources; README "Configuration"
+lists the settings.
+
+matrix.yaml's own values (registry, base images, index, size budgets) are per environment: a setting left unset
+here (``None``) means "matrix.yaml's", applied where the environment is known.
 
 The variables torchrig *passes into* containers (``TORCHRIG_IMAGE``, ``TORCHRIG_HOSTNAME``, ...) are the host/image
 contract and live in :mod:`torchrig.results.contract`, which the images import without this module.
@@ -13,50 +18,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchrig.config.files import ProjectFile, read_project_file
+from torchrig.config.table import SETTINGS, Setting
 from torchrig.errors import UsageError
 
 __all__ = [
     "ENV_VARS",
+    "SETTINGS",
     "Settings",
     "default_matrix_path",
     "default_results_dir",
 ]
 
-# name -> what it sets (documentation and a test that every name here is actually read by from_environ)
-ENV_VARS: dict[str, str] = {
-    "TORCHRIG_MATRIX": "the matrix file (default: ./matrix.yaml or the nearest parent directory's)",
-    "TORCHRIG_REGISTRY": "registry prefix of image names instead of matrix.yaml's (empty: local names only)",
-    "TORCHRIG_RESULTS": "results directory (default: results/ beside matrix.yaml)",
-    "TORCHRIG_DATA": "data directory mounted into task containers (default: data/ beside matrix.yaml)",
-    "TORCHRIG_KEEP_CONTAINERS": "1 keeps containers after they exit, for debugging",
-    "TORCHRIG_CACHE": "cache directory (default: $XDG_CACHE_HOME/torchrig or ~/.cache/torchrig)",
-    "TORCHRIG_DEBIAN_MIRROR": "Debian mirror for `base-local` (default: the host's apt source)",
-    "TORCHRIG_BASE_IMAGE": "base image for builds instead of matrix.yaml's target base",
-    "TORCHRIG_INDEX_URL": "package index for torch instead of matrix.yaml's",
-    "TORCHRIG_EXTRA_INDEX_URL": "extra package indexes (space- or comma-separated)",
-    "TORCHRIG_WHEELHOUSE": "install offline from this folder of wheels",
-    "TORCHRIG_CA_BUNDLE": "CA bundle served to the build (a file, or 'none'; default: PIP_CERT, "
-                          "REQUESTS_CA_BUNDLE, SSL_CERT_FILE)",
-    "TORCHRIG_KEEP_CA_BUNDLE": "1 installs the CA bundle into the image's trust store",
-    "TORCHRIG_SIZE_BUDGET_MB": "image size budget in MB instead of matrix.yaml's",
-    "TORCHRIG_REQUIRE_LOCK": "1 fails a build that has no matching lock instead of building unlocked (CI sets it)",
-}
+# variable -> what it sets (documentation; every name is read by from_environ through the table)
+ENV_VARS: dict[str, str] = {s.env[0]: s.doc for s in SETTINGS}
 
-_TRUE = ("1", "true", "yes", "on")
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in _TRUE
+_OFF_WORDS = ("", "none")
 
 
 def default_matrix_path(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path:
     """``$TORCHRIG_MATRIX``, else ``matrix.yaml`` in the current directory or the nearest parent holding one."""
     env = os.environ if environ is None else environ
-    if env.get("TORCHRIG_MATRIX"):
-        return Path(env["TORCHRIG_MATRIX"])
+    if env.get("TORCHRIG_MATRIX", "").strip():
+        return Path(env["TORCHRIG_MATRIX"].strip()).expanduser()
     here = cwd or Path.cwd()
     for d in (here, *here.parents):
         if (d / "matrix.yaml").is_file():
@@ -70,9 +57,14 @@ def default_results_dir(matrix_path: Path) -> Path:
     return matrix_path.resolve().parent / "results"
 
 
+def _default_cache(env: Mapping[str, str]) -> Path:
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "torchrig"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """What the environment says, parsed once; the CLI's flags override the fields they name where they are used."""
+    """The resolved settings; ``sources`` says, per key, which layer set it."""
 
     matrix_path: Path
     registry: str | None = None  # None: matrix.yaml's; "" means local names without a registry
@@ -86,65 +78,115 @@ class Settings:
     extra_index_urls: tuple[str, ...] | None = None
     wheelhouse: Path | None = None
     ca_bundle: str | None = None  # raw: a path or "none"; checked by images.serve.resolve_ca_bundle
-    ca_bundle_source: str | None = None  # which variable ca_bundle came from
+    ca_bundle_source: str | None = None  # which variable (or file, or flag) ca_bundle came from
     keep_ca_bundle: bool = False
     size_budget_mb: int | None = None
     require_lock: bool = False
     source_date_epoch: int | None = None  # $SOURCE_DATE_EPOCH (reproducible-builds.org); None: the commit's time
+    python: str = "python3"  # $TORCHRIG_PYTHON: the host Python of `nox -s bench`
+    project_file: Path | None = None  # the torchrig.toml / pyproject.toml that was read
+    sources: Mapping[str, str] = field(default_factory=dict)  # key -> "default", "torchrig.toml", "env X", "flag --x"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *, matrix: str | os.PathLike[str] | None = None,
-                     cwd: Path | None = None) -> Settings:
+                     cwd: Path | None = None, flags: Mapping[str, object] | None = None) -> Settings:
+        """Resolve every setting. ``flags`` maps setting keys (``base-image``) to the CLI's values (None: not
+        given); ``matrix`` is the ``--matrix`` flag. Raises UsageError naming every invalid value."""
         env = dict(os.environ if environ is None else environ)
-        matrix_path = Path(matrix) if matrix is not None else default_matrix_path(env, cwd)
-        results = env.get("TORCHRIG_RESULTS")
-        data = env.get("TORCHRIG_DATA")
-        extra = env.get("TORCHRIG_EXTRA_INDEX_URL")
-        house = env.get("TORCHRIG_WHEELHOUSE")
-        budget: int | None = None
-        if env.get("TORCHRIG_SIZE_BUDGET_MB"):
-            try:
-                budget = int(env["TORCHRIG_SIZE_BUDGET_MB"])
-            except ValueError:
-                raise UsageError(f"TORCHRIG_SIZE_BUDGET_MB={env['TORCHRIG_SIZE_BUDGET_MB']!r} is not a whole "
-                                 "number of MB: set it to e.g. 6000, or unset it") from None
-        epoch: int | None = None
-        if env.get("SOURCE_DATE_EPOCH"):
-            try:
-                epoch = int(env["SOURCE_DATE_EPOCH"])
-            except ValueError:
-                raise UsageError(f"SOURCE_DATE_EPOCH={env['SOURCE_DATE_EPOCH']!r} is not a Unix time in seconds: "
-                                 "set it to e.g. `git log -1 --format=%ct`, or unset it") from None
-        ca, ca_source = None, None
-        for name in ("TORCHRIG_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-            if (name == "TORCHRIG_CA_BUNDLE" and name in env) or env.get(name):
-                ca, ca_source = env[name], name
-                break
-        if env.get("TORCHRIG_CACHE"):
-            cache = Path(env["TORCHRIG_CACHE"])
+        given = {k: val for k, val in (flags or {}).items() if val is not None}
+        unknown = set(given) - {s.key for s in SETTINGS}
+        if unknown:
+            raise ValueError(f"not settings: {sorted(unknown)}")  # a programming error, not a user's
+        sources: dict[str, str] = {}
+        if matrix is not None:
+            matrix_path, sources["matrix"] = Path(matrix).expanduser(), "flag --matrix"
         else:
-            xdg = env.get("XDG_CACHE_HOME")
-            cache = (Path(xdg) if xdg else Path.home() / ".cache") / "torchrig"
-        return cls(
-            matrix_path=matrix_path,
-            registry=env.get("TORCHRIG_REGISTRY"),
-            results_dir=Path(results).expanduser() if results else default_results_dir(matrix_path),
-            data_dir=Path(data).expanduser() if data else None,
-            keep_containers=_flag(env.get("TORCHRIG_KEEP_CONTAINERS")),
-            cache_dir=cache,
-            debian_mirror=env.get("TORCHRIG_DEBIAN_MIRROR") or None,
-            base_image=env.get("TORCHRIG_BASE_IMAGE") or None,
-            index_url=env.get("TORCHRIG_INDEX_URL") or None,
-            extra_index_urls=tuple(extra.replace(",", " ").split()) if extra is not None else None,
-            wheelhouse=Path(house).expanduser().resolve() if house else None,
-            ca_bundle=ca,
-            ca_bundle_source=ca_source,
-            keep_ca_bundle=_flag(env.get("TORCHRIG_KEEP_CA_BUNDLE")),
-            size_budget_mb=budget,
-            require_lock=_flag(env.get("TORCHRIG_REQUIRE_LOCK")),
-            source_date_epoch=epoch,
-        )
+            matrix_path = default_matrix_path(env, cwd)
+            sources["matrix"] = "env TORCHRIG_MATRIX" if env.get("TORCHRIG_MATRIX", "").strip() else "default"
+        project = read_project_file(matrix_path.resolve().parent)
+        values: dict[str, object] = {}
+        problems: list[str] = []
+        for s in SETTINGS[1:]:
+            try:
+                found = _resolve(s, env, project, given)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            if found is not None:
+                values[s.field], sources[s.key] = found
+            else:
+                sources[s.key] = "matrix.yaml" if s.fallback.startswith("matrix.yaml") else "default"
+        if problems:
+            raise UsageError("invalid settings (nothing was run):\n" + "\n".join(f"  - {p}" for p in problems))
+        values.setdefault("results_dir", default_results_dir(matrix_path))
+        values.setdefault("cache_dir", _default_cache(env))
+        if isinstance(values.get("wheelhouse"), Path):
+            values["wheelhouse"] = Path(values["wheelhouse"]).resolve()  # type: ignore[arg-type]
+        if "ca_bundle" in values:
+            values["ca_bundle_source"] = _ca_source(sources["ca-bundle"], project)
+        return cls(matrix_path=matrix_path, project_file=project.path if project else None, sources=sources,
+                   **values)  # type: ignore[arg-type]
 
     @property
     def matrix_root(self) -> Path:
         return self.matrix_path.resolve().parent
+
+    def value(self, setting: Setting) -> object:
+        return getattr(self, setting.field)
+
+
+def _ca_source(source: str, project: ProjectFile | None) -> str:
+    """What resolve_ca_bundle names in its message: the variable, the flag, or the file and key."""
+    if source.startswith(("env ", "flag ")):
+        return source.split(" ", 1)[1]
+    return f"{project.path if project else source}: ca-bundle"
+
+
+def _resolve(s: Setting, env: Mapping[str, str], project: ProjectFile | None,
+             flags: Mapping[str, object]) -> tuple[object, str] | None:
+    """The highest layer that sets ``s``: (value, source), or None when none does."""
+    if s.key in flags:
+        return _from_flag(s, flags[s.key]), f"flag {s.flag or '--' + s.key}"
+    for name in s.env:
+        raw = env.get(name)
+        if raw is None or (not raw.strip() and not (s.empty_is_value and name == s.env[0])):
+            continue
+        return _parse(s, raw, f"{name}={raw!r}", f"correct it or unset {name}"), f"env {name}"
+    if project is not None and s.key in project.values:
+        raw_value = project.values[s.key]
+        where = f"{project.path}: {s.key}"
+        items = raw_value if isinstance(raw_value, tuple) else (raw_value,)
+        texts = [_beside(s, item, project.path.parent) for item in items]
+        parsed = [_parse(s, t, f"{where} = {t!r}", f"correct it in {project.path}") for t in texts]
+        if s.many:
+            return tuple(u for p in parsed for u in p), project.label  # type: ignore[attr-defined]
+        return parsed[0], project.label
+    return None
+
+
+def _beside(s: Setting, text: str, directory: Path) -> str:
+    """A relative path in a project file is relative to that file, not to where torchrig runs."""
+    word = text.strip()
+    if not s.relative or word.lower() in _OFF_WORDS or Path(word).expanduser().is_absolute():
+        return text
+    return str(directory / word)
+
+
+def _from_flag(s: Setting, value: object) -> object:
+    where = s.flag or f"--{s.key}"
+    if isinstance(value, str):
+        return _parse(s, value, f"{where} {value!r}", f"pass a valid {where}")
+    if s.many and isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            parsed = _parse(s, item, f"{where} {item!r}", f"pass a valid {where}") if isinstance(item, str) else item
+            out.extend(parsed if isinstance(parsed, tuple) else (parsed,))  # type: ignore[arg-type]
+        return tuple(out)
+    return value  # already typed by the flag's argparse type=
+
+
+def _parse(s: Setting, raw: str, where: str, fix: str) -> object:
+    try:
+        return s.parse(raw)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e} (accepted: {s.accepted}); {fix}") from None

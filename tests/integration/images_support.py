@@ -19,7 +19,7 @@ import subprocess
 import tarfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,9 @@ def host_ca_bundle() -> Path:
 def cpu_options(local_base: str, **kw: Any) -> BuildOptions:
     """How the suite builds ``cpu`` here: local base, PyPI, the host's CA bundle, a budget for PyPI's wheels (and,
     from the environment as the CLI reads it, the size-measurement cache and keep-containers)."""
-    return BuildOptions.from_settings(Settings.from_environ(), base_image=local_base, index_url=PYPI,
-                                      ca_bundle=host_ca_bundle(), size_budget_mb=CPU_PYPI_BUDGET_MB, **kw)
+    flags = {"base-image": local_base, "index-url": PYPI, "ca-bundle": str(host_ca_bundle()),
+             "size-budget-mb": CPU_PYPI_BUDGET_MB}
+    return replace(BuildOptions.from_settings(Settings.from_environ(flags=flags)), **kw)
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,9 @@ def test_options_come_from_flags_then_torchrig_variables(tmp_path: Path) -> None
     assert (o.base_image, o.index_url, o.wheelhouse, o.ca_bundle, o.keep_ca_bundle, o.size_budget_mb) == (
         "torchrig-base:bookworm", PYPI, tmp_path / "wh", ca, True, 6000)
     assert o.extra_index_urls == ("https://a.example/simple", "https://b.example/simple")
-    o = BuildOptions.from_settings(Settings.from_environ(environ), base_image="python:3.11-slim-bookworm",
-                                   index_url="https://m/simple", extra_index_urls=[], size_budget_mb=100,
-                                   keep_ca_bundle=False, ca_bundle="none")
+    o = BuildOptions.from_settings(Settings.from_environ(environ, flags={
+        "base-image": "python:3.11-slim-bookworm", "index-url": "https://m/simple", "extra-index-url": [],
+        "size-budget-mb": 100, "keep-ca-bundle": False, "ca-bundle": "none"}))
     assert (o.base_image, o.index_url, o.extra_index_urls, o.size_budget_mb, o.keep_ca_bundle, o.ca_bundle) == (
         "python:3.11-slim-bookworm", "https://m/simple", (), 100, False, None)
     with pytest.raises(UsageError, match="TORCHRIG_SIZE_BUDGET_MB"):

@@ -100,7 +100,7 @@ def test_only_bad_records_exit_2_after_listing_them(tmp_path: Path, capsys: pyte
     (["report", "{empty}"], "no result records"),
     (["report", "{empty}", "--fail-on-regression"], "needs --baseline"),
     (["report", "{empty}", "--format", "md,docx"], "--format takes"),
-    (["report", "{empty}", "--noise-k", "0"], "--noise-k must be > 0"),
+    (["report", "{empty}", "--noise-k", "0"], "--noise-k: '0': must be a finite number above 0"),
 ])
 def test_usage_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      args: list[str], message: str) -> None:

@@ -9,17 +9,18 @@ from __future__ import annotations
 import argparse
 
 from torchrig import __version__
-from torchrig.cli import doctor, fleet, images, matrix, report, run, verify
+from torchrig.cli import config, doctor, fleet, images, matrix, report, run, verify
 
 __all__ = ["build_parser"]
 
-_GROUPS = (matrix, doctor, images, verify, run, report, fleet)
+_GROUPS = (matrix, config, doctor, images, verify, run, report, fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchrig",
         description="Reproducible, containerized PyTorch environments and benchmarks, driven by matrix.yaml.",
+        epilog=config.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"torchrig {__version__}")
     parser.add_argument("--matrix", metavar="PATH", default=None,

@@ -7,8 +7,10 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+from torchrig.cli import types
+from torchrig.cli.context import settings as resolve_settings
+from torchrig.config.files import PROJECT_FILE, write_setting
 from torchrig.engine.client import connect
 from torchrig.engine.registry import pull_image, push_image
 from torchrig.errors import BuildError, UsageError
@@ -32,11 +34,12 @@ def _say(line: str) -> None:
 def _source_flags(p: argparse.ArgumentParser) -> None:
     """Flags for sites without internet; each also a TORCHRIG_* variable (the flag wins)."""
     g = p.add_argument_group("package sources (each flag also an environment variable)")
-    g.add_argument("--base-image", metavar="IMAGE", help="base image instead of matrix.yaml's targets "
-                   "($TORCHRIG_BASE_IMAGE), e.g. torchrig-base:bookworm from `torchrig base-local`")
-    g.add_argument("--index-url", metavar="URL", help="package index instead of the environment's "
+    g.add_argument("--base-image", metavar="IMAGE", type=types.image_ref,
+                   help="base image instead of matrix.yaml's targets ($TORCHRIG_BASE_IMAGE), "
+                   "e.g. torchrig-base:bookworm from `torchrig base-local`")
+    g.add_argument("--index-url", metavar="URL", type=types.url, help="package index instead of the environment's "
                    "($TORCHRIG_INDEX_URL), e.g. https://pypi.org/simple or a local mirror")
-    g.add_argument("--extra-index-url", metavar="URL", action="append", default=None,
+    g.add_argument("--extra-index-url", metavar="URL", action="append", default=None, type=types.url,
                    help="extra package index, repeatable ($TORCHRIG_EXTRA_INDEX_URL, space-separated)")
     g.add_argument("--wheelhouse", metavar="DIR", help="install offline from the wheels in DIR "
                    "(`pip download -d DIR ...`; served to the build, never copied into it) ($TORCHRIG_WHEELHOUSE)")
@@ -55,15 +58,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _source_flags(p)
     p.add_argument("--keep-ca-bundle", action="store_true", default=None,
                    help="install the CA bundle into the image's trust store ($TORCHRIG_KEEP_CA_BUNDLE=1)")
-    p.add_argument("--size-budget-mb", type=int, metavar="MB", help="fail above this size instead of matrix.yaml's "
-                   "size_budget_mb ($TORCHRIG_SIZE_BUDGET_MB): for builds from other sources than matrix.yaml's")
+    p.add_argument("--size-budget-mb", type=types.size_budget_mb, metavar="MB",
+                   help="fail above this size instead of matrix.yaml's size_budget_mb ($TORCHRIG_SIZE_BUDGET_MB): "
+                   "for builds from other sources than matrix.yaml's")
     p.add_argument("--no-lock", action="store_true", help="ignore locks/ENV.txt and resolve the requirements now")
     p.add_argument("--lock", metavar="FILE", type=Path, help="the lock to install from (default locks/ENV.txt, or "
                    "locks/ENV@INDEX.txt for another --index-url)")
     p.add_argument("--require-lock", action="store_true", default=None, help="fail when no lock matches this build "
                    "instead of building unlocked ($TORCHRIG_REQUIRE_LOCK=1; CI sets it)")
-    p.add_argument("--uid", type=int, default=1000, help="UID of the image's user (default 1000)")
-    p.add_argument("--gid", type=int, default=1000, help="GID of the image's user (default 1000)")
+    p.add_argument("--uid", type=types.uid, default=1000, help="UID of the image's user (default 1000)")
+    p.add_argument("--gid", type=types.uid, default=1000, help="GID of the image's user (default 1000)")
     p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     p.add_argument("--reuse", action="store_true", help="skip the build when an image from the same inputs exists")
     p.set_defaults(func=_build)
@@ -80,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _source_flags(p)
     p.add_argument("--output", "-o", metavar="FILE", type=Path, help="where to write it (one ENV only; default "
                    "locks/ENV.txt, or locks/ENV@INDEX.txt for another --index-url)")
-    p.add_argument("--timeout", type=float, default=RESOLVE_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--timeout", type=types.positive_seconds, default=RESOLVE_TIMEOUT_S, metavar="SECONDS",
                    help=f"stop the resolver after this long (default {RESOLVE_TIMEOUT_S:g})")
     p.set_defaults(func=_lock)
 
@@ -108,8 +112,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "mirror apt uses, cache the tarball under ~/.cache/torchrig/base, and docker-import it.")
     p.add_argument("--suite", choices=SUITES, default="bookworm", help="Debian release (default bookworm: "
                    "Python 3.11; bullseye 3.9, trixie 3.13)")
-    p.add_argument("--mirror", metavar="URL", help="Debian mirror ($TORCHRIG_DEBIAN_MIRROR; default: apt's)")
+    p.add_argument("--mirror", metavar="URL", type=types.url,
+                   help="Debian mirror ($TORCHRIG_DEBIAN_MIRROR; default: apt's)")
     p.add_argument("--rebuild", action="store_true", help="bootstrap again even when a cached tarball exists")
+    p.add_argument("--write-config", action="store_true", help=f"write base-image = \"torchrig-base:SUITE\" into "
+                   f"{PROJECT_FILE} beside matrix.yaml, so every build, tasks-, bench- and dev- session uses it")
     p.set_defaults(func=_base_local)
 
 
@@ -120,15 +127,12 @@ def _targets(env: Environment, choice: str) -> list[Target]:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_environ(matrix=args.matrix)
+    return resolve_settings(args)
 
 
-def _options(args: argparse.Namespace, matrix: Matrix, **rest: Any) -> BuildOptions:
-    return BuildOptions.from_settings(
-        _settings(args), base_image=args.base_image, index_url=args.index_url, extra_index_urls=args.extra_index_url,
-        wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle, root=_root(matrix),
-        bases_file=bases_file(matrix.path), **rest,
-    )
+def _matrix(args: argparse.Namespace) -> tuple[Settings, Matrix]:
+    settings = _settings(args)
+    return settings, load_matrix(settings.matrix_path, settings=settings)
 
 
 def _root(matrix: Matrix) -> Path:
@@ -136,11 +140,13 @@ def _root(matrix: Matrix) -> Path:
 
 
 def _build(args: argparse.Namespace) -> int:
-    matrix = load_matrix(args.matrix)
+    if args.no_lock and (args.require_lock or args.lock is not None):
+        raise UsageError("--no-lock contradicts " + ("--require-lock" if args.require_lock else "--lock") +
+                         ": pass one of them")
+    settings, matrix = _matrix(args)
     env = matrix.get(args.env)
-    options = _options(args, matrix, keep_ca_bundle=args.keep_ca_bundle, size_budget_mb=args.size_budget_mb,
-                       use_lock=not args.no_lock, lock_file=args.lock, require_lock=args.require_lock,
-                       uid=args.uid, gid=args.gid, no_cache=args.no_cache)
+    options = BuildOptions.from_settings(settings, matrix, use_lock=not args.no_lock, lock_file=args.lock,
+                                         uid=args.uid, gid=args.gid, no_cache=args.no_cache)
     client = connect()
     built: list[BuiltImage] = []
     for target in _targets(env, args.target):
@@ -153,7 +159,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _lock(args: argparse.Namespace) -> int:
-    matrix = load_matrix(args.matrix)
+    settings, matrix = _matrix(args)
     root = _root(matrix)
     if args.check:
         return _check_locks(matrix, root, args.envs)
@@ -164,7 +170,7 @@ def _lock(args: argparse.Namespace) -> int:
         if not jobs:
             _say("every committed lock is fresh: nothing to do")
             return 0
-        options = _options(args, matrix)
+        options = BuildOptions.from_settings(settings, matrix)
         for env, lock in jobs:
             # against the indexes the lock records: a lock for another index stays one
             again = replace(options, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls)
@@ -176,7 +182,7 @@ def _lock(args: argparse.Namespace) -> int:
         raise UsageError("name the environments to lock (torchrig lock ENV...), or --all, --stale or --check")
     if args.output is not None and len(envs) > 1:
         raise UsageError("--output takes one environment")
-    options = _options(args, matrix)
+    options = BuildOptions.from_settings(settings, matrix)
     for env in envs:
         print(write_lock(env, options, output=args.output, out=sys.stderr, timeout=args.timeout))
     _installer(options)
@@ -227,7 +233,7 @@ def _check_locks(matrix: Matrix, root: Path, env_ids: list[str]) -> int:
 
 
 def _pin_bases(args: argparse.Namespace) -> int:
-    matrix = load_matrix(args.matrix)
+    _, matrix = _matrix(args)
     envs = [matrix.get(e) for e in args.envs] if args.envs else list(matrix.environments)
     path = bases_file(matrix.path)
     pin_bases(envs, client=connect(), path=path, log=_say)
@@ -236,7 +242,7 @@ def _pin_bases(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    env = load_matrix(args.matrix).get(args.env)
+    env = _matrix(args)[1].get(args.env)
     client = connect()
     for target in _targets(env, args.target):
         push_image(env.tags(target), client=client, log=_say)
@@ -244,7 +250,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    env = load_matrix(args.matrix).get(args.env)
+    env = _matrix(args)[1].get(args.env)
     client = connect()
     for target in _targets(env, args.target):
         image_id = pull_image(env.tags(target), client=client, log=_say)
@@ -255,9 +261,9 @@ def _pull(args: argparse.Namespace) -> int:
 def _images(args: argparse.Namespace) -> int:
     import docker.errors
 
-    matrix = load_matrix(args.matrix)
+    settings, matrix = _matrix(args)
     envs = [matrix.get(args.env)] if args.env else list(matrix.environments)
-    records = size_records_dir(_settings(args).cache_dir)
+    records = size_records_dir(settings.cache_dir)
     client = connect()
     rows = []
     for env in envs:
@@ -302,6 +308,12 @@ def _images(args: argparse.Namespace) -> int:
 def _base_local(args: argparse.Namespace) -> int:
     settings = _settings(args)
     base = ensure_base(args.suite, client=connect(), cache_dir=settings.cache_dir,
-                       mirror=args.mirror or settings.debian_mirror, log=_say, rebuild=args.rebuild)
+                       mirror=settings.debian_mirror, log=_say, rebuild=args.rebuild)
     print(base.ref)
+    target = settings.matrix_root / PROJECT_FILE
+    if args.write_config:
+        _say(write_setting(target, "base-image", str(base.ref)))
+    elif settings.base_image != str(base.ref):
+        _say(f"to build from it every time, add this line to {target} (or rerun with --write-config):\n"
+             f"  base-image = \"{base.ref}\"")
     return 0

@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 
+from torchrig.cli.context import settings as resolve_settings
 from torchrig.images.serve import resolve_ca_bundle
 from torchrig.matrix import TARGETS, load_matrix
 from torchrig.matrix.ci import github_matrix
 from torchrig.matrix.compat import load_compat
 from torchrig.matrix.compat_check import PYPI_INDEX, PYTORCH_INDEX, check_index, parse_selection
 from torchrig.matrix.docs import env_table_markdown
-from torchrig.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,7 +82,7 @@ def _ci_matrix(args: argparse.Namespace) -> int:
 
 def _compat_check(args: argparse.Namespace) -> int:
     selection = parse_selection(args.torch)
-    settings = Settings.from_environ(matrix=args.matrix)
+    settings = resolve_settings(args)
     ca_bundle = resolve_ca_bundle(None, settings.ca_bundle, settings.ca_bundle_source)
     rc = 0
     for index in args.index or [PYTORCH_INDEX]:

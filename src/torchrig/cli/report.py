@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from torchrig.cli import types
+from torchrig.cli.context import settings as resolve_settings
 from torchrig.errors import ConfigurationError, UsageError
 from torchrig.report import (
     FORMATS,
@@ -19,7 +21,6 @@ from torchrig.report import (
 from torchrig.report.charts import require_matplotlib
 from torchrig.report.stats import DEFAULT_K, DEFAULT_MIN_REL_NOISE
 from torchrig.results.records import LoadProblem, Record, load_records
-from torchrig.settings import Settings
 
 __all__ = ["register"]
 
@@ -48,9 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "in the baseline fails (the outputs are written first)")
     p.add_argument("--format", default=",".join(FORMATS), metavar="LIST",
                    help=f"comma-separated outputs among {','.join(FORMATS)} (default: all)")
-    p.add_argument("--noise-k", type=float, default=DEFAULT_K, metavar="K",
+    p.add_argument("--noise-k", type=types.finite_positive, default=DEFAULT_K, metavar="K",
                    help=f"how many standard errors a change must exceed to be flagged (default: {DEFAULT_K:g})")
-    p.add_argument("--min-noise", type=float, default=DEFAULT_MIN_REL_NOISE, metavar="FRACTION",
+    p.add_argument("--min-noise", type=types.fraction, default=DEFAULT_MIN_REL_NOISE, metavar="FRACTION",
                    help=f"relative noise floor, e.g. 0.005 = 0.5%% (default: {DEFAULT_MIN_REL_NOISE:g})")
     p.set_defaults(func=_report)
 
@@ -86,7 +87,7 @@ def _log_fleet(report: Report) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     if not args.dirs:  # the one default, shared with run-tasks and run-bench
-        args.dirs = [str(Settings.from_environ(matrix=args.matrix).results_dir)]
+        args.dirs = [str(resolve_settings(args).results_dir)]
     formats = parse_formats(args.format)
     if args.noise_k <= 0 or not 0 <= args.min_noise < 1:
         raise UsageError("--noise-k must be > 0 and --min-noise between 0 and 1 (a fraction, 0.005 = 0.5%)")

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from torchrig import run
+from torchrig.cli import types
+from torchrig.cli.context import settings as resolve_settings
 from torchrig.engine import DEFAULT_SHM_SIZE
 from torchrig.errors import UsageError
 from torchrig.images import BuildOptions
@@ -30,14 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                 ("run-bench", "the benchmarks (python -m bench)", 2 * 3600)):
         opts = _options_parser()
         g = opts.add_argument_group("run")
-        g.add_argument("--results", metavar="DIR", default=None,
+        g.add_argument("--results", metavar="DIR", default=None, type=types.directory,
                        help="host directory for the records (default: $TORCHRIG_RESULTS/ENV, else results/ENV "
                             "beside matrix.yaml)")
         g.add_argument("--data", metavar="DIR", default=None,
                        help=f"host data directory, mounted at {DATA_IN} (default: $TORCHRIG_DATA, else data/ beside "
                             "matrix.yaml)")
         g.add_argument("--quick", action="store_true", help="the short budget (CI, CPU)")
-        g.add_argument("--timeout", type=float, default=float(timeout), metavar="SECONDS",
+        g.add_argument("--timeout", type=types.non_negative_seconds, default=float(timeout), metavar="SECONDS",
                        help=f"stop the run after this long (default {timeout}; 0: no limit)")
         g.add_argument("--network", default="none",
                        help="container network (default none: runs are offline; `bridge` lets them download)")
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g = opts.add_argument_group("dev")
     g.add_argument("--workspace", metavar="DIR", default=None, help=f"mounted at {WORKSPACE_IN} (default: cwd)")
     g.add_argument("--network", default=None, help="container network (default: Docker's default bridge)")
-    g.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
+    g.add_argument("--timeout", type=types.non_negative_seconds, default=0, metavar="SECONDS",
                    help="with a command: stop it after this long (default: no limit)")
     p = sub.add_parser("dev", parents=[opts], help="start a container to develop in an environment's image",
                        description=f"Start a container from ENV's image with the workspace at {WORKSPACE_IN}, your "
@@ -84,19 +86,21 @@ def _options_parser(default_target: Target | None = "runtime") -> argparse.Argum
                    help="pull the environment's image from the registry ($TORCHRIG_REGISTRY) instead of building it")
     g.add_argument("--no-build", action="store_true", help="fail instead of building a missing image")
     g.add_argument("--no-gpu", action="store_true", help="run a GPU image without its GPU (deliberately on the CPU)")
-    g.add_argument("--shm-size", default=DEFAULT_SHM_SIZE,
+    g.add_argument("--shm-size", default=DEFAULT_SHM_SIZE, type=types.docker_size,
                    help=f"/dev/shm size for DataLoader workers (default {DEFAULT_SHM_SIZE})")
     g.add_argument("--ipc-host", action="store_true", help="share the host's IPC namespace (--ipc=host)")
     b = opts.add_argument_group("build overrides (when the image is built; as for `torchrig build`)")
-    b.add_argument("--base-image", default=None, help="base image (default: $TORCHRIG_BASE_IMAGE or matrix.yaml)")
-    b.add_argument("--index-url", default=None, help="package index (default: $TORCHRIG_INDEX_URL or matrix.yaml)")
-    b.add_argument("--extra-index-url", action="append", default=None,
+    b.add_argument("--base-image", default=None, type=types.image_ref,
+                   help="base image (default: $TORCHRIG_BASE_IMAGE, torchrig.toml or matrix.yaml)")
+    b.add_argument("--index-url", default=None, type=types.url,
+                   help="package index (default: $TORCHRIG_INDEX_URL, torchrig.toml or matrix.yaml)")
+    b.add_argument("--extra-index-url", action="append", default=None, type=types.url,
                    help="extra package index, repeatable (default: $TORCHRIG_EXTRA_INDEX_URL or matrix.yaml)")
     b.add_argument("--wheelhouse", metavar="DIR", default=None,
                    help="install offline from these wheels (default: $TORCHRIG_WHEELHOUSE)")
     b.add_argument("--ca-bundle", metavar="FILE", default=None,
                    help="CA bundle for downloads during the build (default: $TORCHRIG_CA_BUNDLE, $PIP_CERT, ...)")
-    b.add_argument("--size-budget-mb", type=int, metavar="MB", default=None,
+    b.add_argument("--size-budget-mb", type=types.size_budget_mb, metavar="MB", default=None,
                    help="fail a build above this size instead of matrix.yaml's ($TORCHRIG_SIZE_BUDGET_MB)")
     return opts
 
@@ -122,17 +126,13 @@ def _parse_rest(args: argparse.Namespace) -> list[str]:
 
 
 def _context(args: argparse.Namespace) -> tuple[Settings, Matrix, Environment]:
-    settings = Settings.from_environ(matrix=args.matrix)
+    settings = resolve_settings(args)  # after _parse_rest: the flags that followed ENV count too
     matrix = load_matrix(settings.matrix_path, settings=settings)
     return settings, matrix, matrix.get(args.env)
 
 
 def _options(args: argparse.Namespace, settings: Settings, matrix: Matrix, target: Target | None) -> run.RunOptions:
-    build = BuildOptions.from_settings(
-        settings, base_image=args.base_image, index_url=args.index_url,
-        extra_index_urls=args.extra_index_url, wheelhouse=args.wheelhouse, ca_bundle=args.ca_bundle,
-        size_budget_mb=args.size_budget_mb, root=matrix.root if (matrix.root / "images").is_dir() else None,
-    )
+    build = BuildOptions.from_settings(settings, matrix)  # the same construction as `torchrig build`
     return run.RunOptions(target=target, image=args.image, pull=args.pull, no_build=args.no_build,
                           no_gpu=args.no_gpu, shm_size=args.shm_size, ipc_host=args.ipc_host,
                           network=args.network or None, build=build)
@@ -159,7 +159,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _devcontainer(args: argparse.Namespace) -> int:
-    settings = Settings.from_environ(matrix=args.matrix)
+    settings = resolve_settings(args)
     matrix = load_matrix(settings.matrix_path, settings=settings)
     if args.all == bool(args.envs):
         raise UsageError("name the environments, or pass --all: torchrig devcontainer cpu cuda118 | --all")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from torchrig.cli.context import settings as resolve_settings
 from torchrig.engine.client import connect
 from torchrig.errors import ConfigurationError, UsageError
 from torchrig.images import default_root
@@ -52,7 +53,7 @@ def _environment(name: str, settings: Settings) -> tuple[Environment | None, Pat
 
 
 def _verify(args: argparse.Namespace) -> int:
-    settings = Settings.from_environ(matrix=args.matrix)
+    settings = resolve_settings(args)
     env, root, ids = _environment(args.image, settings)
     client = connect()
     image = args.image

@@ -3,14 +3,13 @@ the other image modules share."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from torchrig.images.pin import bases_file
 from torchrig.images.serve import resolve_ca_bundle
-from torchrig.matrix import ImageRef, Target, default_matrix_path
+from torchrig.matrix import ImageRef, Matrix, Target, default_matrix_path
 from torchrig.results.io import Log
 from torchrig.settings import Settings
 
@@ -41,8 +40,8 @@ def default_root() -> Path:
 class BuildOptions:
     """How to build. Every field defaults to "what matrix.yaml says"; see ``torchrig build --help``.
 
-    :meth:`from_settings` gives what the CLI uses: the flags, falling back to the ``TORCHRIG_*`` variables read
-    into :class:`~torchrig.settings.Settings`. A plain ``BuildOptions()`` takes nothing from the environment.
+    :meth:`from_settings` gives what the CLI uses: the resolved :class:`~torchrig.settings.Settings` (flags,
+    environment, torchrig.toml). A plain ``BuildOptions()`` takes nothing from the environment.
     """
 
     base_image: str | None = None  # instead of env.targets[target]
@@ -69,34 +68,37 @@ class BuildOptions:
     keep_containers: bool = False  # keep the helper containers (measuring, locking) for debugging
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, base_image: str | None = None, index_url: str | None = None,
-                      extra_index_urls: Sequence[str] | None = None,
-                      wheelhouse: str | os.PathLike[str] | None = None,
-                      ca_bundle: str | os.PathLike[str] | None = None, keep_ca_bundle: bool | None = None,
-                      size_budget_mb: int | None = None, **rest: Any) -> BuildOptions:
-        """Options from arguments (the CLI's flags; None: not given), falling back to the settings.
-
-        The settings hold TORCHRIG_BASE_IMAGE, TORCHRIG_INDEX_URL, TORCHRIG_EXTRA_INDEX_URL, TORCHRIG_WHEELHOUSE,
-        TORCHRIG_CA_BUNDLE (default: PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE), TORCHRIG_KEEP_CA_BUNDLE,
-        TORCHRIG_SIZE_BUDGET_MB, TORCHRIG_REQUIRE_LOCK, SOURCE_DATE_EPOCH, and the cache directory and
-        TORCHRIG_KEEP_CONTAINERS.
+    def from_settings(cls, settings: Settings, matrix: Matrix | None = None, *, use_lock: bool = True,
+                      lock_file: Path | None = None, uid: int = 1000, gid: int = 1000,
+                      no_cache: bool = False) -> BuildOptions:
+        """The one way the CLI builds options: every source, index and budget from the resolved settings
+        (defaults -> matrix.yaml -> torchrig.toml -> environment -> flags), the checkout and the pinned bases from
+        the matrix, and the few build-only choices as arguments. ``build``, ``lock``, ``run-tasks``, ``run-bench``
+        and ``dev`` all come through here, so they compute the same image inputs and reuse each other's images.
         """
-        extra = extra_index_urls if extra_index_urls is not None else settings.extra_index_urls
-        house = Path(wheelhouse).expanduser().resolve() if wheelhouse else settings.wheelhouse
-        rest.setdefault("cache_dir", settings.cache_dir)
-        rest.setdefault("keep_containers", settings.keep_containers)
-        rest.setdefault("source_date_epoch", settings.source_date_epoch)
-        if rest.get("require_lock") is None:
-            rest["require_lock"] = settings.require_lock
+        root = bases = None
+        if matrix is not None:
+            root = matrix.root if (matrix.root / "images").is_dir() else default_root()
+            bases = bases_file(matrix.path)
         return cls(
-            base_image=base_image or settings.base_image,
-            index_url=index_url or settings.index_url,
-            extra_index_urls=tuple(extra) if extra is not None else None,
-            wheelhouse=house,
-            ca_bundle=resolve_ca_bundle(ca_bundle, settings.ca_bundle, settings.ca_bundle_source),
-            keep_ca_bundle=keep_ca_bundle if keep_ca_bundle is not None else settings.keep_ca_bundle,
-            size_budget_mb=size_budget_mb if size_budget_mb is not None else settings.size_budget_mb,
-            **rest,
+            base_image=settings.base_image,
+            index_url=settings.index_url,
+            extra_index_urls=settings.extra_index_urls,
+            wheelhouse=settings.wheelhouse,
+            ca_bundle=resolve_ca_bundle(None, settings.ca_bundle, settings.ca_bundle_source),
+            keep_ca_bundle=settings.keep_ca_bundle,
+            size_budget_mb=settings.size_budget_mb,
+            use_lock=use_lock,
+            lock_file=lock_file,
+            require_lock=settings.require_lock,
+            bases_file=bases,
+            source_date_epoch=settings.source_date_epoch,
+            uid=uid,
+            gid=gid,
+            no_cache=no_cache,
+            root=root,
+            cache_dir=settings.cache_dir,
+            keep_containers=settings.keep_containers,
         )
 
 
