@@ -7,11 +7,11 @@ import argparse
 from collections.abc import Sequence
 
 from torchrig import doctor
+from torchrig.cli.context import settings as resolve_settings
 from torchrig.doctor_gpu import described_checks, described_gpus
 from torchrig.errors import UsageError
 from torchrig.matrix import Environment, load_matrix
 from torchrig.matrix.archs import Gpu
-from torchrig.settings import Settings
 
 __all__ = ["register"]
 
@@ -42,7 +42,7 @@ def _doctor(args: argparse.Namespace) -> int:
     gpus, driver = described_gpus(args.gpu, args.gpu_arch, args.driver)
     if args.all and args.env:
         raise UsageError(f"--all lists every environment: drop {args.env!r}, or drop --all to check only it")
-    settings = Settings.from_environ(matrix=args.matrix)
+    settings = resolve_settings(args)
     matrix = load_matrix(settings.matrix_path, settings=settings)
     envs = [matrix.get(args.env)] if args.env else list(matrix.environments)
     others = matrix.environments

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from torchrig.cli import types
+from torchrig.cli.context import settings as resolve_settings
 from torchrig.errors import UsageError
 from torchrig.fleet import (
     FLEET_MOUNT,
@@ -38,7 +40,6 @@ from torchrig.fleet import (
 from torchrig.fleet.state import ElementState
 from torchrig.matrix import TARGETS, load_matrix
 from torchrig.results.schema import utc_now
-from torchrig.settings import Settings
 
 __all__ = ["register"]
 
@@ -80,8 +81,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="the scheduler (default: as job.json says, else slurm)")
         q.add_argument("--namespace", default="default", help="Kubernetes namespace of the Job")
         if name == "collect":
-            q.add_argument("--interval", type=float, default=10.0, metavar="SECONDS", help="poll every (default 10)")
-            q.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
+            q.add_argument("--interval", type=types.positive_seconds, default=10.0, metavar="SECONDS",
+                           help="poll every (default 10)")
+            q.add_argument("--timeout", type=types.non_negative_seconds, default=0, metavar="SECONDS",
                            help="stop waiting after this long (default 0: until the job ends)")
         q.set_defaults(func=_status if name == "status" else _collect)
 
@@ -91,21 +93,21 @@ def _submit_options() -> argparse.ArgumentParser:
     g = opts.add_argument_group("what runs")
     g.add_argument("--to", choices=SCHEDULERS, default="slurm", help="the scheduler (default slurm)")
     g.add_argument("--dry-run", action="store_true", help="print the sbatch script / Job YAML instead of submitting")
-    g.add_argument("--nodes", type=int, default=1, metavar="N", help="one element per node (default 1)")
+    g.add_argument("--nodes", type=types.positive_int, default=1, metavar="N", help="one element per node (default 1)")
     g.add_argument("--suite", choices=SUITES, default="tasks", help="tasks, bench or both (default tasks)")
     g.add_argument("--results", metavar="DIR", default=None,
                    help="Slurm: a folder on shared storage for RESULTS/<job>/ (default: $TORCHRIG_RESULTS/fleet)")
     g.add_argument("--data", metavar="DIR", default=None,
                    help="shared data folder holding CIFAR-10 (default: each node writes the synthetic stand-in)")
     g.add_argument("--quick", action="store_true", help="the short budget (CI, CPU)")
-    g.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
+    g.add_argument("--timeout", type=types.non_negative_seconds, default=0, metavar="SECONDS",
                    help="stop each suite after this long (default 0: the scheduler's time limit only)")
     g.add_argument("--network", default="none", help="docker/podman network (default none: offline)")
     g.add_argument("--target", choices=TARGETS, default="runtime", help="which image of the environment")
     g.add_argument("--image", metavar="REF", default=None,
                    help="run this image (default: the environment's immutable tag, pulled by the nodes)")
     g.add_argument("--no-gpu", action="store_true", help="run a GPU image without its GPU")
-    g.add_argument("--shm-size", default="8g", help="/dev/shm size (default 8g)")
+    g.add_argument("--shm-size", default="8g", type=types.docker_size, help="/dev/shm size (default 8g)")
     g.add_argument("--ipc-host", action="store_true", help="share the host's IPC namespace")
     s = opts.add_argument_group("slurm")
     s.add_argument("--runtime", choices=RUNTIMES, default="docker", help="container runtime on the nodes")
@@ -113,7 +115,7 @@ def _submit_options() -> argparse.ArgumentParser:
     s.add_argument("--time", default=None, help="time limit per element, e.g. 1:00:00")
     s.add_argument("--account", default=None)
     s.add_argument("--exclusive", action="store_true", help="whole nodes (elements then never share one)")
-    s.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
+    s.add_argument("--gpus-per-node", type=types.positive_int, default=None, metavar="G",
                    help="GPUs per node (Kubernetes: the GPU limit, default 1)")
     s.add_argument("--gres", default=None, help="generic resources instead of --gpus-per-node, e.g. gpu:a100:8")
     k = opts.add_argument_group("kubernetes")
@@ -123,8 +125,8 @@ def _submit_options() -> argparse.ArgumentParser:
     k.add_argument("--queue", default=None, help="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)")
     k.add_argument("--gpu-product", default=None,
                    help="nodeSelector on nvidia.com/gpu.product, e.g. NVIDIA-H100-80GB-HBM3")
-    k.add_argument("--uid", type=int, default=1000, help="the image's non-root UID (default 1000)")
-    k.add_argument("--gid", type=int, default=1000, help="its GID (default 1000)")
+    k.add_argument("--uid", type=types.uid, default=1000, help="the image's non-root UID (default 1000)")
+    k.add_argument("--gid", type=types.uid, default=1000, help="its GID (default 1000)")
     k.add_argument("--cpu", default=None, metavar="QTY",
                    help="CPU request = limit per pod, a Kubernetes quantity (4, 500m; default 4 per GPU)")
     k.add_argument("--memory", default=None, metavar="QTY",
@@ -154,7 +156,7 @@ def _parse_rest(args: argparse.Namespace) -> list[str]:
 def _results_root(args: argparse.Namespace) -> Path:
     if args.results:
         return Path(args.results).expanduser().resolve()
-    return Settings.from_environ(matrix=args.matrix).results_dir.resolve() / "fleet"
+    return resolve_settings(args).results_dir.resolve() / "fleet"
 
 
 def _submit(args: argparse.Namespace) -> int:
