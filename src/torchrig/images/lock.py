@@ -53,7 +53,9 @@ LOCK_VERSION = 2
 Section = Literal["torch", "extras"]
 SECTIONS: tuple[Section, ...] = ("torch", "extras")
 _ENTRY_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
-_HASH_RE = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
+_HASH_RE = re.compile(r"--hash=(\S*)")
+_SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_LINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[^\s\\;]+(?:\s+--hash=\S+)+$")  # one package a line
 _REQUIRED = ("env", "index-url", "inputs-sha256", "resolver", "python", "platform")
 
 
@@ -190,8 +192,9 @@ def parse_lock(text: str, *, source: str = "lock") -> Lock:
     header: dict[str, str] = {}
     problems: list[str] = []
     packages: list[LockedPackage] = []
+    seen: dict[str, int] = {}
     section: Section | None = None
-    for n, line in _logical_lines(text):
+    for n, line in _logical_lines(text.removeprefix("\ufeff")):
         stripped = line.strip()
         m = re.match(r"^#\s*\[(\w+)\]", stripped)
         if m:
@@ -209,13 +212,23 @@ def parse_lock(text: str, *, source: str = "lock") -> Lock:
             continue
         em = _ENTRY_RE.match(stripped)
         hashes = tuple(_HASH_RE.findall(stripped))
+        bad = [h for h in hashes if not _SHA256_RE.fullmatch(h)]
         if em is None:
             problems.append(f"line {n}: expected NAME==VERSION --hash=sha256:..., got {stripped[:60]!r}")
         elif not hashes:
             problems.append(f"line {n}: {em.group(1)} has no --hash=sha256:... (a lock pins every file)")
+        elif not _LINE_RE.match(stripped):
+            problems.append(f"line {n}: {em.group(1)}'s line holds more than NAME==VERSION and its --hash=... "
+                            f"options (a line joined to the next by a stray '\\'?): {stripped[:80]!r}")
+        elif bad:
+            problems.append(f"line {n}: {em.group(1)} has a malformed hash {bad[0][:80]!r} (each is sha256: and 64 "
+                            "lowercase hex digits)")
         elif section is None:
             problems.append(f"line {n}: {em.group(1)} is outside a # [torch] or # [extras] section")
+        elif (first := seen.get(canonical_name(em.group(1)))) is not None:
+            problems.append(f"line {n}: {em.group(1)} is locked twice (first on line {first})")
         else:
+            seen[canonical_name(em.group(1))] = n
             packages.append(LockedPackage(name=em.group(1), version=em.group(2), hashes=hashes, section=section))
     problems += [f"header: missing '# {key}: ...'" for key in _REQUIRED if key not in header]
     if not packages and not problems:
@@ -247,6 +260,9 @@ def lock_status(lock: Lock, env: Environment) -> str | None:
     own = (normalize_index(env.index), tuple(normalize_index(u) for u in env.extra_index)) == (
         lock.index_url, lock.extra_index_urls)
     fix = refresh_command(env.id, own_index=own, index_url=lock.index_url)
+    misnamed = _name_problem(lock, env)
+    if misnamed is not None:
+        return misnamed
     if lock.env_id != env.id:
         return f"{lock.name} is for environment {lock.env_id!r}, not {env.id!r}"
     now = inputs_digest(env, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls,
@@ -256,7 +272,54 @@ def lock_status(lock: Lock, env: Environment) -> str | None:
         moved = ("its requirements changed (the lock has: " + was + ")" if lock.requirements != env.requirements()
                  else "its matrix.yaml row changed (torch, Python, accelerator or indexes)")
         return f"{lock.name} is stale: {moved}; refresh it with {fix}"
+    if lock.requirements != env.requirements():
+        return (f"{lock.name} is stale: its header's requirements ({' | '.join(lock.requirements)}) are not the row's "
+                f"({' | '.join(env.requirements())}); refresh it with {fix}")
+    pins = _pin_problems(lock, env)
+    if pins:
+        return f"{lock.name} is stale: its body disagrees with matrix.yaml's row ({'; '.join(pins)}); refresh it " \
+               f"with {fix}"
     return None
+
+
+def _name_problem(lock: Lock, env: Environment) -> str | None:
+    """A lock in ``locks/`` must sit under its own name: ``<env>.txt`` for the environment's own indexes,
+    ``<env>@<slug of its indexes>.txt`` for others (:func:`lock_path`). Elsewhere (``--lock FILE``) any name goes."""
+    if lock.path is None or lock.path.parent.name != "locks":
+        return None
+    stem_env, at, slug = lock.path.stem.partition("@")
+    if stem_env != lock.env_id:
+        return (f"{lock.name} is stale: its header says environment {lock.env_id!r}, but the file is named for "
+                f"{stem_env!r} (a lock saved under another environment's name); regenerate it with "
+                f"`torchrig lock {stem_env}`, or move it to locks/{lock.env_id}.txt")
+    want = lock_path(lock.path.parent.parent, env, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls)
+    if want.name != lock.path.name:
+        where = f"index {slug!r}" if at else f"{env.id}'s own index ({normalize_index(env.index)})"
+        return (f"{lock.name} is stale: the file name says it is for {where}, but its header says it was resolved "
+                f"against {_describe(lock.index_url, lock.extra_index_urls)} (that lock is locks/{want.name}); "
+                f"regenerate it with {refresh_command(env.id, own_index=not at, index_url=normalize_index(env.index))}")
+    return None
+
+
+_PIN_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9.+!_-]+)\s*$")
+
+
+def _pin_problems(lock: Lock, env: Environment) -> list[str]:
+    """Each ``NAME==VERSION`` the row asks for (torch, torchvision, pinned extras) that the body does not lock at
+    that version (a local label such as ``+cpu`` is allowed where the pin has none, as pip allows it)."""
+    locked = {canonical_name(p.name): p.version for p in lock.packages}
+    problems = []
+    for requirement in env.requirements():
+        m = _PIN_RE.match(requirement)
+        if m is None:
+            continue  # a range (numpy<2) is the resolver's to meet; the inputs digest covers the row
+        name, version = canonical_name(m.group(1)), m.group(2)
+        have = locked.get(name)
+        if have is None:
+            problems.append(f"{requirement} is not locked")
+        elif have != version and ("+" in version or have.split("+", 1)[0] != version):
+            problems.append(f"it locks {name}=={have}, the row pins {requirement}")
+    return problems
 
 
 def decide(lock: Lock | None, env: Environment, *, index_url: str, extra_index_urls: Sequence[str],

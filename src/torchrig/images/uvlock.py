@@ -14,6 +14,7 @@ section, the rest its ``[extras]``. The installer the image build uses, uv itsel
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from torchrig.errors import BuildError
+from torchrig.errors import BuildError, UsageError
 from torchrig.images.lock import LockedPackage, format_lock, lock_path, parse_lock
 from torchrig.images.options import BuildOptions, default_root
 from torchrig.images.plan import Sources, sources
@@ -188,6 +189,9 @@ def write_lock(env: Environment, options: BuildOptions, *, output: Path | None =
 
     The default place is :func:`~torchrig.images.lock.lock_path`: ``locks/<env>.txt`` for matrix.yaml's indexes.
     """
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"--timeout {timeout:g}: give the resolver's time limit in seconds, > 0 (default "
+                         f"{RESOLVE_TIMEOUT_S:g})")
     out = out or sys.stderr
     root = options.root or default_root()
     src = sources(env, "runtime", options)
