@@ -129,7 +129,7 @@ BENCH_NEEDS = {"torch": "torch", "pytest": "pytest", "pytest_benchmark": "pytest
 @nox.session(name="bench", python=False)
 def bench_host(session: nox.Session) -> None:
     """Run the GPU benchmark suite on this host's existing Python and torch (nothing is downloaded)."""
-    python = os.environ.get("TORCHRIG_PYTHON", "python3")
+    python = SETTINGS.python  # $TORCHRIG_PYTHON or torchrig.toml's python, checked by the settings layer
     probe = ("import importlib.util, sys; "
              f"print(' '.join(n for n in {sorted(BENCH_NEEDS)!r} if importlib.util.find_spec(n) is None))")
     try:

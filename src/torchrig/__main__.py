@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalError as e:
         print(f"torchrig: error: {e}", file=sys.stderr)
         return e.return_code
+    except SystemExit as e:  # the options after ENV are parsed by the command (cli/run.py): same exit code
+        return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:
         print("torchrig: interrupted", file=sys.stderr)
         return 130
