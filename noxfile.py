@@ -82,12 +82,34 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint: ruff, mypy (strict) and hadolint on every Dockerfile."""
+    """Lint: ruff, mypy (strict), hadolint on every Dockerfile, zizmor (offline) and actionlint on the workflows."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("mypy")
     dockerfiles = sorted(str(p) for p in (ROOT / "images").rglob("Dockerfile*"))
     session.run("hadolint", "--config", str(ROOT / "images" / ".hadolint.yaml"), *dockerfiles)
+    session.run("zizmor", "--offline", str(ROOT / ".github" / "workflows"))
+    session.run("actionlint", *sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml")))
+
+
+@nox.session
+def checkov(session: nox.Session) -> None:
+    """Policy-scan the Kubernetes Jobs (one per accelerator) with checkov; fails on a finding docs/fleet.md lacks."""
+    from torchrig.fleet.kubernetes import CHECKOV_ACCEPTED
+
+    session.install("-e", ".", "checkov")
+    out = Path(session.create_tmp()) / "k8s-jobs"
+    out.mkdir(exist_ok=True)
+    matrix = _load()
+    if matrix is None:
+        session.error(f"{MATRIX_PATH} is invalid: run `torchrig validate`")
+    firsts = {e.accelerator: e.id for e in reversed(matrix.environments)}
+    for env_id in sorted(firsts.values()):
+        session.run("torchrig", "--matrix", str(MATRIX_PATH), "submit", env_id, "--to", "kubernetes", "--pvc",
+                    "results", "--nodes", "2", "--name", f"job-{env_id}", "--dry-run", "--output",
+                    str(out / f"{env_id}.yaml"))
+    session.run("checkov", "--directory", str(out), "--framework", "kubernetes", "--compact", "--quiet",
+                "--skip-download", "--skip-check", ",".join(CHECKOV_ACCEPTED))
 
 
 @nox.session(python=False)

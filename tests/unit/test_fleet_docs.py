@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,3 +61,32 @@ def test_the_kubernetes_example_is_the_whole_manifest(capsys: pytest.CaptureFixt
                    "NVIDIA-H100-80GB-HBM3", "--queue", "team-a", "--namespace", "ml", "--name", "torchrig-h100-bench",
                    "--suite", "bench", "--pvc", "torchrig-results")
     assert out in _blocks("yaml")
+
+
+def test_the_accepted_checkov_findings_are_the_documented_ones() -> None:
+    from torchrig.fleet.kubernetes import CHECKOV_ACCEPTED
+
+    table = DOC.split("### Policy scan (checkov)", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| (CKV2?_K8S_\d+) \|", table, re.M)
+    assert sorted(documented) == sorted(CHECKOV_ACCEPTED)
+
+
+def test_checkov_finds_only_the_documented_findings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs checkov when it is installed: $TORCHRIG_CHECKOV, or `checkov` on PATH (`nox -s checkov` installs it)."""
+    from torchrig.fleet.kubernetes import CHECKOV_ACCEPTED
+
+    checkov = os.environ.get("TORCHRIG_CHECKOV") or shutil.which("checkov")
+    if not checkov:
+        pytest.skip("checkov is not installed (its own venv: python -m venv /tmp/checkov-venv && "
+                    "/tmp/checkov-venv/bin/pip install checkov; then TORCHRIG_CHECKOV=/tmp/checkov-venv/bin/checkov)")
+    for env in ("cpu", "cuda121", "rocm"):
+        assert main([*BASE, env, "--to", "kubernetes", "--pvc", "results", "--nodes", "2", "--name", f"job-{env}",
+                     "--dry-run", "--output", str(tmp_path / f"{env}.yaml")]) == 0
+    proc = subprocess.run([checkov, "--directory", str(tmp_path), "--framework", "kubernetes", "--compact",
+                           "--quiet", "--skip-download", "--output", "json"], capture_output=True, text=True,
+                          timeout=600)
+    report = json.loads(proc.stdout)
+    failed = {c["check_id"] for r in (report if isinstance(report, list) else [report])
+              for c in r["results"]["failed_checks"]}
+    assert failed, "checkov found nothing at all: is it scanning the manifests?"
+    assert failed <= set(CHECKOV_ACCEPTED), failed - set(CHECKOV_ACCEPTED)

@@ -82,8 +82,9 @@ def test_every_nox_session_the_workflow_calls_exists_for_every_environment(wf: d
     env_ids = load_matrix(ROOT / "matrix.yaml").ids
     called = set()
     for job in wf["jobs"].values():
-        for name in re.findall(r"\bnox -s ((?:[\w.-]|\$\{\{ matrix\.env \}\})+)", _runs(job)):
-            called |= {name.replace("${{ matrix.env }}", e) for e in env_ids} if "matrix.env" in name else {name}
+        # the environment's id reaches `run:` as $ENV_ID (job env: ENV_ID: ${{ matrix.env }}), never expanded
+        for name in re.findall(r"\bnox -s \"?((?:[\w.-]|\$ENV_ID)+)", _runs(job)):
+            called |= {name.replace("$ENV_ID", e) for e in env_ids} if "$ENV_ID" in name else {name}
     assert called, "the workflow calls no nox session"
     assert called - sessions == set()
     assert {"lint", "matrix", "report", "tests"} <= called
@@ -134,8 +135,8 @@ def test_the_report_job_merges_all_records_and_posts_the_job_summary(wf: dict[st
 def test_images_are_pushed_only_on_a_version_tag_after_a_registry_login(wf: dict[str, Any]) -> None:
     steps = wf["jobs"]["env"]["steps"]
     login = next(i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("docker/login-action@"))
-    push = next(i for i, s in enumerate(steps) if "nox -s push-" in str(s.get("run", "")))
-    tasks = next(i for i, s in enumerate(steps) if "nox -s tasks-" in str(s.get("run", "")))
+    push = next(i for i, s in enumerate(steps) if "nox -s \"push-" in str(s.get("run", "")))
+    tasks = next(i for i, s in enumerate(steps) if "nox -s \"tasks-" in str(s.get("run", "")))
     assert tasks < login < push  # nothing is pushed unless its tasks passed
     for i in (login, push):
         assert "startsWith(github.ref, 'refs/tags/v')" in steps[i]["if"]

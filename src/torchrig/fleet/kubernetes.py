@@ -35,6 +35,7 @@ from torchrig.fleet.state import ElementState
 from torchrig.results.contract import DATA_IN, HOSTNAME_ENV, RESULTS_IN
 
 __all__ = [
+    "CHECKOV_ACCEPTED",
     "FLEET_MOUNT",
     "GPU_PRODUCT_LABEL",
     "QUEUE_LABEL",
@@ -57,6 +58,9 @@ _INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # counts against the memory limit, so the default memory adds the shm size on top.
 DEFAULT_CPU_PER_GPU = 4
 DEFAULT_MEMORY_PER_GPU_GI = 16
+# checkov findings that stay on the Jobs, each with its reason in docs/fleet.md ("Policy scan"); `nox -s checkov`
+# fails on any other. A test keeps this list and the docs' table equal.
+CHECKOV_ACCEPTED = ("CKV_K8S_43", "CKV_K8S_40", "CKV_K8S_21", "CKV_K8S_22", "CKV_K8S_31", "CKV2_K8S_6", "CKV_K8S_18")
 _TIMEOUT = (10, 60)  # (connect, read) seconds for every API call: an unreachable server must not hang submit
 
 
