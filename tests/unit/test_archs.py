@@ -130,3 +130,20 @@ def test_what_the_sources_say_about_named_releases() -> None:
     assert "sm_70" not in DATA.wheel("2.14.1", "cu130").cubins  # type: ignore[union-attr]
     assert "sm_70" in DATA.wheel("2.14.1", "cu126").cubins  # type: ignore[union-attr]
     assert DATA.wheel("2.9.1", "rocm6.4") is None  # not read: doctor says so instead of guessing
+
+
+@pytest.mark.torch
+def test_the_installed_torch_carries_what_compat_yaml_says() -> None:
+    """A cross-check against a real wheel: the cubins this torch was built with (its arch flags, readable without
+    a GPU) are those compat.yaml lists for its release and variant, where it lists them."""
+    import torch
+
+    cuda = getattr(torch.version, "cuda", None)
+    flags = getattr(torch._C, "_cuda_getArchFlags", None)
+    if not cuda or flags is None:
+        pytest.skip(f"torch {torch.__version__} is not a CUDA build")
+    wheel = DATA.wheel(torch.__version__, "cu" + cuda.replace(".", ""))
+    if wheel is None:
+        pytest.skip(f"compat.yaml has no arch list for torch {torch.__version__}")
+    built = {parse_arch(a) for a in str(flags()).split() if a.startswith("sm_")}
+    assert built == set(wheel.cubins)
