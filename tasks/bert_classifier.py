@@ -14,7 +14,9 @@ training and 500 held-out sentences (tasks/sentiment_data.py). ``--data FILE`` r
 ``text`` and ``label`` columns and optionally ``split``; ``--dataset imdb`` loads IMDB through the ``datasets``
 library (internet). Beside the model's held-out accuracy the record carries ``baseline_accuracy``: a bag-of-words
 logistic regression on the same split (tasks/bow_baseline.py). Gate: >= 88 % held-out accuracy, set from
-measurements (docs/tasks.md): below MiniLM's worst seed, clearly above the baseline (83.4 %).
+measurements (docs/tasks.md): below MiniLM's worst seed, clearly above the baseline (83.4 %). Data too small to
+gate is refused before training (exit 2): fewer than 80 held-out rows, fewer than 20 of a class, one class over
+88 % of them, or one class only (tasks/gating.py derives the numbers from the gate).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from tasks import _common
 from tasks._common import Context, TaskSpec, UsageError
 from tasks.bow_baseline import bag_of_words_accuracy
+from tasks.gating import check_heldout
 from tasks.online import hub_offline, reachable
 from tasks.sentiment_data import HOLDOUT_SEED, Example, TextData, load_labelled_sentences, read_data_file
 
@@ -174,6 +177,9 @@ def run(ctx: Context) -> None:
     test_limit = a.test_limit or (600 if cpu_quick else 2000 if a.quick and a.dataset else None)
     train = _fixed_shuffle(data.train, 1)[:train_limit]
     test = _fixed_shuffle(data.test, 2)[:test_limit]
+    source = f"--data {a.data}" if a.data else f"--dataset {a.dataset}" if a.dataset else "the shipped sentences"
+    check_heldout(source, GATE, [y for _, y in train], [y for _, y in test], labels,
+                  fix="give more rows (or a larger share with split=test), or a larger --test-limit")
     # What a bag of words reaches on the same rows (true labels even with --shuffle-labels): the gate's floor.
     baseline = bag_of_words_accuracy(train, test, len(labels))
     if a.shuffle_labels:

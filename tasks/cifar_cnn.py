@@ -9,7 +9,8 @@ Data: the CIFAR-10 python files under ``--data``. When there are none, the task 
 download, when the host answers) or, offline, writes a learnable synthetic stand-in in the same format there
 (tasks/cifar_data.py, tasks/make_data.py); ``--download`` insists on the real data. The console and the record say
 which data it trained on (real or synthetic, how it got there, sha256, row counts). The task recognises the
-stand-in from its ``batches.meta`` and gates it at >= 90 % (real data: >= 75 %).
+stand-in from its ``batches.meta`` and gates it at >= 90 % (real data: >= 75 %); a test set too small to gate
+(under 98 images, or 33 on the real data; see tasks/gating.py) is refused before training (exit 2).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from tasks import _common
 from tasks._common import Context, TaskSpec, UsageError
 from tasks.cifar_data import CIFAR_URL, load
+from tasks.gating import check_heldout
 from tasks.make_data import BASE_FOLDER
 
 GATE_REAL = 75.0  # % test accuracy on the real CIFAR-10, default budget, GPU
@@ -145,6 +147,10 @@ def run(ctx: Context) -> None:
         train_set.targets = _common.shuffled_labels(train_set.targets, a.seed)
     train_data = Subset(train_set, range(min(train_limit, len(train_set)))) if train_limit else train_set
     test_data = Subset(test_set, range(min(test_limit, len(test_set)))) if test_limit else test_set
+    n_train, n_test = len(train_data), len(test_data)
+    check_heldout(f"--data {a.data}", gate, train_set.targets[:n_train], test_set.targets[:n_test],
+                  train_set.classes, fix="give more test images (--test-size for the stand-in) or a larger "
+                                         "--test-limit")
     loader_kw: dict[str, Any] = {"num_workers": workers, "pin_memory": gpu, "worker_init_fn": _common.seed_worker}
     if workers:
         loader_kw["persistent_workers"] = True

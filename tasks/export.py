@@ -254,7 +254,7 @@ def _build(ctx: Context, name: str) -> Case:
         return cnn_case(width=a.width, seed=a.seed)
     return bert_case(train_limit=a.bert_train or (640 if a.quick else 1500),
                      test_limit=a.bert_heldout or 500, epochs=a.bert_epochs,
-                     max_length=a.max_length, lr=1e-4, seed=a.seed, log=ctx.log)
+                     max_length=a.max_length, lr=1e-4, seed=a.seed, log=ctx.log, gate=BERT_MIN_ACCURACY)
 
 
 def run(ctx: Context) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from tasks import bert_classifier, cifar_cnn
 from tasks._common import UsageError
+from tasks.gating import check_heldout
 from tasks.sentiment_data import Example, load_labelled_sentences
 
 __all__ = ["Case", "bert_case", "cnn_case"]
@@ -104,7 +105,8 @@ def _use_eager_attention(model: Any) -> str:
 
 
 def bert_case(*, train_limit: int, test_limit: int, epochs: int, max_length: int, lr: float, seed: int,
-              log: Callable[[str], None]) -> Case:
+              log: Callable[[str], None], gate: float) -> Case:
+    """The fine-tuned BERT; ``gate`` is the held-out accuracy gate the held-out rows must be enough for."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     name, local = bert_classifier.resolve_model(None)
@@ -120,6 +122,8 @@ def bert_case(*, train_limit: int, test_limit: int, epochs: int, max_length: int
     attention = _use_eager_attention(model)
     train = _ordered(data.train, seed=1)[:train_limit]
     heldout = _ordered(data.test, seed=2)[:test_limit]
+    check_heldout(f"--bert-heldout {test_limit}", gate, [y for _, y in train], [y for _, y in heldout], data.labels,
+                  fix="leave --bert-heldout out (500) or raise it")
 
     def tokenize(texts: list[str]) -> dict[str, Any]:
         return dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))

@@ -10,11 +10,13 @@ arithmetic is wrong fails here.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from typing import Any
 
 from tasks import _common
 from tasks._common import Context, TaskSpec
+from tasks.gating import min_regression_points
 
 TRUE_W, TRUE_B = 2.0, 1.0
 PARAM_TOL = 1e-2
@@ -71,6 +73,14 @@ def run(ctx: Context) -> None:
     batch = a.batch_size or 32
     lr = a.lr if a.lr is not None else 0.1
     n = min(a.samples, a.train_limit) if a.train_limit else a.samples
+    if not (math.isfinite(a.noise) and a.noise >= 0) or not (math.isfinite(a.tolerance) and a.tolerance > 0):
+        raise _common.UsageError(f"--noise must be finite and >= 0 and --tolerance finite and > 0, got {a.noise} "
+                                 f"and {a.tolerance}")
+    need = min_regression_points(a.noise, PARAM_TOL)
+    if n < need:
+        raise _common.UsageError(f"{n} data points cannot gate |w - 2| < {PARAM_TOL:g} at noise {a.noise:g}: the "
+                                 f"slope's 95 % error must fit in half the tolerance, which needs at least {need} "
+                                 "points (docs/tasks.md, 'Enough data to gate'); raise --samples / --train-limit")
     ctx.set(epochs=epochs, batch_size=batch, lr=lr, samples=n, noise=a.noise, tolerance=a.tolerance)
 
     g = torch.Generator().manual_seed(a.seed)
