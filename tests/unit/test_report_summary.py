@@ -148,3 +148,20 @@ def test_the_output_location_must_be_a_directory_torchrig_can_write(tmp_path: Pa
         out.write_text("x")
     with pytest.raises(UsageError, match="--out"):
         write_report(build_report(GPU_RUN), out, ("md",))
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "proc"])
+def test_the_cli_refuses_an_unwritable_out_before_reading_a_record(tmp_path: Path, where: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from torchrig.__main__ import main
+
+    results = tmp_path / "results"
+    for r in GPU_RUN:
+        write_record(r, results)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = {"file": blocker, "under-file": blocker / "sub", "proc": Path("/proc/self/report")}[where]
+    assert main(["report", str(results), "--out", str(out), "--format", "md"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "records" not in err.split("--out")[0]
+    assert blocker.read_text() == "x"

@@ -15,6 +15,7 @@ from torchrig.report import (
     RegressionError,
     Report,
     build_report,
+    check_out_dir,
     parse_formats,
     write_report,
 )
@@ -96,6 +97,8 @@ def _report(args: argparse.Namespace) -> int:
     if "png" in formats:
         require_matplotlib()  # before reading anything: a missing dependency is cheap to report early
 
+    out = args.out if args.out is not None else Path(args.dirs[0]) / "report"
+    check_out_dir(out, create=False)  # a place the report cannot go is said before any record is read
     records, problems = _load(args.dirs, "results")
     baseline = _load(args.baseline, "baseline") if args.baseline else None
     if not records and not problems:
@@ -103,7 +106,6 @@ def _report(args: argparse.Namespace) -> int:
                          "(e.g. `nox -s tasks-cpu`), or point at the directory holding their records")
 
     report = build_report(records, problems, baseline=baseline, k=args.noise_k, min_rel_noise=args.min_noise)
-    out = args.out if args.out is not None else Path(args.dirs[0]) / "report"
     written = write_report(report, out, formats)
     for path in written:
         print(path)

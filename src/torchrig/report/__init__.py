@@ -31,7 +31,7 @@ from torchrig.report.model import (
     format_number,
 )
 from torchrig.report.stats import Sample
-from torchrig.report.write import FORMATS, parse_formats, write_report
+from torchrig.report.write import FORMATS, check_out_dir, parse_formats, write_report
 
 __all__ = [
     "FORMATS",
@@ -52,6 +52,7 @@ __all__ = [
     "Sample",
     "build_fleet",
     "build_report",
+    "check_out_dir",
     "format_number",
     "parse_formats",
     "write_report",

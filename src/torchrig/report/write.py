@@ -12,7 +12,7 @@ from torchrig.report.html import render_html
 from torchrig.report.model import Report
 from torchrig.report.text import render_csv, render_fleet_csv, render_markdown
 
-__all__ = ["FORMATS", "parse_formats", "write_report"]
+__all__ = ["FORMATS", "check_out_dir", "parse_formats", "write_report"]
 
 FORMATS: tuple[str, ...] = ("md", "html", "csv", "png")
 
@@ -29,14 +29,24 @@ def parse_formats(text: str) -> tuple[str, ...]:
 _SYSTEM = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """``out_dir`` is (or can become) a directory this process can write, not a file or a system folder."""
+def check_out_dir(out_dir: Path, *, create: bool = True) -> None:
+    """``out_dir`` is (or can become) a folder this process can write, not a file or a system folder; with
+    ``create=False`` nothing is made (the CLI checks before it reads a record) and the nearest existing parent
+    must be writable."""
     resolved = out_dir.expanduser().resolve()
     if any(resolved == s or s in resolved.parents for s in _SYSTEM):
         raise UsageError(f"--out {out_dir}: a report cannot be written under /{resolved.parts[1]}; "
                          "choose a folder of your own (e.g. --out results/report)")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder: remove it or choose another --out")
+    if not create:
+        existing = next(d for d in (resolved, *resolved.parents) if d.exists())
+        if not existing.is_dir():
+            raise UsageError(f"--out {out_dir}: {existing} is a file, so no folder can be made below it: "
+                             "choose another --out")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out_dir}: this user cannot write in {existing}: choose another --out")
+        return
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -53,7 +63,7 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str] = FORMATS
     files: ``report.csv`` (one line per cell) and ``fleet.csv`` (one line per node and group: the fleet summary),
     each a plain table with its header first, as spreadsheets and pandas expect.
     """
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     written: list[Path] = []
     charts: list[Path] = []
     if "png" in formats:
