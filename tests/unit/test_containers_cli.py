@@ -168,7 +168,7 @@ def test_cuda_gets_the_gpus_and_rocm_its_devices_and_render_group(h: Harness) ->
 
 def test_a_host_that_cannot_run_the_image_is_refused_before_anything_is_built(
         h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
-    h.facts = dataclasses.replace(NVIDIA_HOST, nvidia_driver="470.82.01")
+    h.facts = dataclasses.replace(NVIDIA_HOST, nvidia_driver="440.33.01")  # below 11.x's minor-version floor 450.80.02
     assert _main(h, "run-tasks", *_suite_args(h, "cuda118")) == 7
     assert "520.61.05" in capsys.readouterr().err
     assert h.builds == [] and h.specs == []
