@@ -220,9 +220,14 @@ def validate_record(d: Any) -> list[str]:
             _expect(m, k, str, "machine.", errs)
         _expect(m, "cpu_count", int, "machine.", errs)
         _expect(m, "gpu_count", int, "machine.", errs)
+        for k in ("gpu_name", "driver"):
+            _expect(m, k, str, "machine.", errs, optional=True)
+        _expect(m, "gpu_memory_gb", (int, float), "machine.", errs, optional=True)
     s = _expect(d, "software", dict, "", errs)
     if s is not None:
         _expect(s, "python", str, "software.", errs)
+        for k in Software.__dataclass_fields__:
+            _expect(s, k, str, "software.", errs, optional=True)
     metrics = _expect(d, "metrics", dict, "", errs)
     for name, mv in (metrics or {}).items():
         if not isinstance(mv, dict):
@@ -231,6 +236,8 @@ def validate_record(d: Any) -> list[str]:
         _expect(mv, "value", (int, float), f"metrics.{name}.", errs)
         _expect(mv, "unit", str, f"metrics.{name}.", errs)
         _expect(mv, "repeats", int, f"metrics.{name}.", errs)
+        _expect(mv, "higher_is_better", bool, f"metrics.{name}.", errs, optional=True)
+        _expect(mv, "stddev", (int, float), f"metrics.{name}.", errs, optional=True)
     gates = _expect(d, "gates", list, "", errs)
     for i, g in enumerate(gates or []):
         if not isinstance(g, dict):
@@ -244,8 +251,25 @@ def validate_record(d: Any) -> list[str]:
         _expect(g, "passed", bool, f"gates[{i}].", errs)
     _expect(d, "config", dict, "", errs)
     _expect(d, "warnings", list, "", errs)
-    _expect(d, "container", dict, "", errs, optional=True)
+    c = _expect(d, "container", dict, "", errs, optional=True)
+    for k in Container.__dataclass_fields__:
+        _expect(c or {}, k, str, "container.", errs, optional=True)
+    _finite(d, errs)
     return errs
+
+
+def _finite(d: Mapping[str, Any], errs: list[str]) -> None:
+    """NaN and Infinity are not numbers a report can compare (JSON has neither; a dict built in Python can)."""
+    numbers = [("wall_time_s", d.get("wall_time_s"))]
+    numbers += [(f"metrics.{n}.{k}", mv.get(k)) for n, mv in _obj(d.get("metrics")).items() if isinstance(mv, dict)
+                for k in ("value", "stddev")]
+    numbers += [("machine.gpu_memory_gb", _obj(d.get("machine")).get("gpu_memory_gb"))]
+    errs += [f"{where}: {v} is not a finite number" for where, v in numbers
+             if isinstance(v, float) and not math.isfinite(v)]
+
+
+def _obj(x: Any) -> Mapping[str, Any]:
+    return x if isinstance(x, dict) else {}
 
 
 def record_from_dict(d: Any) -> Record:
@@ -267,7 +291,7 @@ def record_from_dict(d: Any) -> Record:
         gates=tuple(Gate(**g) for g in d["gates"]),
         config=d["config"],
         warnings=tuple(str(w) for w in d["warnings"]),
-        container=Container(**c) if c else None,
+        container=Container(**{k: v for k, v in c.items() if k in Container.__dataclass_fields__}) if c else None,
         run_id=d["run_id"],
         created=d["created"],
         schema_version=d["schema_version"],
