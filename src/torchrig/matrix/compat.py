@@ -12,7 +12,7 @@ from torchrig.errors import ConfigurationError
 from torchrig.matrix.yamlsafe import YamlError, load_yaml
 from torchrig.results.reading import InputFileError
 
-__all__ = ["BaseImageFacts", "Compat", "TorchRelease", "load_compat", "parse_version"]
+__all__ = ["BaseImageFacts", "Compat", "RuntimePin", "TorchRelease", "load_compat", "parse_version"]
 
 Version = tuple[int, ...]
 
@@ -66,10 +66,32 @@ class BaseImageFacts:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RuntimePin:
+    """A package torch below ``torch_below`` needs at run time that its metadata does not pin (compat.yaml
+    ``runtime_pins``): ``requirement`` is added to the environment unless its extras name the package."""
+
+    requirement: str  # "setuptools<82"
+    torch_below: str  # "2.2"
+    why: str
+
+    @property
+    def name(self) -> str:
+        return re.split(r"[<>=!~;\[ ]", self.requirement, maxsplit=1)[0].strip()
+
+    def applies(self, torch: str) -> bool:
+        return parse_version(".".join(torch.partition("+")[0].split(".")[:2])) < parse_version(self.torch_below)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Compat:
     releases: dict[str, TorchRelease]
     driver_min: dict[str, str]
     _base_images: tuple[tuple[re.Pattern[str], str | None, str | None], ...]
+    runtime_pins: tuple[RuntimePin, ...] = ()
+
+    def pins_for(self, torch: str) -> tuple[RuntimePin, ...]:
+        """The runtime pins an environment with this torch gets (compat.yaml ``runtime_pins``)."""
+        return tuple(p for p in self.runtime_pins if p.applies(torch))
 
     def release(self, torch: str) -> TorchRelease | None:
         minor = ".".join(torch.split(".")[:2])
@@ -127,6 +149,8 @@ def _from_data(data: dict[str, Any]) -> Compat:
         releases=releases,
         driver_min={str(k): str(v) for k, v in data["nvidia_driver_min"].items()},
         _base_images=bases,
+        runtime_pins=tuple(RuntimePin(requirement=str(p["requirement"]), torch_below=str(p["torch_below"]),
+                                      why=str(p["why"])) for p in data.get("runtime_pins", ())),
     )
 
 
