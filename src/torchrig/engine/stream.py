@@ -24,13 +24,13 @@ __all__ = ["BuildStream", "Step", "TransferStream", "registry_hint", "strip_ansi
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT_RE = re.compile(r"^Successfully built ([0-9a-f]{12,64})\s*$")
-# ECMA-48 control sequences: OSC (to BEL or ST, or the end of the line when unterminated), CSI (7- and 8-bit),
-# DCS/SOS/PM/APC strings, the other two- and three-byte escapes, and a lone ESC.
+# ECMA-48 control sequences: OSC (to BEL or ST, or the end of the line when unterminated, never past it), CSI
+# (7- and 8-bit), DCS/SOS/PM/APC strings, the other two- and three-byte escapes, and a lone ESC.
 _ANSI_RE = re.compile(
-    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)?"
     r"|\x1b\[[0-?]*[ -/]*[@-~]?"
     r"|\x9b[0-?]*[ -/]*[@-~]?"
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b[PX^_][^\x1b\n]*(?:\x1b\\)?"
     r"|\x1b[ -/]*[0-~]?"
 )
 # Other C0/C1 controls but tab; a carriage return inside a line (a redrawn progress bar) keeps what follows it.
@@ -38,13 +38,16 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f\x80-\x9f]")
 
 
 def strip_ansi(text: str) -> str:
-    """``text`` without terminal control sequences or control characters (tab kept); after a carriage return
-    only what was drawn last."""
-    text = _ANSI_RE.sub("", text)
-    if "\r" in text:
-        parts = [p for p in text.split("\r") if p.strip()]
-        text = parts[-1] if parts else ""
-    return _CONTROL_RE.sub("", text)
+    """``text`` without terminal control sequences or control characters (tab and newline kept); of a line
+    redrawn after a carriage return, only what was drawn last."""
+    return "\n".join(_CONTROL_RE.sub("", _last_drawn(line)) for line in _ANSI_RE.sub("", text).split("\n"))
+
+
+def _last_drawn(line: str) -> str:
+    if "\r" not in line:
+        return line
+    parts = [p for p in line.split("\r") if p.strip()]
+    return parts[-1] if parts else ""
 
 
 def _fmt_seconds(s: float) -> str:
