@@ -46,6 +46,7 @@ def test_unknown_support_turns_a_failure_into_a_skip_with_the_reason(monkeypatch
 
     assert not compile_support("9.9.0", environ={}).known  # newer than the compat data
     monkeypatch.delitem(sys.modules, "torchrig.matrix.compat")  # an image without PyYAML: compat.py cannot load
+    monkeypatch.delitem(sys.modules, "torchrig.matrix.yamlsafe", raising=False)  # ... nor the YAML loader it uses
     monkeypatch.setitem(sys.modules, "yaml", None)
     none_here = compile_support("2.9.0", environ={})
     assert not none_here.known

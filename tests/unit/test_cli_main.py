@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "images", tmp_path / "images")
-    # enough rows that `envs` prints more than a pipe holds, so the write after `head` left fails
+    # enough rows that `envs` prints more than a pipe holds (64 KiB), so the write after `head` left fails, and
+    # fewer bytes than matrix.yaml's size cap (128 KiB, docs/limits.md)
     rows = "".join(f'  - id: e{i}\n    accelerator: cpu\n    torch: "2.0.1"\n    python: "3.11"\n'
-                   f"    description: {'x' * 200}\n" for i in range(600))
+                   f"    description: {'x' * 200}\n" for i in range(380))
     (tmp_path / "matrix.yaml").write_text(
         "defaults:\n  index: https://download.pytorch.org/whl/{flavour}\n"
         "  targets: {runtime: 'python:{python}-slim-bookworm'}\nenvironments:\n" + rows)

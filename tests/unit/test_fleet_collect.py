@@ -133,7 +133,7 @@ def test_wait_stops_when_slurm_does_not_know_the_job() -> None:
 def test_collect_of_a_forgotten_job_shows_the_folders(job_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(slurm, "query", lambda job: [])
-    assert _cli(job_dir, "collect", "--interval", "0") == 1
+    assert _cli(job_dir, "collect", "--interval", "0.01") == 1
     captured = capsys.readouterr()
     assert "does not know job 42" in captured.err and "element 1 on n1: FAILED, exit code 1" in captured.out
 
@@ -146,7 +146,7 @@ def _cli(job_dir: Path, action: str, *extra: str) -> int:
 def test_collect_cli_exits_1_when_a_node_failed_and_writes_fleet_json(
         job_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(slurm, "query", lambda job: STATES if job == "42" else [])
-    assert _cli(job_dir, "collect", "--interval", "0") == 1
+    assert _cli(job_dir, "collect", "--interval", "0.01") == 1
     out = capsys.readouterr().out
     assert "3 of 4 node(s) failed" in out and (job_dir / "fleet.json").is_file()
 
