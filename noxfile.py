@@ -4,9 +4,9 @@
 """torchrig's front door: every session is a few lines over the ``torchrig`` package.
 
 Sessions are generated from matrix.yaml: each environment gets ``build-<env>``, ``lock-<env>``, ``tasks-<env>``,
-``bench-<env>``, ``dev-<env>``, ``push-<env>`` and ``submit-<env>``. Select sessions with ``-s NAME`` or ``-t TAG`` (tags: the action,
-e.g. ``-t build``, and the environment id, e.g. ``-t cuda118``); not with ``-k``, which takes a Python expression
-where ``build-cuda118`` means "build minus cuda118". Arguments after ``--`` go to the command, e.g.
+``bench-<env>``, ``dev-<env>``, ``push-<env>`` and ``submit-<env>``. Select sessions with ``-s NAME`` or ``-t TAG``
+(tags: the action, e.g. ``-t build``, and the environment id, e.g. ``-t cuda118``); not with ``-k``, which takes a
+Python expression where ``build-cuda118`` means "build minus cuda118". Arguments after ``--`` go to the command, e.g.
 ``nox -s build-cpu -- --base-image torchrig-base:bookworm``.
 
 Running ``nox`` with the dependencies above missing makes nox create a small helper environment
