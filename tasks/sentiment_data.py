@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from tasks._common import UsageError
 from torchrig.results.io import file_sha256
+from torchrig.results.reading import InputFileError, read_text
 
 __all__ = [
     "HOLDOUT_SEED",
@@ -127,7 +129,11 @@ def _records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """(column names, [(line number, cells)]) of a CSV, or a TSV with or without a header."""
     tsv = path.suffix.lower() == ".tsv"
     out: list[tuple[int, list[str]]] = []
-    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is read away
+    try:  # the reading layer: no FIFO or device, a size cap, strict UTF-8 naming the line; a BOM is read away
+        text = read_text(path, kind="data")
+    except InputFileError as e:
+        raise UsageError(f"--data {e}") from None
+    with io.StringIO(text, newline="") as f:
         if tsv:  # one record per line: quoting is off
             out = [(n, cells) for n, cells in enumerate(_tab_rows(f), start=1) if any(c.strip() for c in cells)]
         else:

@@ -10,7 +10,6 @@ line is ✓ or ✗ with the fix; ``-`` marks a line that does not apply or could
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from torchrig.errors import DockerUnavailableError
 from torchrig.matrix import Environment
 from torchrig.matrix.archs import Gpu, parse_arch
 from torchrig.results.probe import local_gpus
+from torchrig.results.reading import InputFileError, read_json
 
 __all__ = ["Check", "DoctorFacts", "MeasuredSize", "diagnose", "gather", "read_measured_sizes", "render"]
 
@@ -79,10 +79,10 @@ def read_measured_sizes(cache_dir: Path) -> dict[str, MeasuredSize]:
     out: dict[str, MeasuredSize] = {}
     for path in sorted((cache_dir / "images").glob("*-runtime.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, kind="size-record")
             out[str(data["env_id"])] = MeasuredSize(size_bytes=int(data["size_bytes"]),
                                                     recorded_at=str(data.get("recorded_at", "")))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (InputFileError, ValueError, KeyError, TypeError):
             continue  # a damaged record is no estimate, not an error
     return out
 
