@@ -16,13 +16,9 @@ import difflib
 import functools
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
-from torchrig.errors import ConfigurationError
-from torchrig.matrix.compat import parse_version
-from torchrig.matrix.yamlsafe import YamlError, load_yaml
-from torchrig.results.reading import InputFileError
+from torchrig.matrix.compat import parse_version, read_packaged
 
 __all__ = [
     "ArchData",
@@ -202,15 +198,5 @@ def _from_data(data: dict[str, Any]) -> ArchData:
 @functools.cache
 def load_arch_data() -> ArchData:
     """compat.yaml's arch keys, read like :func:`~torchrig.matrix.compat.load_compat` reads the rest."""
-    with resources.as_file(resources.files("torchrig.matrix").joinpath("compat.yaml")) as path:
-        try:
-            data = load_yaml(path, kind="compat", string_keys=True)
-            if not isinstance(data, dict):
-                raise TypeError(f"the top level is {type(data).__name__}, not a mapping")
-            return _from_data(data)
-        except (InputFileError, YamlError) as e:
-            raise ConfigurationError([str(e)], source=str(path)) from None
-        except (KeyError, TypeError, ValueError, AttributeError, re.error) as e:
-            raise ConfigurationError([f"the GPU architecture keys (wheel_archs, cuda_driver_floor, gpus) cannot be "
-                                      f"read ({type(e).__name__}: {e}); restore the file from git"],
-                                     source=str(path)) from None
+    return read_packaged(_from_data, "the GPU architecture keys (wheel_archs, cuda_driver_floor, gpus) cannot be "
+                                     "read")

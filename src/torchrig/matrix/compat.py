@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from torchrig.errors import ConfigurationError
 from torchrig.matrix.yamlsafe import YamlError, load_yaml
 from torchrig.results.reading import InputFileError
+
+T = TypeVar("T")
 
 __all__ = ["BaseImageFacts", "Compat", "RuntimePin", "TorchRelease", "load_compat", "parse_version"]
 
@@ -158,14 +161,20 @@ def _from_data(data: dict[str, Any]) -> Compat:
 def load_compat() -> Compat:
     """The packaged table, read through the reading layer and the bounded YAML loader (it can be edited in a
     checkout); ConfigurationError naming the file when it cannot be used."""
+    return read_packaged(_from_data, "not a compatibility table torchrig can read")
+
+
+def read_packaged(build: Callable[[dict[str, Any]], T], what: str) -> T:
+    """``build`` applied to the packaged compat.yaml, read through the reading layer and the bounded YAML loader;
+    ConfigurationError naming the file (``what`` it is not, when ``build`` fails) when it cannot be used."""
     with resources.as_file(resources.files("torchrig.matrix").joinpath("compat.yaml")) as path:
         try:
             data = load_yaml(path, kind="compat", string_keys=True)
             if not isinstance(data, dict):
                 raise TypeError(f"the top level is {type(data).__name__}, not a mapping")
-            return _from_data(data)
+            return build(data)
         except (InputFileError, YamlError) as e:
             raise ConfigurationError([str(e)], source=str(path)) from None
         except (KeyError, TypeError, ValueError, AttributeError, re.error) as e:
-            raise ConfigurationError([f"not a compatibility table torchrig can read ({type(e).__name__}: {e}); "
-                                      "restore it from git"], source=str(path)) from None
+            raise ConfigurationError([f"{what} ({type(e).__name__}: {e}); restore it from git"],
+                                     source=str(path)) from None

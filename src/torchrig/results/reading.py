@@ -122,23 +122,36 @@ def _size(n: int) -> str:
     return f"{n / _MIB:.1f} MiB" if n >= _MIB else f"{n} bytes"
 
 
-def read_bytes(path: str | os.PathLike[str], *, kind: str, cap: int | None = None) -> bytes:
-    """The bytes of the regular file ``path``, at most the cap of ``kind``; :class:`InputFileError` otherwise."""
-    limit = _cap(kind, cap)
+def _open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """An open descriptor of the regular file ``path`` and its fstat; :class:`InputFileError` for anything else
+    (checked before opening, since opening a device can have effects, and again on the descriptor opened, not the
+    file stat saw a moment ago). The caller closes it."""
     try:
         st = os.stat(path)  # follows links: a link to a good file is a good file
     except OSError as e:
         raise _oserror(path, e) from None
-    if not stat.S_ISREG(st.st_mode):  # refused before opening: opening a device can have effects
+    if not stat.S_ISREG(st.st_mode):
         raise InputFileError(path, _what(st.st_mode))
     try:
         fd = os.open(path, _O_FLAGS)
     except OSError as e:
         raise _oserror(path, e) from None
     try:
-        st = os.fstat(fd)  # the file actually opened, not the one stat saw a moment ago
-        if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(path, _what(st.st_mode))
+        st = os.fstat(fd)
+    except OSError as e:
+        os.close(fd)
+        raise _oserror(path, e) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputFileError(path, _what(st.st_mode))
+    return fd, st
+
+
+def read_bytes(path: str | os.PathLike[str], *, kind: str, cap: int | None = None) -> bytes:
+    """The bytes of the regular file ``path``, at most the cap of ``kind``; :class:`InputFileError` otherwise."""
+    limit = _cap(kind, cap)
+    fd, st = _open_regular(path)
+    try:
         too_big = InputFileError(path, f"is {_size(st.st_size)}, over the {_size(limit)} limit for a {kind} file "
                                        "(docs/limits.md); is it the right file?")
         if st.st_size > limit:
@@ -233,20 +246,8 @@ def tail_lines(path: str | os.PathLike[str], n: int, *, max_bytes: int = TAIL_BY
     Never reads the whole file: a 3 GB node log costs ``max_bytes`` of memory. :class:`InputFileError` when it is
     not a regular file.
     """
+    fd, st = _open_regular(path)
     try:
-        st = os.stat(path)
-    except OSError as e:
-        raise _oserror(path, e) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputFileError(path, _what(st.st_mode))
-    try:
-        fd = os.open(path, _O_FLAGS)
-    except OSError as e:
-        raise _oserror(path, e) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(path, _what(st.st_mode))
         start = max(0, st.st_size - max_bytes)
         data = os.pread(fd, max_bytes, start)
     except OSError as e:
