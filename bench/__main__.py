@@ -4,7 +4,8 @@
                     [--json PATH] [--no-gpu] [PYTEST-ARGS...]
     python -m bench --acceptance [--quick | --full] [--device D]   (bench/acceptance.py; exit 0 PASS, 1 FAIL)
 
-The raw JSON goes to ``DIR/bench-raw/bench-<time>.json`` (or ``--json``), the records to ``DIR/bench/``
+The raw JSON goes to ``DIR/bench-raw/<machine id>/NNNN_<time>-<run id>.json`` (pytest-benchmark's storage layout:
+``pytest-benchmark --storage file://DIR/bench-raw compare`` works on it; or ``--json``), the records to ``DIR/bench/``
 (``DIR``: ``--results``, else ``$TORCHRIG_RESULTS``, else ``./results``). Any other argument goes to pytest
 unchanged, in order (``-k gemm``, ``-x``; a ``--`` before them is optional). Exit status: pytest's (0 when every
 benchmark ran or was skipped with a reason), or torchrig's error code if the conversion fails. Uses the current
@@ -19,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from bench.storage import raw_json_path
 from torchrig.results.contract import RESULTS_ENV
 
 _HERE = Path(__file__).resolve().parent
@@ -54,7 +56,7 @@ def pytest_args(argv: list[str] | None, stamp: str) -> tuple[argparse.Namespace,
     args, rest = _parser().parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    raw: Path = args.json or args.results / "bench-raw" / f"bench-{stamp}.json"
+    raw: Path = args.json or raw_json_path(args.results, stamp)
     out = [
         str(_HERE), "-c", str(_HERE / "pytest.ini"), "--rootdir", str(_HERE),
         f"--bench-size={args.size}", f"--bench-device={args.device}", f"--bench-ddp-gpus={args.ddp_gpus}",

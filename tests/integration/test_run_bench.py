@@ -38,7 +38,7 @@ def test_run_bench_cpu_runs_the_suite_inside_the_real_image(cpu_image: Any, loca
     print(proc.stdout[-4000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
-    raw = list((results / "bench-raw").glob("bench-*.json"))
+    raw = list((results / "bench-raw").glob("*/[0-9][0-9][0-9][0-9]_*.json"))  # pytest-benchmark's layout
     assert len(raw) == 1, "the pytest-benchmark JSON is kept next to the records"
     benchmarks = json.loads(raw[0].read_text())["benchmarks"]
     records, problems = load_records([results])
