@@ -159,8 +159,25 @@ def _results_root(args: argparse.Namespace) -> Path:
     return resolve_settings(args).results_dir.resolve() / "fleet"
 
 
+# The most elements each scheduler can take in one job, checked before it is contacted. Slurm: a job array's
+# indexes must be below MaxArraySize, whose largest allowed value is 4000001 (slurm.conf(5); the default 1001 lets
+# a cluster take 1001 nodes, and sbatch itself refuses more than the cluster's setting). Kubernetes: an Indexed
+# Job's completions (and parallelism) may not exceed 100000 (batch/v1 JobSpec validation).
+MAX_NODES = {"slurm": 4_000_001, "kubernetes": 100_000}
+
+
+def check_nodes(to: str, nodes: int) -> None:
+    limit = MAX_NODES[to]
+    if nodes > limit:
+        hint = (" (and most clusters keep MaxArraySize at its default 1001: `scontrol show config | grep "
+                "MaxArraySize` says)" if to == "slurm" else "")
+        raise UsageError(f"--nodes {nodes:,} is more than {to} accepts in one job ({limit:,}){hint}: split the "
+                         "fleet into several submissions")
+
+
 def _submit(args: argparse.Namespace) -> int:
-    passthrough = _parse_rest(args)
+    passthrough = _parse_rest(args)  # the options after ENV land in args here
+    check_nodes(args.to, args.nodes)
     matrix = load_matrix(args.matrix)
     env = matrix.get(args.env)
     image = args.image or env.tags(args.target).immutable
