@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from torchrig.errors import ConfigurationError, UsageError
 from torchrig.images.lock import Lock, format_lock, lock_status, parse_lock, read_lock
@@ -136,3 +138,57 @@ def test_a_resolver_timeout_that_is_not_positive_is_refused_before_uv_runs(timeo
     with pytest.raises(UsageError, match="--timeout"):
         write_lock(MATRIX.get("cpu"), BuildOptions(root=tmp_path), output=tmp_path / "x.txt", run=run,  # type: ignore[arg-type]
                    timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------ generated mutations
+
+
+
+def _outcome(name: str, text: str) -> str:
+    try:
+        _, problem = _status(name, text)
+    except ConfigurationError:
+        return "invalid"
+    return "fresh" if problem is None else "stale"
+
+
+@given(st.sampled_from(sorted(BASELINES)), st.data())
+def test_a_broken_hash_is_never_fresh(name: str, data: st.DataObject) -> None:
+    text = BASELINES[name][1]
+    start, end = data.draw(st.sampled_from(_hash_spans(text)))
+    how = data.draw(st.sampled_from(["non-hex", "cut", "longer", "upper"]))
+    i = data.draw(st.integers(start, end - 1))
+    bad = {"non-hex": text[:i] + data.draw(st.sampled_from("gzGZ-_ x")) + text[i + 1:],
+           "cut": text[:i] + text[end:],
+           "longer": text[:end] + data.draw(st.sampled_from("0af9")) + text[end:],
+           "upper": text[:start] + text[start:end].upper() + text[end:] if any(c.isalpha() for c in
+                                                                               text[start:end]) else text[:i] + "Q"
+                                                                               + text[i + 1:]}[how]
+    assert _outcome(name, bad) == "invalid"
+
+
+@given(st.sampled_from(sorted(BASELINES)), st.data())
+def test_a_changed_or_dropped_pin_is_never_fresh(name: str, data: st.DataObject) -> None:
+    env_id, text = BASELINES[name]
+    pinned = [r.split("==")[0] for r in MATRIX.get(env_id).requirements() if "==" in r]
+    pkg = data.draw(st.sampled_from(pinned))
+    lines = text.split("\n")
+    idx = next(i for i, line in enumerate(lines) if re.match(rf"^{re.escape(pkg)}==\S+", line, re.IGNORECASE))
+    if data.draw(st.booleans()):  # another version
+        version = data.draw(st.from_regex(r"[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{1,2}", fullmatch=True))
+        lines[idx] = re.sub(r"==[^ \\]+", f"=={version}9", lines[idx], count=1)
+    else:  # the line and its hash continuation lines dropped
+        end = idx + 1
+        while end < len(lines) and lines[end].startswith(" "):
+            end += 1
+        del lines[idx:end]
+    assert _outcome(name, "\n".join(lines)) in ("stale", "invalid")
+
+
+@given(st.sampled_from(sorted(BASELINES)), st.data())
+def test_any_byte_level_mutation_is_decided_without_a_traceback(name: str, data: st.DataObject) -> None:
+    text = BASELINES[name][1]
+    i = data.draw(st.integers(0, len(text)))
+    junk = data.draw(st.text(max_size=40))
+    cut = data.draw(st.integers(0, 80))
+    assert _outcome(name, text[:i] + junk + text[i + cut:]) in ("fresh", "stale", "invalid")
