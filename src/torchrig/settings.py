@@ -84,6 +84,7 @@ class Settings:
     require_lock: bool = False
     source_date_epoch: int | None = None  # $SOURCE_DATE_EPOCH (reproducible-builds.org); None: the commit's time
     python: str = "python3"  # $TORCHRIG_PYTHON: the host Python of `nox -s bench`
+    docker_ping_timeout_s: float = 5.0  # $TORCHRIG_DOCKER_PING_TIMEOUT (engine.client reads it with the same parser)
     project_file: Path | None = None  # the torchrig.toml / pyproject.toml that was read
     sources: Mapping[str, str] = field(default_factory=dict)  # key -> "default", "torchrig.toml", "env X", "flag --x"
 

@@ -102,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
             fallback="the last commit's time", doc="the images' created time (reproducible-builds.org)"),
     Setting(key="python", field="python", env=("TORCHRIG_PYTHON",), parse=v.text, accepted="a command or path",
             fallback="python3", doc="the host Python that `nox -s bench` runs the benchmarks on"),
+    Setting(key="docker-ping-timeout", field="docker_ping_timeout_s", env=("TORCHRIG_DOCKER_PING_TIMEOUT",),
+            parse=v.positive_seconds, accepted="seconds > 0", in_file=False, fallback="5",
+            doc="how long to wait for the Docker engine's first answer before saying it does not respond"),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}

@@ -12,12 +12,12 @@ pulls need (a layer can be silent for minutes).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from torchrig.config.values import positive_seconds
 from torchrig.errors import ConfigurationError, DockerUnavailableError
 
 if TYPE_CHECKING:
@@ -78,14 +78,11 @@ def ping_timeout(environ: Mapping[str, str] | None = None) -> float:
     raw = (os.environ if environ is None else environ).get(PING_TIMEOUT_ENV, "").strip()
     if not raw:
         return PING_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError([f"{PING_TIMEOUT_ENV}={raw!r}: give a number of seconds > 0 (default "
-                                  f"{PING_TIMEOUT_S:g})"], source="environment")
-    return value
+    try:  # the settings layer's own parser for this setting (torchrig.config.table), so the rule is one
+        return positive_seconds(raw)
+    except ValueError as e:
+        raise ConfigurationError([f"{PING_TIMEOUT_ENV}={raw!r}: {e}; give a number of seconds > 0 (default "
+                                  f"{PING_TIMEOUT_S:g})"], source="environment") from None
 
 
 def connect(timeout: int = DEFAULT_TIMEOUT_S, *, ping_timeout_s: float | None = None) -> docker.DockerClient:
