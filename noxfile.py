@@ -138,7 +138,7 @@ def doctor(session: nox.Session) -> None:
 
 @nox.session(name="tasks")
 def tasks_host(session: nox.Session) -> None:
-    """Run the correctness tasks on this host in a fresh venv (no Docker needed): smoke, regression, CNN, BERT."""
+    """Run the correctness tasks on this host in a fresh venv (no Docker): smoke, regression, CNN, BERT, export."""
     session.install(*HOST_TORCH)
     session.install("-e", ".", *HOST_TASK_DEPS)
     session.run("python", "-m", "tasks", *_with_results(session.posargs))
