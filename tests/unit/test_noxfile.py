@@ -42,6 +42,20 @@ def test_every_environment_has_its_sessions(shipped: list[dict[str, object]]) ->
     assert set(PROJECT) <= names
 
 
+def test_the_readme_session_table_is_nox_l(shipped: list[dict[str, object]]) -> None:
+    """Every session `nox -l` shows is a row of the README's table (environment sessions as `action-<env>`), and
+    every row names a session that exists."""
+    import re
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Sessions", 1)[1].split("\n## ", 1)[0]
+    rows = {n for cell in re.findall(r"^\| (.+?) \|", section, re.M) for n in re.findall(r"`([^`]+)`", cell)}
+    envs = set(load_matrix(ROOT / "matrix.yaml").ids)
+    listed = {str(s["name"]) for s in shipped}
+    want = {n if n.rsplit("-", 1)[-1] not in envs else n.rsplit("-", 1)[0] + "-<env>" for n in listed}
+    assert want <= rows, f"sessions missing from the README's table: {sorted(want - rows)}"
+    assert rows <= want, f"README rows that are no session: {sorted(rows - want)}"
+
+
 def test_every_session_reads_as_a_menu_entry(shipped: list[dict[str, object]]) -> None:
     for s in shipped:
         assert isinstance(s["description"], str) and len(s["description"]) > 20, s["name"]
