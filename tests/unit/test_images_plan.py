@@ -89,7 +89,9 @@ def test_unlocked_builds_pin_torch_and_carry_the_extras_pins_into_the_torch_laye
     assert files["requirements-torch.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
     assert files["constraints.txt"] == "torch==2.0.1\ntorchvision==0.15.2\n"
     assert "numpy<2\n" in files["constraints-torch.txt"], "else torch's layer gets numpy 2 and the extras a 2nd copy"
-    assert files["requirements-extras.txt"].splitlines() == [*env.extras, "pytest>=7.3", "pytest-benchmark>=4.0"]
+    # then compat.yaml's runtime pins for torch 2.0.1 (setuptools<82: pkg_resources; numpy<2 is in the extras)
+    assert files["requirements-extras.txt"].splitlines() == [*env.extras, "setuptools<82", "pytest>=7.3",
+                                                             "pytest-benchmark>=4.0"]
 
 
 def test_extras_become_constraints_without_their_extras_or_urls() -> None:
@@ -252,7 +254,8 @@ def test_every_image_carries_what_runs_the_benchmarks_unless_the_extras_pin_it()
     env = m.get("cpu")
     assert env.image_extras[-2:] == ("pytest>=7.3", "pytest-benchmark>=4.0")
     own = replace(env, extras=("Pytest_Benchmark==4.0.0",))
-    assert own.image_extras == ("Pytest_Benchmark==4.0.0", "pytest>=7.3"), "the environment's own pin wins"
+    assert own.image_extras == ("Pytest_Benchmark==4.0.0", "setuptools<82", "numpy<2", "pytest>=7.3"), \
+        "the environment's own pin wins; compat.yaml's runtime pins for torch 2.0.1 come before the image's tools"
     assert env.requirements()[-2:] == env.image_extras[-2:], "the lock resolves them too"
 
 

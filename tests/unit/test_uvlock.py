@@ -143,7 +143,9 @@ def checkout(tmp_path: Path) -> Path:
     for name, version, requires in [("torch", "2.0.1", ("filelock",)), ("filelock", "3.0.0", ()),
                                     ("torchvision", "0.15.2", ("torch==2.0.1", "pillow")), ("pillow", "10.0.0", ()),
                                     ("fake-extra", "1.0", ("six",)), ("six", "1.16.0", ()),
-                                    ("pytest", "8.0.0", ()), ("pytest-benchmark", "4.0.0", ("pytest>=3.8",))]:
+                                    ("pytest", "8.0.0", ()), ("pytest-benchmark", "4.0.0", ("pytest>=3.8",)),
+                                    # compat.yaml's runtime pins for torch 2.0 (setuptools<82, numpy<2)
+                                    ("setuptools", "81.0.0", ()), ("numpy", "1.26.4", ())]:
         _wheel(wh, name, version, requires)
     (tmp_path / "matrix.yaml").write_text("""schema_version: 1
 registry: ""
@@ -173,7 +175,8 @@ def test_torchrig_lock_resolves_with_uv_and_check_catches_a_stale_lock(checkout:
     assert lock.resolver.startswith("uv ") and lock.platform == "x86_64-manylinux_2_36" and lock.python == "3.11"
     sections = {p.name: p.section for p in lock.packages}
     assert sections == {"filelock": "torch", "pillow": "torch", "torch": "torch", "torchvision": "torch",
-                        "fake-extra": "extras", "six": "extras", "pytest": "extras", "pytest-benchmark": "extras"}
+                        "fake-extra": "extras", "six": "extras", "pytest": "extras", "pytest-benchmark": "extras",
+                        "setuptools": "extras", "numpy": "extras"}
     digest = hashlib.sha256((checkout / "wheels" / "six-1.16.0-py3-none-any.whl").read_bytes()).hexdigest()
     assert next(p for p in lock.packages if p.name == "six").hashes == (f"sha256:{digest}",)
     # the wheelhouse holds no uv: the lock is written all the same, and the build will install with pip

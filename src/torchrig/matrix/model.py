@@ -114,9 +114,12 @@ class Environment:
 
     @property
     def image_extras(self) -> tuple[str, ...]:
-        """The extras plus what every image carries (:data:`IMAGE_EXTRAS`) unless the extras name it already."""
+        """The extras, then the runtime pins this torch needs (compat.yaml ``runtime_pins``, e.g. setuptools<82 for
+        torch < 2.2), then what every image carries (:data:`IMAGE_EXTRAS`): each unless the extras name it."""
         named = {requirement_name(r) for r in self.extras}
-        return (*self.extras, *(r for r in IMAGE_EXTRAS if requirement_name(r) not in named))
+        pins = tuple(p.requirement for p in load_compat().pins_for(self.torch) if requirement_name(p.requirement)
+                     not in named)
+        return (*self.extras, *pins, *(r for r in IMAGE_EXTRAS if requirement_name(r) not in named))
 
     def requirements(self) -> tuple[str, ...]:
         """What pip installs into the image, torch and torchvision pinned first."""
