@@ -120,8 +120,9 @@ def fake_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_wheel(d, "pytest", "8.0.0", {"pytest/__init__.py": '__version__ = "8.0.0"\n'})
     make_wheel(d, "pytest-benchmark", "4.0.0", {"pytest_benchmark/__init__.py": '__version__ = "4.0.0"\n'},
                requires=["pytest>=3.8"])
-    # compat.yaml's runtime pins for torch < 2.2 (setuptools<82: pkg_resources) and < 2.3 (numpy<2): stand-ins too
-    make_wheel(d, "setuptools", "81.0.0", {"setuptools/__init__.py": '__version__ = "81.0.0"\n',
+    # compat.yaml's runtime pins for torch < 2.2 (setuptools<82: pkg_resources) and < 2.3 (numpy<2): stand-ins too;
+    # setuptools at the version the base's venv already has, so the build keeps it instead of swapping in a fake
+    make_wheel(d, "setuptools", "66.1.1", {"setuptools/__init__.py": '__version__ = "66.1.1"\n',
                                            "pkg_resources/__init__.py": ""})
     make_wheel(d, "numpy", "1.26.4", {"numpy/__init__.py": '__version__ = "1.26.4"\n'})
     return d
