@@ -28,10 +28,14 @@ _COUNTER = re.compile(r"^(\d{4})_")
 
 
 def machine_id() -> str:
-    """pytest-benchmark's machine id (``pytest_benchmark.utils.get_machine_id``), computed the same way here so
-    the runner needs no pytest-benchmark to name a file."""
-    return "-".join((platform.system(), platform.python_implementation(),
-                     ".".join(platform.python_version_tuple()[:2]), platform.architecture()[0]))
+    """pytest-benchmark's machine id (``pytest_benchmark.utils.get_machine_id``); the same format computed here
+    only where pytest-benchmark is missing (the runner then stops with a message, but names the file first)."""
+    try:
+        from pytest_benchmark.utils import get_machine_id
+    except ImportError:
+        return "-".join((platform.system(), platform.python_implementation(),
+                         ".".join(platform.python_version_tuple()[:2]), platform.architecture()[0]))
+    return str(get_machine_id())
 
 
 def raw_json_path(results: Path, stamp: str, *, run_id: str | None = None) -> Path:
