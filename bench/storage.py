@@ -35,7 +35,7 @@ def machine_id() -> str:
     except ImportError:
         return "-".join((platform.system(), platform.python_implementation(),
                          ".".join(platform.python_version_tuple()[:2]), platform.architecture()[0]))
-    return str(get_machine_id())
+    return str(get_machine_id())  # type: ignore[no-untyped-call]
 
 
 def raw_json_path(results: Path, stamp: str, *, run_id: str | None = None) -> Path:
