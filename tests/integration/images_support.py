@@ -142,15 +142,25 @@ environments:
     return load_matrix(path)
 
 
-def image_bytes_contain(client: object, image: str, needles: Sequence[bytes]) -> list[str]:
-    """Where any needle occurs in the image: `docker save` (every layer), its config and its history."""
+def image_bytes_contain(client: object, image: str, needles: Sequence[bytes], *, above: str = "") -> list[str]:
+    """Where any needle occurs in the image: `docker save` (every layer), its config and its history.
+
+    ``above``: a base image whose layers are left out (only what the build added is searched): a Debian base lists
+    ``/usr/share/python-wheels/setuptools-66.1.1-py3-none-any.whl`` in dpkg's file lists, and that is not a copy.
+    """
     found: list[str] = []
+    skip: set[str] = set()
+    if above:
+        skip = {d.removeprefix("sha256:") for d in
+                client.api.inspect_image(above)["RootFS"]["Layers"]}  # type: ignore[attr-defined]
     raw = b"".join(client.api.get_image(image, chunk_size=1 << 20))  # type: ignore[attr-defined]
     with tarfile.open(fileobj=io.BytesIO(raw)) as outer:
         for member in outer.getmembers():
             if not member.isfile():
                 continue
             data = outer.extractfile(member).read()  # type: ignore[union-attr]
+            if skip and hashlib.sha256(data).hexdigest() in skip:
+                continue
             blobs = [(member.name, data)]
             if member.name.endswith("layer.tar"):
                 with contextlib.suppress(tarfile.TarError), tarfile.open(fileobj=io.BytesIO(data)) as layer:
