@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 
 from torchrig import __version__
-from torchrig.cli import config, doctor, fleet, images, matrix, report, run, verify
+from torchrig.cli import buildbench, config, doctor, fleet, images, matrix, report, run, verify
 
 __all__ = ["build_parser"]
 
-_GROUPS = (matrix, config, doctor, images, verify, run, report, fleet)
+_GROUPS = (matrix, config, doctor, images, buildbench, verify, run, report, fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,12 @@ from torchrig.matrix import Environment, ImageRef, Target
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["build_image", "ensure_image", "find_image"]
+__all__ = ["Timings", "build_image", "ensure_image", "find_image"]
+
+# Where a build's time went, in order: ("step N/M: INSTRUCTION", seconds) for each Dockerfile step as the build
+# stream reported it, then ("post: WHAT", seconds) for the work after it (measuring, the SBOM). Filled only for a
+# caller that asks (torchrig.images.buildbench); a build without one pays nothing.
+Timings = list[tuple[str, float]]
 
 
 def _stderr(line: str) -> None:
@@ -36,16 +41,21 @@ def _stderr(line: str) -> None:
 
 
 def build_image(env: Environment, target: Target = "runtime", options: BuildOptions | None = None, *,
-                client: docker.DockerClient | None = None, log: Log | None = None) -> BuiltImage:
+                client: docker.DockerClient | None = None, log: Log | None = None,
+                timings: Timings | None = None) -> BuiltImage:
     """Build ``env``'s ``target`` image, tag it ``env.tags(target)`` (immutable + alias) and measure it.
 
     Raises BuildError (with the last log lines) when the build fails or the image exceeds its size budget; a
-    failed build leaves no new tag behind.
+    failed build leaves no new tag behind. ``timings``, when given, receives where the time went (:data:`Timings`).
     """
     options = options or BuildOptions()
     client = client or connect()
     say = log or _stderr
-    return _build(plan_build(env, target, options, client), options, client, say)
+    start = time.monotonic()
+    plan = plan_build(env, target, options, client)
+    if timings is not None:
+        timings.append(("pre: plan (lock, context, labels)", time.monotonic() - start))
+    return _build(plan, options, client, say, timings)
 
 
 def ensure_image(env: Environment, target: Target = "runtime", options: BuildOptions | None = None, *,
@@ -94,7 +104,8 @@ def _pick(immutable: str, candidates: list[tuple[str, list[str], str]]) -> str:
     return max(candidates, key=lambda c: (immutable in c[1], bool(c[1]), c[2]))[0]
 
 
-def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: Log) -> BuiltImage:
+def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: Log,
+           timings: Timings | None = None) -> BuiltImage:
     import docker.errors
 
     label = f"{plan.env.id}/{plan.target}"
@@ -128,6 +139,11 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
         except docker.errors.APIError as e:
             raise BuildError(f"the engine refused to build {label}: {e.explanation or e}") from None
     seconds = time.monotonic() - start
+    times: Timings = timings if timings is not None else []
+    times += [(f"step {s.number}/{s.total}: {s.instruction}", s.seconds) for s in stream.steps]
+    times.append(("build: context upload, commits, stream overhead",
+                  max(0.0, seconds - sum(s.seconds for s in stream.steps))))
+    mark = time.monotonic()
     if not image_id.startswith("sha256:"):
         image_id = str(client.images.get(image_id).id)
     # what ran: not the cache's, not FROM, and not the global ARGs before the first FROM (they make no layer)
@@ -136,6 +152,7 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
                       if not s.cached and not s.instruction.upper().startswith("FROM"))
     built = _describe(client, plan, options, image_id, build_seconds=seconds, reused=False, steps_run=steps_run,
                       steps_total=stream.steps[-1].total if stream.steps else 0)
+    times.append(("post: measure (image sizes, site-packages container)", time.monotonic() - mark))
     if plan.budget_mb is not None and built.size_bytes > plan.budget_mb * MB:
         _discard_untagged(client, image_id)
         source = "--size-budget-mb" if options.size_budget_mb else f"size_budget_mb.{plan.target} in matrix.yaml"
@@ -145,8 +162,10 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
             "Shrink what the environment installs, or, for a build from other sources than matrix.yaml's (e.g. "
             "PyPI's CUDA wheels), raise the budget with --size-budget-mb / TORCHRIG_SIZE_BUDGET_MB.")
     # the SBOM describes the built image, so its label comes from a metadata-only step on top (images/sbom.py)
+    mark = time.monotonic()
     sbom = attach_sbom(client, image_id, env_id=plan.env.id, cache_dir=options.cache_dir,
                        keep=options.keep_containers)
+    times.append(("post: SBOM (inspect container, label step)", time.monotonic() - mark))
     built = replace(built, image_id=sbom.image_id, labels={**built.labels, SBOM_LABEL: sbom.sha256})
     _tag(client, built.image_id, plan.ref)
     cached = sum(s.cached for s in stream.steps)
