@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from torchrig.errors import UsageError
-from torchrig.images.base import DEFAULT_MIRROR, debootstrap_command, ensure_base, host_mirror
+from torchrig.errors import HostCheckError, UsageError
+from torchrig.images.base import (
+    DEFAULT_MIRROR,
+    base_ref,
+    debootstrap_command,
+    ensure_base,
+    host_mirror,
+    require_emulation,
+    tarball_name,
+)
 
 DEB822 = """Types: deb
 URIs: http://mirror.example/debian
@@ -44,11 +52,54 @@ def test_without_apt_sources_the_default_mirror(tmp_path: Path) -> None:
 
 def test_debootstrap_makes_a_minimal_base_with_python_venv_and_cas(tmp_path: Path) -> None:
     cmd = debootstrap_command("bookworm", tmp_path / "root", "http://deb.debian.org/debian")
-    assert cmd[:2] == ["debootstrap", "--variant=minbase"]
-    assert cmd[2] == "--include=python3,python3-venv,python3-pip,ca-certificates"
-    assert cmd[3:] == ["bookworm", str(tmp_path / "root"), "http://deb.debian.org/debian"]
+    assert cmd[:3] == ["debootstrap", "--arch=amd64", "--variant=minbase"]
+    assert cmd[3] == "--include=python3,python3-venv,python3-pip,ca-certificates"
+    assert cmd[4:] == ["bookworm", str(tmp_path / "root"), "http://deb.debian.org/debian"]
+    assert debootstrap_command("bookworm", tmp_path, "http://m", arch="arm64")[1] == "--arch=arm64"
 
 
 def test_an_unknown_suite_is_refused_before_anything_runs() -> None:
     with pytest.raises(UsageError, match="bookworm, bullseye, trixie"):
         ensure_base("sid", client=object(), cache_dir=Path("/nonexistent"))  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="amd64, arm64"):
+        ensure_base("bookworm", arch="riscv64", client=object(), cache_dir=Path("/x"))  # type: ignore[arg-type]
+
+
+def test_the_amd64_base_keeps_its_names_and_arm64_gets_its_own() -> None:
+    # the amd64 names predate arm64: caches and --base-image settings made then still match
+    assert base_ref("bookworm") == "torchrig-base:bookworm"
+    assert base_ref("bookworm", "arm64") == "torchrig-base:bookworm-arm64"
+    amd, arm = tarball_name("bookworm", "amd64", "http://m"), tarball_name("bookworm", "arm64", "http://m")
+    assert amd.startswith("debian-bookworm-") and "arm64" not in amd
+    assert arm.startswith("debian-bookworm-arm64-") and arm != amd
+
+
+def _binfmt(tmp_path: Path, text: str | None, *, interpreter_exists: bool = True) -> Path:
+    interp = tmp_path / "qemu-aarch64-static"
+    if interpreter_exists:
+        interp.write_text("")
+    if text is not None:
+        (tmp_path / "qemu-aarch64").write_text(text.format(interp=interp))
+    return tmp_path
+
+
+def test_emulation_is_accepted_when_the_binfmt_handler_is_enabled_or_the_host_is_arm64(tmp_path: Path) -> None:
+    d = _binfmt(tmp_path, "enabled\ninterpreter {interp}\nflags: PF\n")
+    require_emulation("arm64", machine="x86_64", binfmt_dir=d)
+    require_emulation("arm64", machine="aarch64", binfmt_dir=tmp_path / "none")  # native: no qemu needed
+    require_emulation("amd64", machine="x86_64", binfmt_dir=tmp_path / "none")
+
+
+@pytest.mark.parametrize(("text", "exists", "why"), [
+    (None, True, "is not registered"),
+    ("disabled\ninterpreter {interp}\n", True, "is disabled"),
+    ("enabled\ninterpreter {interp}\n", False, "which does not exist"),
+])
+def test_missing_emulation_is_exit_7_with_the_apt_command(tmp_path: Path, text: str | None, exists: bool,
+                                                          why: str) -> None:
+    d = _binfmt(tmp_path, text, interpreter_exists=exists)
+    with pytest.raises(HostCheckError, match=why) as e:
+        require_emulation("arm64", machine="x86_64", binfmt_dir=d)
+    assert e.value.return_code == 7
+    assert "apt-get install qemu-user-static binfmt-support" in str(e.value)
+    assert "update-binfmts --enable qemu-aarch64" in str(e.value)

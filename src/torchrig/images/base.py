@@ -4,12 +4,17 @@ For sites that cannot pull from a registry: ``torchrig base-local --suite bookwo
 with Python 3, venv and CA certificates, built from the Debian mirror apt already uses. The tarball is cached under
 ``~/.cache/torchrig/base/`` (about 80 s to make, seconds to import again); the import is skipped when an image with
 the same tarball digest (label ``io.torchrig.base.sha256``) already exists.
+
+``--arch arm64`` bootstraps an arm64 Debian on an amd64 host under qemu (``qemu-user-static`` + ``binfmt-support``;
+about 2 min 45 s here) and imports it as ``torchrig-base:bookworm-arm64`` with the platform set explicitly: ``docker
+import`` records the engine's own architecture unless told (the API's ``platform`` query parameter, API >= 1.32).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform as host_platform
 import re
 import shutil
 import subprocess
@@ -17,9 +22,9 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from torchrig.errors import BuildError, HostCheckError, UsageError
 from torchrig.results.io import Log, file_sha256
@@ -28,19 +33,31 @@ if TYPE_CHECKING:
     import docker
 
 __all__ = [
+    "ARCHES",
+    "ARCH_PLATFORM",
     "BASE_REPOSITORY",
+    "DEBIAN_RELEASES",
     "DEFAULT_MIRROR",
-    "SUITES",
+    "DebianArch",
+    "DebianRelease",
     "LocalBase",
-    "Suite",
+    "base_ref",
     "debootstrap_command",
     "ensure_base",
     "host_mirror",
+    "require_emulation",
     "suite_for_python",
 ]
 
-Suite = Literal["bookworm", "bullseye", "trixie"]
-SUITES: tuple[str, ...] = get_args(Suite)
+DebianRelease = Literal["bookworm", "bullseye", "trixie"]
+DEBIAN_RELEASES: tuple[str, ...] = get_args(DebianRelease)
+# Debian's architecture names (debootstrap --arch), with the OCI platform the engine records and `uname -m`
+DebianArch = Literal["amd64", "arm64"]
+ARCHES: tuple[str, ...] = get_args(DebianArch)
+ARCH_PLATFORM: dict[str, str] = {"amd64": "linux/amd64", "arm64": "linux/arm64"}
+ARCH_MACHINE: dict[str, str] = {"amd64": "x86_64", "arm64": "aarch64"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+EMULATION_FIX = ("apt-get install qemu-user-static binfmt-support && update-binfmts --enable qemu-{machine}")
 BASE_REPOSITORY = "torchrig-base"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
@@ -63,6 +80,7 @@ class LocalBase:
     ref: str
     image_id: str
     suite: str
+    arch: str
     python: str
     tarball: Path
     tarball_bytes: int
@@ -120,69 +138,127 @@ def _mirrors_in(text: str, *, deb822: bool) -> list[str]:
     return uris
 
 
-def debootstrap_command(suite: str, root: Path, mirror: str) -> list[str]:
-    return ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(root), mirror]
+def debootstrap_command(suite: str, root: Path, mirror: str, *, arch: str = "amd64") -> list[str]:
+    # --arch always: debootstrap would otherwise take the host's, and an amd64 rootfs named arm64 is worse than none
+    return ["debootstrap", f"--arch={arch}", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite,
+            str(root), mirror]
+
+
+def base_ref(suite: str, arch: str = "amd64") -> str:
+    """``torchrig-base:bookworm`` (amd64, the name it always had) or ``torchrig-base:bookworm-arm64``."""
+    return f"{BASE_REPOSITORY}:{suite}" if arch == "amd64" else f"{BASE_REPOSITORY}:{suite}-{arch}"
+
+
+def require_emulation(arch: str, *, machine: str | None = None, binfmt_dir: Path = BINFMT_DIR) -> None:
+    """Raise HostCheckError (exit 7, with the apt command) unless this host runs ``arch`` binaries: natively, or
+    through a registered and enabled qemu binfmt handler (what debootstrap's second stage and every RUN step of a
+    foreign-platform build need)."""
+    want = ARCH_MACHINE[arch]
+    if (machine or host_platform.machine()) == want:
+        return
+    entry = binfmt_dir / f"qemu-{want}"
+    try:
+        lines = entry.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    interpreter = next((line.split(None, 1)[1] for line in lines if line.startswith("interpreter ")), "")
+    if lines[:1] == ["enabled"] and interpreter and Path(interpreter).exists():
+        return
+    why = ("is not registered" if not lines else "is disabled" if lines[:1] != ["enabled"]
+           else f"names {interpreter or 'no interpreter'}, which does not exist")
+    raise HostCheckError(
+        f"this host cannot run {arch} ({want}) binaries: the binfmt handler {entry} {why}. Install and register "
+        f"qemu: `{EMULATION_FIX.format(machine=want)}` (Debian/Ubuntu, as root), or build on a {arch} machine.")
+
+
+def tarball_name(suite: str, arch: str, mirror: str) -> str:
+    # amd64 keeps the name it had before arm64 existed, so caches made then are still found
+    return f"debian-{suite}{'' if arch == 'amd64' else '-' + arch}-{_mirror_slug(mirror)}.tar.gz"
 
 
 def ensure_base(suite: str = "bookworm", *, client: docker.DockerClient, cache_dir: Path, mirror: str | None = None,
-                log: Log | None = None, rebuild: bool = False) -> LocalBase:
-    """``torchrig-base:<suite>``: import the cached tarball (made first, under ``<cache_dir>/base``, if needed)
-    unless already imported. ``mirror``: ``--mirror`` or ``TORCHRIG_DEBIAN_MIRROR``; None: the host's apt mirror."""
-    if suite not in SUITES:
-        raise UsageError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
+                log: Log | None = None, rebuild: bool = False, arch: str = "amd64") -> LocalBase:
+    """``torchrig-base:<suite>`` (``-<arch>`` for arm64): import the cached tarball (made first, under
+    ``<cache_dir>/base``, if needed) unless already imported. ``mirror``: ``--mirror`` or ``TORCHRIG_DEBIAN_MIRROR``;
+    None: the host's apt mirror."""
+    if suite not in DEBIAN_RELEASES:
+        raise UsageError(f"unknown Debian release {suite!r}: choose one of {', '.join(DEBIAN_RELEASES)}")
+    if arch not in ARCHES:
+        raise UsageError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHES)} (Debian's names)")
     say = log or (lambda s: print(s, flush=True))
     mirror = mirror or host_mirror()
-    tarball = cache_dir / "base" / f"debian-{suite}-{_mirror_slug(mirror)}.tar.gz"
+    tarball = cache_dir / "base" / tarball_name(suite, arch, mirror)
     seconds: float | None = None
     if rebuild or not tarball.is_file():
-        seconds = _bootstrap(suite, mirror, tarball, say)
+        seconds = _bootstrap(suite, mirror, tarball, say, arch=arch)
     else:
         say(f"base-local: using the cached tarball {tarball} ({tarball.stat().st_size / 1e6:.0f} MB)")
     digest = file_sha256(tarball)
-    ref = f"{BASE_REPOSITORY}:{suite}"
+    ref = base_ref(suite, arch)
     import docker.errors
 
     try:
         existing = client.images.get(ref)
     except docker.errors.ImageNotFound:
         existing = None
-    if existing is not None and (existing.labels or {}).get(LABEL_DIGEST) == digest and not rebuild:
+    found = LocalBase(ref=ref, image_id="", suite=suite, arch=arch, python=SUITE_PYTHON[suite], tarball=tarball,
+                      tarball_bytes=tarball.stat().st_size, bootstrap_seconds=seconds, imported=False)
+    if (existing is not None and (existing.labels or {}).get(LABEL_DIGEST) == digest and not rebuild
+            and existing.attrs.get("Architecture") == arch):
         say(f"base-local: {ref} is up to date ({existing.short_id}, from the same tarball)")
-        return LocalBase(ref=ref, image_id=existing.id, suite=suite, python=SUITE_PYTHON[suite], tarball=tarball,
-                         tarball_bytes=tarball.stat().st_size, bootstrap_seconds=seconds, imported=False)
-    say(f"base-local: importing {tarball.name} as {ref}")
+        return replace(found, image_id=existing.id)
+    image = _import(client, tarball, ref=ref, digest=digest, suite=suite, arch=arch, mirror=mirror, say=say)
+    return replace(found, image_id=image.id, imported=True)
+
+
+def _import(client: docker.DockerClient, tarball: Path, *, ref: str, digest: str, suite: str, arch: str,
+            mirror: str, say: Log) -> Any:
+    import docker.errors
+
+    say(f"base-local: importing {tarball.name} as {ref} ({ARCH_PLATFORM[arch]})")
     changes = [
-        f"LABEL {LABEL_DIGEST}={digest} io.torchrig.base.suite={suite} io.torchrig.base.mirror={mirror} "
-        f"org.opencontainers.image.title=torchrig-base org.opencontainers.image.version={suite}",
+        f"LABEL {LABEL_DIGEST}={digest} io.torchrig.base.suite={suite} io.torchrig.base.arch={arch} "
+        f"io.torchrig.base.mirror={mirror} org.opencontainers.image.title=torchrig-base "
+        f"org.opencontainers.image.version={suite}",
         "ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         'CMD ["/bin/bash"]',
     ]
+    # docker-py's import_image has no platform argument; the endpoint has (POST /images/create?platform=, API
+    # 1.32+): the same request docker-py makes, plus that parameter.
+    params = {"repo": BASE_REPOSITORY, "tag": ref.rsplit(":", 1)[1], "fromSrc": "-", "changes": changes,
+              "platform": ARCH_PLATFORM[arch]}
     try:
-        out = client.api.import_image_from_file(str(tarball), repository=BASE_REPOSITORY, tag=suite,
-                                                changes=changes)
+        with tarball.open("rb") as f:
+            out = client.api._result(client.api._post(client.api._url("/images/create"), data=f, params=params,
+                                                      headers={"Content-Type": "application/tar"}, timeout=None))
     except docker.errors.APIError as e:
         raise BuildError(f"docker import of {tarball} failed: {e.explanation or e}") from None
     if "error" in str(out)[:200].lower():
         raise BuildError(f"docker import of {tarball} failed: {out}")
     image = client.images.get(ref)
-    say(f"base-local: {ref} = {image.short_id} ({image.attrs.get('Size', 0) / 1e6:.0f} MB)")
-    return LocalBase(ref=ref, image_id=image.id, suite=suite, python=SUITE_PYTHON[suite], tarball=tarball,
-                     tarball_bytes=tarball.stat().st_size, bootstrap_seconds=seconds, imported=True)
+    recorded = image.attrs.get("Architecture")
+    if recorded != arch:
+        raise BuildError(f"the engine recorded {ref} as {recorded}, not {arch}: it ignored the import's platform "
+                         f"(Docker API < 1.32?). Upgrade the engine, or build on an {arch} host.")
+    say(f"base-local: {ref} = {image.short_id} ({image.attrs.get('Size', 0) / 1e6:.0f} MB, {ARCH_PLATFORM[arch]})")
+    return image
 
 
-def _bootstrap(suite: str, mirror: str, tarball: Path, say: Log) -> float:
+def _bootstrap(suite: str, mirror: str, tarball: Path, say: Log, *, arch: str = "amd64") -> float:
     if shutil.which("debootstrap") is None:
         raise HostCheckError("debootstrap is not installed: `apt-get install debootstrap` (Debian/Ubuntu hosts), "
                              "or pull a python:<version>-slim base and pass --base-image instead")
     if os.geteuid() != 0:
         raise HostCheckError("debootstrap needs root to create device nodes and chroot: run `sudo torchrig "
                              "base-local`, or pull a base image and pass --base-image")
+    require_emulation(arch)
     tarball.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="torchrig-base-", dir=tarball.parent) as tmp:
         root = Path(tmp) / "rootfs"
-        cmd = debootstrap_command(suite, root, mirror)
-        say(f"base-local: {' '.join(cmd)}  (about 80 s; the result is cached in {tarball.parent})")
+        cmd = debootstrap_command(suite, root, mirror, arch=arch)
+        about = "about 80 s" if arch == "amd64" else "about 3 min under qemu"
+        say(f"base-local: {' '.join(cmd)}  ({about}; the result is cached in {tarball.parent})")
         tail: list[str] = []
         shown = 0.0
         # `with`: the pipe is closed however the loop ends (an unclosed pipe is a ResourceWarning, an error in CI)
@@ -216,7 +292,7 @@ def _bootstrap(suite: str, mirror: str, tarball: Path, say: Log) -> float:
             tar.add(root, arcname=".", filter=_numeric_owner)
         partial.replace(tarball)  # only a complete tarball is ever cached
     seconds = time.monotonic() - start
-    say(f"base-local: bootstrapped {suite} in {seconds:.0f} s, tarball {tarball.stat().st_size / 1e6:.0f} MB")
+    say(f"base-local: bootstrapped {suite} ({arch}) in {seconds:.0f} s, tarball {tarball.stat().st_size / 1e6:.0f} MB")
     return seconds
 
 
