@@ -15,7 +15,7 @@ from torchrig.engine.client import connect
 from torchrig.engine.registry import pull_image, push_image
 from torchrig.errors import BuildError, UsageError
 from torchrig.images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
-from torchrig.images.base import SUITES, ensure_base
+from torchrig.images.base import ARCHES, DEBIAN_RELEASES, ensure_base
 from torchrig.images.lock import Lock, lock_path, lock_status, read_lock
 from torchrig.images.pin import bases_file, pin_bases
 from torchrig.images.plan import sources
@@ -110,8 +110,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("base-local", help="make torchrig-base:SUITE with debootstrap (no registry needed)",
                        description="Bootstrap a minimal Debian (python3, venv, pip, CA certificates) from the "
                        "mirror apt uses, cache the tarball under ~/.cache/torchrig/base, and docker-import it.")
-    p.add_argument("--suite", choices=SUITES, default="bookworm", help="Debian release (default bookworm: "
+    p.add_argument("--suite", choices=DEBIAN_RELEASES, default="bookworm", help="Debian release (default bookworm: "
                    "Python 3.11; bullseye 3.9, trixie 3.13)")
+    p.add_argument("--arch", choices=ARCHES, default="amd64", help="Debian architecture (default amd64; arm64 "
+                   "under qemu-user-static on an amd64 host: torchrig-base:SUITE-arm64)")
     p.add_argument("--mirror", metavar="URL", type=types.url,
                    help="Debian mirror ($TORCHRIG_DEBIAN_MIRROR; default: apt's)")
     p.add_argument("--rebuild", action="store_true", help="bootstrap again even when a cached tarball exists")
@@ -308,7 +310,7 @@ def _images(args: argparse.Namespace) -> int:
 def _base_local(args: argparse.Namespace) -> int:
     settings = _settings(args)
     base = ensure_base(args.suite, client=connect(), cache_dir=settings.cache_dir,
-                       mirror=settings.debian_mirror, log=_say, rebuild=args.rebuild)
+                       mirror=settings.debian_mirror, log=_say, rebuild=args.rebuild, arch=args.arch)
     print(base.ref)
     target = settings.matrix_root / PROJECT_FILE
     if args.write_config:
