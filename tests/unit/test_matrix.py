@@ -176,3 +176,14 @@ def test_a_registry_override_docker_would_refuse_is_a_configuration_error() -> N
     settings = Settings.from_environ({"TORCHRIG_REGISTRY": "https://localhost:5000"}, matrix=ROOT / "matrix.yaml")
     with pytest.raises(ConfigurationError, match=r"TORCHRIG_REGISTRY: 'https://localhost:5000' is not a registry"):
         load_matrix(ROOT / "matrix.yaml", settings=settings)
+
+
+def test_platforms_default_to_amd64_and_keep_the_rows_order(tmp_path: Path) -> None:
+    m = load_matrix(ROOT / "matrix.yaml")
+    assert all(e.platforms and set(e.platforms) <= {"linux/amd64", "linux/arm64"} for e in m.environments)
+    text = (ROOT / "matrix.yaml").read_text() + (
+        "\n  - id: cuda124\n    accelerator: cuda\n    cuda: \"12.4\"\n    torch: \"2.5.1\"\n"
+    )
+    shutil.copytree(ROOT / "images", tmp_path / "images")
+    (tmp_path / "matrix.yaml").write_text(text)
+    assert load_matrix(tmp_path / "matrix.yaml").get("cuda124").platforms == ("linux/amd64",)

@@ -19,13 +19,16 @@ from torchrig.results.contract import ACCELERATORS, Accelerator  # the values of
 
 __all__ = [
     "ACCELERATORS",
+    "DEFAULT_PLATFORMS",
     "IMAGE_EXTRAS",
+    "PLATFORMS",
     "SCHEMA_VERSION",
     "TARGETS",
     "Accelerator",
     "Environment",
     "ImageRef",
     "Matrix",
+    "Platform",
     "Target",
     "canonical_name",
     "requirement_name",
@@ -33,6 +36,10 @@ __all__ = [
 
 Target = Literal["runtime", "devel"]
 TARGETS: tuple[str, ...] = get_args(Target)
+# The OCI platforms an environment can build for (matrix.yaml ``platforms:``); amd64 is the default.
+Platform = Literal["linux/amd64", "linux/arm64"]
+PLATFORMS: tuple[str, ...] = get_args(Platform)
+DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
 
 SCHEMA_VERSION = 1
 # Every image carries the benchmark suite (bench/) and what runs it, so `torchrig run-bench ENV` needs nothing
@@ -70,6 +77,9 @@ class Environment:
     dockerfile: Path
     registry: str
     image: str
+    # OCI platforms this environment builds for, in matrix.yaml's order (``platforms:``; default linux/amd64),
+    # each checked against the compat data's aarch64 wheels.
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
 
     @property
     def flavour(self) -> str:

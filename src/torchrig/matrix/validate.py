@@ -16,6 +16,8 @@ from typing import Any
 from torchrig.matrix.compat import Compat, parse_version
 from torchrig.matrix.model import (
     ACCELERATORS,
+    DEFAULT_PLATFORMS,
+    PLATFORMS,
     SCHEMA_VERSION,
     TARGETS,
     Environment,
@@ -63,7 +65,7 @@ def runtime_pin_problems(torch: str, extras: tuple[str, ...] | list[str], compat
 _TOP_KEYS = ("schema_version", "registry", "image", "defaults", "environments")
 _ENV_KEYS = (
     "id", "description", "accelerator", "torch", "torchvision", "python", "cuda", "rocm",
-    "targets", "index", "extra_index", "extras", "size_budget_mb", "dockerfile",
+    "targets", "index", "extra_index", "extras", "size_budget_mb", "dockerfile", "platforms",
 )
 _DEFAULT_KEYS = tuple(k for k in _ENV_KEYS if k not in ("id", "torch", "accelerator", "cuda", "rocm"))
 # Keys whose value may not be empty (null), with an example value for the message.
@@ -71,7 +73,7 @@ _REQUIRED_VALUE: dict[str, str] = {
     "accelerator": "cpu", "torch": '"2.0.1"', "torchvision": '"0.15.2"', "python": '"3.11"', "cuda": '"11.8"',
     "rocm": '"5.4.2"', "targets": "{runtime: python:3.11-slim-bookworm}",
     "index": "https://download.pytorch.org/whl/{flavour}", "size_budget_mb": "{runtime: 6000}",
-    "dockerfile": "images/Dockerfile",
+    "dockerfile": "images/Dockerfile", "platforms": "[linux/amd64, linux/arm64]",
 }
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _TORCH_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -286,6 +288,7 @@ class Validator:
         for msg in runtime_pin_problems(torch, extras or (), self.compat) if torch else ():
             self.err(f"{eid}.extras", msg)
         budgets = self._budgets(eid, merged.get("size_budget_mb"))
+        platforms = self._platforms(eid, merged.get("platforms", list(DEFAULT_PLATFORMS)))
         dockerfile = self._str(f"{eid}.dockerfile", merged.get("dockerfile", "images/Dockerfile"))
         # lexically (a symlinked images/ folder is fine; `../` or an absolute path elsewhere is not)
         if dockerfile is not None and not Path(os.path.normpath(self.root.absolute() / dockerfile)).is_relative_to(
@@ -305,7 +308,7 @@ class Validator:
             id=eid, description=description, accelerator=accelerator, torch=torch, torchvision=torchvision,
             python=python, cuda=cuda, rocm=rocm, targets=targets, index="", extra_index=(),
             extras=extras or (), size_budget_mb=budgets or {}, dockerfile=self.root / (dockerfile or ""),
-            registry=registry, image=image,
+            registry=registry, image=image, platforms=platforms or DEFAULT_PLATFORMS,
         )
         fmt["flavour"] = env.flavour
         try:
@@ -362,6 +365,22 @@ class Validator:
             self.err(f"{where}.runtime", "missing: every environment needs a runtime base image")
             return None
         return out
+
+    def _platforms(self, eid: str, raw: Any) -> tuple[str, ...] | None:
+        where = f"{eid}.platforms"
+        if not isinstance(raw, list) or not raw or not all(isinstance(p, str) for p in raw):
+            self.err(where, f"expected a non-empty list of platforms (e.g. [linux/amd64, linux/arm64]), got {raw!r}")
+            return None
+        n_before = len(self.problems)
+        for p in raw:
+            if p not in PLATFORMS:
+                close = difflib.get_close_matches(p, PLATFORMS, 1, 0.6)
+                hint = f" Perhaps you meant {close[0]!r}?" if close else ""
+                self.err(where, f"{p!r} is not a platform torchrig builds; allowed: {', '.join(PLATFORMS)}.{hint}")
+        dups = sorted({p for p in raw if raw.count(p) > 1})
+        if dups:
+            self.err(where, f"{', '.join(dups)} listed more than once; list each platform once")
+        return tuple(raw) if len(self.problems) == n_before else None
 
     def _budgets(self, eid: str, raw: Any) -> dict[Target, int] | None:
         if raw is None:
