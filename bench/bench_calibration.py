@@ -55,7 +55,7 @@ def test_gemm(benchmark: Any, gemm_case: GemmCase, bench: BenchContext) -> None:
         return torch.mm(a, b, out=c)
 
     with capture_warnings() as seen, precision_flags(tf32=gemm_case.dtype == "tf32", cudnn_benchmark=False) as flags:
-        m = measure(benchmark, step, device=bench.device, plan=bench.suite.plan)
+        m = measure(benchmark, step, device=bench.device, plan=bench.size_set.plan)
     metrics = {**rate_metrics(m, name="tflops", per_step=flops / 1e12, unit="TFLOP/s"), **timing_metrics(m)}
     peak = device_lookup(bench.device)
     peak_tflops = peak.tflops.get(gemm_case.dtype) if peak else None
@@ -89,7 +89,7 @@ def test_copy_bandwidth(benchmark: Any, copy_case: CopyCase, bench: BenchContext
         return dst.copy_(src)
 
     with capture_warnings() as seen, precision_flags(tf32=False, cudnn_benchmark=False) as flags:
-        m = measure(benchmark, step, device=bench.device, plan=bench.suite.plan)
+        m = measure(benchmark, step, device=bench.device, plan=bench.size_set.plan)
     moved = 2.0 * nbytes
     metrics = {**rate_metrics(m, name="bandwidth_gbs", per_step=moved / 1e9, unit="GB/s"), **timing_metrics(m)}
     peak = device_lookup(bench.device)

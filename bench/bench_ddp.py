@@ -36,7 +36,7 @@ def test_ddp_scaling(benchmark: Any, ddp_case: TrainCase, bench: BenchContext,
     if problem:
         pytest.skip(problem)
     benchmark.group = "ddp scaling"
-    plan = bench.suite.plan
+    plan = bench.size_set.plan
     with capture_warnings() as seen:
         one = launch(ddp_case, nproc=1, plan=plan, device="cuda", out=tmp_path / "ddp1.json")
         many: dict[str, Any] = {}

@@ -44,7 +44,7 @@ def test_train(benchmark: Any, train_case: TrainCase, bench: BenchContext) -> No
         with capture_warnings() as seen, \
                 precision_flags(tf32=case.precision == "tf32", cudnn_benchmark=True) as flags:
             w = build_workload(case, bench.device)
-            m = measure(benchmark, w.step, device=bench.device, plan=bench.suite.plan)
+            m = measure(benchmark, w.step, device=bench.device, plan=bench.size_set.plan)
             first_loss = float(m.first_result.float().item())
             last_loss = float(m.result.float().item())
             # FLOPs of one eager step (the math the compiled graph runs too). Counted after the measurement so

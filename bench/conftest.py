@@ -18,7 +18,7 @@ import pytest
 
 from bench.device import DeviceChoice, DeviceProblem, choose_device
 from bench.harness import TorchDevice
-from bench.sizes import SIZES, BenchContext, Suite, suite
+from bench.sizes import SIZES, BenchContext, SizeSet, size_set
 
 _ENV_KEY = "torchrig"
 
@@ -56,14 +56,14 @@ def _parse_batches(items: list[str]) -> dict[str, int]:
     return out
 
 
-def _suite(config: pytest.Config) -> Suite:
+def _size_set(config: pytest.Config) -> SizeSet:
     cached = getattr(config, "_torchrig_suite", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     size = config.getoption("--bench-size")
     if size == "auto":
         size = "tiny" if _device(config.getoption("--bench-device")).type == "cpu" else "full"
-    s = suite(size, batch_overrides=_parse_batches(config.getoption("--bench-batch")))
+    s = size_set(size, batch_overrides=_parse_batches(config.getoption("--bench-batch")))
     config._torchrig_suite = s  # type: ignore[attr-defined]
     return s
 
@@ -80,13 +80,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     dev = _device(config.getoption("--bench-device"))
-    s = _suite(config)
+    s = _size_set(config)
     return [f"torchrig bench: size={s.size} device={dev.name} ({dev.gpu_name or dev.accelerator}) "
             f"rounds={s.plan.rounds} warmup_rounds={s.plan.warmup_rounds} target_round_s={s.plan.target_round_s}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    s = _suite(metafunc.config)
+    s = _size_set(metafunc.config)
     for fixture, cases in (("gemm_case", s.gemm), ("copy_case", s.copy), ("train_case", s.train),
                            ("ddp_case", s.ddp)):
         if fixture in metafunc.fixturenames:
@@ -96,7 +96,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def bench(pytestconfig: pytest.Config) -> BenchContext:
     """The device, the suite of the chosen size, and the options the benchmarks read."""
-    return BenchContext(device=_device(pytestconfig.getoption("--bench-device")), suite=_suite(pytestconfig),
+    return BenchContext(device=_device(pytestconfig.getoption("--bench-device")), size_set=_size_set(pytestconfig),
                         ddp_gpus=pytestconfig.getoption("--bench-ddp-gpus"))
 
 
@@ -124,7 +124,7 @@ def _free_memory(bench: BenchContext) -> Any:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     from bench.fingerprint import environment
 
-    s = _suite(config)
+    s = _size_set(config)
     info = environment(_device(config.getoption("--bench-device")))
     info["suite"] = {"size": s.size, "plan": vars(s.plan)}
     machine_info[_ENV_KEY] = info

@@ -15,7 +15,7 @@ from typing import Literal
 
 from bench.harness import Plan, TorchDevice
 
-__all__ = ["SIZES", "BenchContext", "CopyCase", "GemmCase", "Suite", "TrainCase", "suite"]
+__all__ = ["SIZES", "BenchContext", "CopyCase", "GemmCase", "SizeSet", "TrainCase", "size_set"]
 
 Size = Literal["tiny", "quick", "full"]
 GemmDtype = Literal["fp32", "tf32", "fp16", "bf16"]
@@ -67,7 +67,9 @@ class TrainCase:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Suite:
+class SizeSet:
+    """The cases and timing plan of one ``--bench-size`` (tiny, quick, full)."""
+
     size: Size
     plan: Plan
     gemm: tuple[GemmCase, ...]
@@ -83,7 +85,7 @@ def _train(model: ModelName, batch: int, res: int, precisions: tuple[Precision, 
                  for p in precisions)
 
 
-_TINY = Suite(
+_TINY = SizeSet(
     size="tiny",
     plan=Plan(rounds=3, warmup_rounds=1, target_round_s=0.02, max_steps_per_round=20),
     gemm=tuple(GemmCase(dtype=d, n=256) for d in GEMM_DTYPES),
@@ -98,7 +100,7 @@ _TINY = Suite(
     ddp=_train("cifar_cnn", 8, 32, ("fp32",), small=True),
 )
 
-_QUICK = Suite(
+_QUICK = SizeSet(
     size="quick",
     plan=Plan(rounds=5, warmup_rounds=2, target_round_s=0.25),
     gemm=tuple(GemmCase(dtype=d, n=8192) for d in GEMM_DTYPES),
@@ -113,7 +115,7 @@ _QUICK = Suite(
     ddp=_train("resnet50", 128, 224, ("amp_bf16",)),
 )
 
-_FULL = Suite(
+_FULL = SizeSet(
     size="full",
     plan=Plan(rounds=10, warmup_rounds=3, target_round_s=0.5),
     gemm=tuple(GemmCase(dtype=d, n=n) for d in GEMM_DTYPES for n in (1024, 2048, 4096, 8192)),
@@ -134,18 +136,18 @@ _FULL = Suite(
 
 @dataclass(frozen=True)
 class BenchContext:
-    """What a benchmark gets from the ``bench`` fixture: the device, the suite of the chosen size, the options."""
+    """What a benchmark gets from the ``bench`` fixture: the device, the size set chosen, the options."""
 
     device: TorchDevice
-    suite: Suite
+    size_set: SizeSet
     ddp_gpus: int  # GPUs for the DDP benchmark; 0: all visible
 
 
-SIZES: dict[str, Suite] = {"tiny": _TINY, "quick": _QUICK, "full": _FULL}
+SIZES: dict[str, SizeSet] = {"tiny": _TINY, "quick": _QUICK, "full": _FULL}
 
 
-def suite(size: str, *, batch_overrides: dict[str, int] | None = None) -> Suite:
-    """The suite for ``size`` with per-model batch sizes replaced (``{"resnet50": 64}``)."""
+def size_set(size: str, *, batch_overrides: dict[str, int] | None = None) -> SizeSet:
+    """The size set for ``size`` with per-model batch sizes replaced (``{"resnet50": 64}``)."""
     s = SIZES[size]
     if not batch_overrides:
         return s
