@@ -1,5 +1,5 @@
 # /// script
-# dependencies = ["nox>=2025.2.9", "pyyaml>=6", "docker>=7"]
+# dependencies = ["nox>=2025.2.9"]
 # ///
 """torchrig's front door: every session is a few lines over the ``torchrig`` package.
 
@@ -9,8 +9,8 @@ Sessions are generated from matrix.yaml: each environment gets ``build-<env>``, 
 Python expression where ``build-cuda118`` means "build minus cuda118". Arguments after ``--`` go to the command, e.g.
 ``nox -s build-cpu -- --base-image torchrig-base:bookworm``.
 
-Running ``nox`` with the dependencies above missing makes nox create a small helper environment
-(``.nox/_nox_script_mode``) holding them, so a fresh machine needs only ``pip install nox``.
+A fresh machine needs only ``pip install nox``: the first call installs pyyaml and docker, quietly, into
+``.nox/_torchrig_nox``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,52 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).resolve().parent
+FRONT_DEPS = ("pyyaml>=6", "docker>=7")  # what the noxfile and the python=False sessions import (yaml, docker)
+FRONT_ENV = ROOT / ".nox" / "_torchrig_nox"
+# The script block names only nox: with pyyaml and docker in it, nox's script mode ran `pip install` (20 lines, and
+# "uv binary not found" twice) before every command where nox's interpreter lacked them, `nox -l` included.
+# _front_door installs them once into FRONT_ENV and runs nox again from there; pip's output shows only on failure.
+
+
+def _front_door() -> None:
+    """Re-run nox from a helper venv holding FRONT_DEPS when this interpreter lacks them (made once, quietly)."""
+    import importlib.util
+    import shutil
+    import tempfile
+    from importlib.metadata import version
+
+    if all(importlib.util.find_spec(m) is not None for m in ("yaml", "docker")):
+        return
+    if os.environ.get("TORCHRIG_NOX_FRONT") == str(FRONT_ENV):  # already re-run from there: do not loop
+        sys.exit(f"nox: {FRONT_ENV} lacks pyyaml or docker; remove that folder and run nox again")
+    deps = [f"nox=={version('nox')}", *FRONT_DEPS]
+    stamp = FRONT_ENV / "torchrig-front.txt"
+    python = FRONT_ENV / "bin" / "python"
+    if not (python.exists() and stamp.exists() and stamp.read_text(encoding="utf-8").split() == deps):
+        FRONT_ENV.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="_torchrig_nox.", dir=FRONT_ENV.parent))
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
+            subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                            "--disable-pip-version-check", *deps], check=True, capture_output=True, text=True,
+                           timeout=900)
+        except (OSError, subprocess.SubprocessError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            out = "".join(str(getattr(e, a, None) or "") for a in ("stdout", "stderr")).strip()
+            sys.exit(f"nox: this noxfile needs {' and '.join(FRONT_DEPS)} beside nox; installing them into {FRONT_ENV}"
+                     f" failed ({e}).\n{out[-3000:]}\nInstall them where nox runs (e.g. `pipx inject nox pyyaml docker`"
+                     " or `python3 -m pip install pyyaml docker`), or let pip reach an index (PIP_INDEX_URL).")
+        (tmp / "torchrig-front.txt").write_text(" ".join(deps) + "\n", encoding="utf-8")
+        shutil.rmtree(FRONT_ENV, ignore_errors=True)
+        try:
+            tmp.rename(FRONT_ENV)  # another nox may have won the race: then use that one
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    os.environ["TORCHRIG_NOX_FRONT"] = str(FRONT_ENV)
+    os.execv(str(python), [str(python), "-m", "nox", *sys.argv[1:]])
+
+
+_front_door()
 sys.path.insert(0, str(ROOT / "src"))
 
 from torchrig.errors import ConfigurationError, FatalError  # noqa: E402
@@ -62,7 +108,7 @@ MATRIX = _load()
 
 
 def _torchrig(session: nox.Session, *args: str) -> None:
-    """Run the torchrig CLI in nox's own interpreter (it has pyyaml and docker; see the script block above)."""
+    """Run the torchrig CLI in nox's own interpreter (it has pyyaml and docker: _front_door sees to it)."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))}
     session.run(sys.executable, "-m", "torchrig", "--matrix", str(MATRIX_PATH), *args,
                 *session.posargs, env=env, external=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,3 +128,96 @@ def test_python_m_bench_on_a_bare_python_exits_2_with_the_ways_forward(tmp_path:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "has no torch, pytest, pytest_benchmark" in proc.stderr
     assert "torchrig run-bench ENV" in proc.stderr
+
+
+# ------------------------------------------------------------------ the front door: `nox -l` is the menu, only
+
+_BLOCKER = """import os, sys
+if sys.prefix != os.environ.get("TEST_HELPER_PREFIX"):  # nox's own interpreter lacks these; the helper has them
+    sys.modules["yaml"] = None
+    sys.modules["docker"] = None
+"""
+
+
+def _menu_only(proc: subprocess.CompletedProcess[str], noxfile: Path) -> None:
+    """stdout is the noxfile's docstring, the sessions and nox's footer; stderr is empty: no installer output."""
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", f"nox -l printed more than the menu:\n{proc.stderr}"
+    import ast
+
+    doc = ast.get_docstring(ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8")), clean=False)
+    assert isinstance(doc, str)
+    head, sep, rest = proc.stdout.partition(f"Sessions defined in {noxfile}:\n")
+    assert sep and head.strip() == doc.strip(), head
+    lines = [ln for ln in rest.splitlines() if ln]
+    assert lines[-1] == "sessions marked with * are selected, sessions marked with - are skipped."
+    odd = [ln for ln in lines[:-1] if not re.match(r"^[*-] [a-z0-9-]+( \[[a-z0-9,-]+\])? -> \S", ln)]
+    assert not odd, f"lines in nox -l that are no menu entry: {odd}"
+    assert len(lines) > 40
+
+
+def _front_copy(tmp_path: Path) -> Path:
+    """A checkout with its own .nox (the noxfile finds src/, matrix.yaml and images/ beside itself)."""
+    root = tmp_path / "co"
+    root.mkdir()
+    shutil.copy(ROOT / "noxfile.py", root / "noxfile.py")
+    shutil.copy(ROOT / "matrix.yaml", root / "matrix.yaml")
+    for d in ("src", "images"):
+        (root / d).symlink_to(ROOT / d)
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_BLOCKER)
+    return root
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOX_", "TORCHRIG_", "PIP_"))}
+    return {**env, "TORCHRIG_MATRIX": str(root / "matrix.yaml"), **extra}
+
+
+@pytest.mark.parametrize("uv", ["fake uv first on PATH", "no uv on PATH"])
+def test_nox_l_prints_the_menu_and_nothing_else(uv: str, tmp_path: Path) -> None:
+    """In nox's default script mode (not NOX_SCRIPT_MODE=none), whether or not a uv is found."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    if uv.startswith("fake"):
+        (bindir / "uv").write_text("#!/bin/sh\necho 'uv says hello'\necho 'uv on stderr' >&2\nexit 0\n")
+        (bindir / "uv").chmod(0o755)
+    env = _env(ROOT, PATH=os.pathsep.join([str(bindir), "/usr/bin", "/bin"]))
+    proc = subprocess.run([sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-l"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    _menu_only(proc, ROOT / "noxfile.py")
+
+
+def test_nox_without_pyyaml_or_docker_runs_from_the_helper_env_and_prints_only_the_menu(tmp_path: Path) -> None:
+    """The helper env (here made by hand from this interpreter's packages, so no index is needed) is used as is."""
+    import site
+    from importlib.metadata import version
+
+    root = _front_copy(tmp_path)
+    helper = root / ".nox" / "_torchrig_nox"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(helper)], check=True, timeout=120)
+    purelib = next(helper.glob("lib/python*/site-packages"))
+    (purelib / "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    (helper / "torchrig-front.txt").write_text(f"nox=={version('nox')} pyyaml>=6 docker>=7\n")
+    env = _env(root, PYTHONPATH=str(tmp_path / "block"), TEST_HELPER_PREFIX=str(helper))
+    blocked = subprocess.run([sys.executable, "-c", "import yaml"], capture_output=True, text=True, env=env)
+    assert "ModuleNotFoundError" in blocked.stderr  # the outer interpreter really lacks pyyaml
+    proc = subprocess.run([sys.executable, "-m", "nox", "-l"], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=120)
+    _menu_only(proc, root / "noxfile.py")
+
+
+def test_nox_without_pyyaml_and_no_index_says_what_to_install(tmp_path: Path) -> None:
+    root = _front_copy(tmp_path)
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    env = _env(root, PYTHONPATH=str(tmp_path / "block"), TEST_HELPER_PREFIX="none", PIP_CONFIG_FILE=os.devnull,
+               PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty))
+    proc = subprocess.run([sys.executable, "-m", "nox", "-l"], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "needs pyyaml>=6 and docker>=7 beside nox" in proc.stderr
+    assert "pipx inject nox pyyaml docker" in proc.stderr and "No matching distribution" in proc.stderr
+    assert [p.name for p in (root / ".nox").iterdir() if p.name.startswith("_torchrig_nox")] == []
