@@ -62,7 +62,7 @@ def test_every_session_reads_as_a_menu_entry(shipped: list[dict[str, object]]) -
         assert isinstance(s["description"], str) and len(s["description"]) > 20, s["name"]
     build = next(s for s in shipped if s["name"] == "build-cuda118")
     assert "torch 2.0.1" in str(build["description"]) and "cu118" in str(build["description"])
-    assert set(build["tags"]) == {"build", "cuda118"}  # type: ignore[arg-type]
+    assert set(build["tags"]) == {"build", "cuda118"}  # type: ignore[call-overload]
 
 
 def test_adding_an_environment_adds_its_sessions(tmp_path: Path) -> None:
