@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -15,7 +15,7 @@ from torchrig.results.reading import InputFileError
 
 T = TypeVar("T")
 
-__all__ = ["BaseImageFacts", "Compat", "RuntimePin", "TorchRelease", "load_compat", "parse_version"]
+__all__ = ["Aarch64Wheels", "BaseImageFacts", "Compat", "RuntimePin", "TorchRelease", "load_compat", "parse_version"]
 
 Version = tuple[int, ...]
 
@@ -86,11 +86,27 @@ class RuntimePin:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Aarch64Wheels:
+    """The Linux aarch64 torch builds of one minor release (compat.yaml ``aarch64``)."""
+
+    pypi: str | None  # the flavour of PyPI's aarch64 wheel ("cpu", "cu130"); None: no aarch64 wheel on PyPI
+    index: tuple[str, ...]  # flavours whose PyTorch-index folder carries aarch64 wheels
+    sources: tuple[str, ...]
+
+    def describe(self) -> str:
+        pypi = f"PyPI's is the {self.pypi} build" if self.pypi else "PyPI has none"
+        index = ", ".join(self.index) if self.index else "none known"
+        return f"{pypi}; on the PyTorch index: {index}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Compat:
     releases: dict[str, TorchRelease]
     driver_min: dict[str, str]
     _base_images: tuple[tuple[re.Pattern[str], str | None, str | None], ...]
     runtime_pins: tuple[RuntimePin, ...] = ()
+    aarch64: dict[str, Aarch64Wheels] = field(default_factory=dict)  # minor -> its aarch64 builds
+    free_threaded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # minor -> Pythons with cp3XXt wheels
 
     def pins_for(self, torch: str) -> tuple[RuntimePin, ...]:
         """The runtime pins an environment with this torch gets (compat.yaml ``runtime_pins``)."""
@@ -154,6 +170,11 @@ def _from_data(data: dict[str, Any]) -> Compat:
         _base_images=bases,
         runtime_pins=tuple(RuntimePin(requirement=str(p["requirement"]), torch_below=str(p["torch_below"]),
                                       why=str(p["why"])) for p in data.get("runtime_pins", ())),
+        aarch64={str(k): Aarch64Wheels(pypi=None if v["pypi"] is None else str(v["pypi"]),
+                                       index=tuple(str(x) for x in v["index"]),
+                                       sources=tuple(str(x) for x in v["sources"]))
+                 for k, v in (data.get("aarch64") or {}).items()},
+        free_threaded={str(k): tuple(str(x) for x in v) for k, v in (data.get("free_threaded") or {}).items()},
     )
 
 

@@ -26,6 +26,7 @@ from torchrig.matrix.model import (
     requirement_name,
 )
 from torchrig.matrix.onnx_extras import onnx_extras_problems
+from torchrig.matrix.platforms import platform_problems
 from torchrig.matrix.references import (
     image_reference_problem,
     index_url_problem,
@@ -321,6 +322,9 @@ class Validator:
         for key, url in (("index", index_url), *(("extra_index", x) for x in extra)):
             if problem := index_url_problem(url):
                 self.err(f"{eid}.{key}", problem)
+        for msg in platform_problems(env.platforms, torch=torch, flavour=env.flavour, index=index_url,
+                                     compat=self.compat):
+            self.err(f"{eid}.platforms", msg)
         if len(self.problems) > n_before:
             return None
         return Environment(**{**env.__dict__, "index": index_url, "extra_index": extra})
