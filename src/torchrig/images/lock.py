@@ -74,14 +74,22 @@ def inputs_digest(env: Environment, *, index_url: str, extra_index_urls: Sequenc
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def lock_path(root: Path, env: Environment, *, index_url: str, extra_index_urls: Sequence[str]) -> Path:
-    """``locks/<env>.txt`` for the environment's own indexes, ``locks/<env>@<index>.txt`` for others."""
+def lock_path(root: Path, env: Environment, *, index_url: str, extra_index_urls: Sequence[str],
+              platform: str = "linux/amd64") -> Path:
+    """``locks/<env>.txt`` for the environment's own indexes, ``locks/<env>@<index>.txt`` for others; a platform
+    other than amd64 adds ``~<arch>`` (``locks/cpu~arm64.txt``): one lock per platform, each for its wheels."""
     own = (normalize_index(env.index), tuple(normalize_index(u) for u in env.extra_index))
     want = (normalize_index(index_url), tuple(normalize_index(u) for u in extra_index_urls))
+    arch = "" if platform == "linux/amd64" else "~" + platform.rsplit("/", 1)[-1]
     if want == own:
-        return root / "locks" / f"{env.id}.txt"
+        return root / "locks" / f"{env.id}{arch}.txt"
     slug = "+".join(_slug(u) for u in (want[0], *want[1]))
-    return root / "locks" / f"{env.id}@{slug}.txt"
+    return root / "locks" / f"{env.id}@{slug}{arch}.txt"
+
+
+def _lock_oci_platform(lock_platform: str) -> str:
+    """The OCI platform of a lock's ``platform:`` header (uv's ``aarch64-manylinux_2_17`` -> ``linux/arm64``)."""
+    return "linux/arm64" if lock_platform.strip().lower().startswith(("aarch64", "arm64")) else "linux/amd64"
 
 
 def _slug(url: str) -> str:
@@ -287,12 +295,13 @@ def _name_problem(lock: Lock, env: Environment) -> str | None:
     ``<env>@<slug of its indexes>.txt`` for others (:func:`lock_path`). Elsewhere (``--lock FILE``) any name goes."""
     if lock.path is None or lock.path.parent.name != "locks":
         return None
-    stem_env, at, slug = lock.path.stem.partition("@")
+    stem_env, at, slug = lock.path.stem.split("~", 1)[0].partition("@")
     if stem_env != lock.env_id:
         return (f"{lock.name} is stale: its header says environment {lock.env_id!r}, but the file is named for "
                 f"{stem_env!r} (a lock saved under another environment's name); regenerate it with "
                 f"`torchrig lock {stem_env}`, or move it to locks/{lock.env_id}.txt")
-    want = lock_path(lock.path.parent.parent, env, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls)
+    want = lock_path(lock.path.parent.parent, env, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls,
+                     platform=_lock_oci_platform(lock.platform))
     if want.name != lock.path.name:
         where = f"index {slug!r}" if at else f"{env.id}'s own index ({normalize_index(env.index)})"
         return (f"{lock.name} is stale: the file name says it is for {where}, but its header says it was resolved "

@@ -30,6 +30,7 @@ from torchrig.errors import BuildError, UsageError
 from torchrig.images.lock import LockedPackage, format_lock, lock_path, parse_lock
 from torchrig.images.options import BuildOptions, default_root
 from torchrig.images.plan import Sources, sources
+from torchrig.images.platforms import PLATFORM_MACHINE
 from torchrig.matrix import Environment, canonical_name
 from torchrig.matrix.compat import load_compat
 from torchrig.results.io import atomic_write_text
@@ -79,11 +80,17 @@ def uv_version(uv: Path, *, run: Runner = subprocess.run) -> str:
     return m.group(1)
 
 
-def target_platform(env: Environment) -> str:
+def target_platform(env: Environment, platform: str = "linux/amd64") -> str:
     """uv's ``--python-platform`` for ``env``'s images: manylinux x86_64 at the oldest glibc of its target bases
     (compat.yaml's ``base_images``: ``python:*-bookworm`` 2.36, ``*-ubuntu22.04`` 2.35), so every target can install
     the lock; for a base compat.yaml does not know, the glibc the torch release's wheel tag needs
-    (``manylinux_2_28_x86_64`` -> 2.28; plain ``linux_x86_64`` before torch 2.7 -> 2.17, manylinux2014's)."""
+    (``manylinux_2_28_x86_64`` -> 2.28; plain ``linux_x86_64`` before torch 2.7 -> 2.17, manylinux2014's).
+    For ``linux/arm64`` the same glibc on aarch64 (PyPI's aarch64 torch wheels are manylinux2014/_2_28 too)."""
+    machine = PLATFORM_MACHINE[platform]
+    return machine + _x86_64_platform(env).removeprefix("x86_64")
+
+
+def _x86_64_platform(env: Environment) -> str:
     compat = load_compat()
     known = [facts.glibc for base in env.targets.values()
              if (facts := compat.base_image(base)) is not None and facts.glibc]
@@ -155,9 +162,9 @@ def _run_uv(cmd: list[str], *, what: str, src_index: str, ca_bundle: Path | None
 
 def resolve(env: Environment, src: Sources, *, uv: Path, ca_bundle: Path | None = None,
             wheelhouse: Path | None = None, run: Runner = subprocess.run,
-            timeout: float = RESOLVE_TIMEOUT_S) -> list[LockedPackage]:
+            timeout: float = RESOLVE_TIMEOUT_S, options_platform: str = "linux/amd64") -> list[LockedPackage]:
     """The lock's packages: torch's closure in ``[torch]``, the rest in ``[extras]``, all at one resolution."""
-    platform = target_platform(env)
+    platform = target_platform(env, options_platform)
 
     def compile_(requirements: Path, output: Path, what: str, constraints: Path | None = None) -> None:
         cmd = compile_command(uv, requirements=requirements, output=output, python=env.python, platform=platform,
@@ -195,16 +202,17 @@ def write_lock(env: Environment, options: BuildOptions, *, output: Path | None =
     out = out or sys.stderr
     root = options.root or default_root()
     src = sources(env, "runtime", options)
+    oci = options.platform
     output = output or options.lock_file or lock_path(root, env, index_url=src.index_url,
-                                                      extra_index_urls=src.extra_index_urls)
+                                                      extra_index_urls=src.extra_index_urls, platform=oci)
     uv = find_uv()
     resolver = uv_version(uv, run=run)
-    platform = target_platform(env)
+    platform = target_platform(env, oci)
     print(f"lock {env.id}: resolving {' '.join(env.requirements())} for Python {env.python} on {platform} against "
           + (f"the wheelhouse {options.wheelhouse}" if options.wheelhouse else src.describe()) + f" ({resolver})",
           file=out, flush=True)
     packages = resolve(env, src, uv=uv, ca_bundle=options.ca_bundle, wheelhouse=options.wheelhouse, run=run,
-                       timeout=timeout)
+                       timeout=timeout, options_platform=oci)
     text = format_lock(env=env, index_url=src.index_url, extra_index_urls=src.extra_index_urls,
                        resolver=f"{resolver} (uv pip compile --generate-hashes)", platform=platform,
                        packages=packages)
