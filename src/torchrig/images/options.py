@@ -66,6 +66,8 @@ class BuildOptions:
     # where the size measurements are kept (<cache_dir>/images); None: measure every time, keep nothing
     cache_dir: Path | None = None
     keep_containers: bool = False  # keep the helper containers (measuring, locking) for debugging
+    # the OCI platform to build (and lock) for: one of the row's platforms (images/platforms.py)
+    platform: str = "linux/amd64"
 
     @classmethod
     def from_settings(cls, settings: Settings, matrix: Matrix | None = None, *, use_lock: bool = True,
