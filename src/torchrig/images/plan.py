@@ -24,6 +24,7 @@ from torchrig.images.context import BuildContext, assemble, code_sources, read_d
 from torchrig.images.lock import LockDecision, decide, lock_path, read_lock
 from torchrig.images.options import LABEL_INPUTS, SOURCE_URL, BuildOptions, default_root
 from torchrig.images.pin import BASES_FILE, PinnedBase, pin, read_pins
+from torchrig.images.platforms import DEFAULT_PLATFORM, check_lock_platform, check_row_platform, platform_ref
 from torchrig.matrix import Environment, ImageRef, Target
 from torchrig.results.io import file_sha256
 
@@ -85,6 +86,7 @@ class Plan:
     labels: Mapping[str, str]
     budget_mb: int | None
     stage: str | None  # the Dockerfile stage to build: the target's, or None (the last) if it names no stages
+    platform: str = DEFAULT_PLATFORM  # the OCI platform the engine builds for
 
     @property
     def inputs(self) -> str:
@@ -202,14 +204,20 @@ def _image_id_or_name(client: docker.DockerClient, name: str) -> str:
 def plan_build(env: Environment, target: Target, options: BuildOptions, client: docker.DockerClient) -> Plan:
     """Everything ``env``/``target``'s build needs, decided; ``client`` only looks up the base image's id."""
     src = sources(env, target, options)
+    check_row_platform(env, options.platform)
     root = options.root or default_root()
     pinned = pin(src.base, read_pins(options.bases_file or root / BASES_FILE))
     base, index_url, extra = pinned.ref, src.index_url, src.extra_index_urls
     if options.keep_ca_bundle and options.ca_bundle is None:
         raise UsageError("--keep-ca-bundle needs a CA bundle: pass --ca-bundle FILE (or set TORCHRIG_CA_BUNDLE)")
     stage = dockerfile_stage(env.dockerfile, target)
-    path = options.lock_file or lock_path(root, env, index_url=index_url, extra_index_urls=extra)
-    lock = decide(read_lock(path) if options.use_lock else None, env, index_url=index_url,
+    path = options.lock_file or lock_path(root, env, index_url=index_url, extra_index_urls=extra,
+                                          platform=options.platform)
+    found = read_lock(path) if options.use_lock else None
+    if found is not None:  # a lock for another machine is refused, stale or not
+        check_lock_platform(lock_name=found.name, lock_platform=found.platform, platform=options.platform,
+                            env_id=env.id)
+    lock = decide(found, env, index_url=index_url,
                   extra_index_urls=extra, path=path, wanted=options.use_lock, required=options.require_lock)
     installer = root / "locks" / "uv.txt"
     installer_text = installer.read_text(encoding="utf-8") if lock.lock is not None and installer.is_file() else ""
@@ -245,16 +253,20 @@ def plan_build(env: Environment, target: Target, options: BuildOptions, client: 
     inputs = hashlib.sha256(json.dumps({
         "v": 1, "target": target, "stage": stage, "context": context_with(dockerfile).sha256, "buildargs": buildargs,
         "base": _image_id_or_name(client, base), "kept_ca": kept_ca, "extra_labels": dict(options.extra_labels),
+        # only when not amd64: the amd64 images built before platforms existed keep their inputs (and are reused)
+        **({"platform": options.platform} if options.platform != DEFAULT_PLATFORM else {}),
     }, sort_keys=True).encode()).hexdigest()
-    ref = options.ref or env.tags(target)
+    ref = options.ref or platform_ref(env.tags(target), options.platform)
     labels = image_labels(env, target, ref, base=pinned, index_url=index_url,
                           lock_sha256=lock.lock.sha256 if lock.lock else None, inputs=inputs,
                           revision=_git_revision(root), created=created_time(root, options.source_date_epoch),
-                          extra=options.extra_labels, lock_file=lock.lock.name if lock.lock else None)
+                          extra={"io.torchrig.platform": options.platform, **options.extra_labels},
+                          lock_file=lock.lock.name if lock.lock else None)
     budget = options.size_budget_mb or env.size_budget_mb.get(target)
     context = context_with(with_labels(dockerfile, stage, labels))
     return Plan(env=env, target=target, ref=ref, base=base, pinned=pinned, index_url=index_url, extra_index_urls=extra,
-                lock=lock, context=context, buildargs=buildargs, labels=labels, budget_mb=budget, stage=stage)
+                lock=lock, context=context, buildargs=buildargs, labels=labels, budget_mb=budget, stage=stage,
+                platform=options.platform)
 
 
 _FROM_RE = re.compile(r"^\s*FROM\s+\S+(?:\s+AS\s+(\S+))?\s*$", re.IGNORECASE | re.MULTILINE)
