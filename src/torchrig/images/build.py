@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from torchrig.engine.client import connect
-from torchrig.engine.stream import BuildStream
+from torchrig.engine.stream import BuildStream, Step
 from torchrig.errors import BuildError
-from torchrig.images.base import missing_base_hint
+from torchrig.images.base import require_emulation
 from torchrig.images.measure import measure_site_packages, read_record, write_record
 from torchrig.images.options import LABEL_INPUTS, MB, BuildOptions, BuiltImage, Log
 from torchrig.images.plan import Plan, plan_build
+from torchrig.images.reach import explain_build_failure
+from torchrig.images.platforms import DEFAULT_PLATFORM, PLATFORM_ARCH, check_base_platform
 from torchrig.images.sbom import SBOM_LABEL, attach_sbom
 from torchrig.images.serve import serving
 from torchrig.matrix import Environment, ImageRef, Target
@@ -28,7 +31,7 @@ from torchrig.matrix import Environment, ImageRef, Target
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["Timings", "build_image", "ensure_image", "find_image"]
+__all__ = ["Timings", "build_image", "ensure_image", "find_image", "stream_timings"]
 
 # Where a build's time went, in order: ("step N/M: INSTRUCTION", seconds) for each Dockerfile step as the build
 # stream reported it, then ("post: WHAT", seconds) for the work after it (measuring, the SBOM). Filled only for a
@@ -89,6 +92,13 @@ def find_image(env: Environment, target: Target = "runtime", options: BuildOptio
                       steps_total=0)
 
 
+def stream_timings(steps: Sequence[Step], seconds: float) -> Timings:
+    """Each step's time as the build stream saw it, and what the build took beyond them (sending the context)."""
+    out: Timings = [(f"step {s.number}/{s.total}: {s.instruction}", s.seconds) for s in steps]
+    out.append(("build: context upload, before the first step", max(0.0, seconds - sum(s.seconds for s in steps))))
+    return out
+
+
 def _find(plan: Plan, client: docker.DockerClient) -> str | None:
     images = client.images.list(filters={"label": f"{LABEL_INPUTS}={plan.inputs}"})
     if not images:
@@ -118,6 +128,10 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
         say(f"[{label}] CA bundle {options.ca_bundle}: served to each downloading step, "
             + ("installed in the image's trust store (--keep-ca-bundle)" if options.keep_ca_bundle
                else "not kept in the image"))
+    if plan.platform != DEFAULT_PLATFORM:
+        require_emulation(PLATFORM_ARCH[plan.platform])  # every RUN step runs the platform's binaries
+        check_base_platform(client, plan.base, plan.platform)
+        say(f"[{label}] platform {plan.platform}")
     stream = BuildStream(label=label, log=say)
     start = time.monotonic()
     with serving(ca_bundle=options.ca_bundle, wheelhouse=options.wheelhouse) as url:
@@ -129,20 +143,18 @@ def _build(plan: Plan, options: BuildOptions, client: docker.DockerClient, say: 
                 fileobj=plan.context.fileobj(), custom_context=True, dockerfile="Dockerfile", target=plan.stage,
                 buildargs=buildargs, network_mode="host", rm=True, forcerm=True,
                 pull=False, nocache=options.no_cache, decode=True,
+                platform=None if plan.platform == DEFAULT_PLATFORM else plan.platform,
             )
             image_id = stream.consume(items)
-        except BuildError as e:
-            if stream.steps and stream.steps[-1].instruction.upper().startswith("FROM"):
-                raise BuildError(f"{e}\nThe base image {plan.base} could not be had: pull it, or "
-                                 f"{missing_base_hint(plan.env.python)}.") from None
-            raise
+        except BuildError as e:  # name each source this machine cannot reach, and the setup that avoids them
+            from_failed = bool(stream.steps) and stream.steps[-1].instruction.upper().startswith("FROM")
+            raise BuildError(explain_build_failure(str(e), plan, from_failed=from_failed,
+                                                   offline=options.wheelhouse is not None)) from None
         except docker.errors.APIError as e:
             raise BuildError(f"the engine refused to build {label}: {e.explanation or e}") from None
     seconds = time.monotonic() - start
     times: Timings = timings if timings is not None else []
-    times += [(f"step {s.number}/{s.total}: {s.instruction}", s.seconds) for s in stream.steps]
-    times.append(("build: context upload, commits, stream overhead",
-                  max(0.0, seconds - sum(s.seconds for s in stream.steps))))
+    times += stream_timings(stream.steps, seconds)
     mark = time.monotonic()
     if not image_id.startswith("sha256:"):
         image_id = str(client.images.get(image_id).id)
