@@ -19,6 +19,7 @@ from torchrig.images.base import ARCHES, DEBIAN_RELEASES, ensure_base
 from torchrig.images.lock import Lock, lock_path, lock_status, read_lock
 from torchrig.images.pin import bases_file, pin_bases
 from torchrig.images.plan import sources
+from torchrig.images.platforms import DEFAULT_PLATFORM, parse_platform
 from torchrig.images.uvlock import RESOLVE_TIMEOUT_S, write_installer_lock, write_lock
 from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
 from torchrig.results.reading import InputFileError, read_json
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--gid", type=types.uid, default=1000, help="GID of the image's user (default 1000)")
     p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     p.add_argument("--reuse", action="store_true", help="skip the build when an image from the same inputs exists")
+    _platform_flag(p)
     p.set_defaults(func=_build)
 
     p = sub.add_parser("lock", help="write locks/ENV.txt: every package pinned with its sha256 (uv, no container)",
@@ -86,6 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "locks/ENV.txt, or locks/ENV@INDEX.txt for another --index-url)")
     p.add_argument("--timeout", type=types.positive_seconds, default=RESOLVE_TIMEOUT_S, metavar="SECONDS",
                    help=f"stop the resolver after this long (default {RESOLVE_TIMEOUT_S:g})")
+    _platform_flag(p)
     p.set_defaults(func=_lock)
 
     p = sub.add_parser("pin-bases", help="record each base image's digest in locks/bases.yaml (builds use it)",
@@ -122,6 +125,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_base_local)
 
 
+def _platform_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--platform", type=parse_platform, default=DEFAULT_PLATFORM, metavar="OS/ARCH",
+                   help="linux/amd64 (default) or linux/arm64 (one of the row's platforms: in matrix.yaml; arm64 "
+                   "on an amd64 host runs under qemu-user-static); locks and local tags are per platform")
+
+
 def _targets(env: Environment, choice: str) -> list[Target]:
     if choice == "all":
         return list(env.targets)
@@ -149,6 +158,7 @@ def _build(args: argparse.Namespace) -> int:
     env = matrix.get(args.env)
     options = BuildOptions.from_settings(settings, matrix, use_lock=not args.no_lock, lock_file=args.lock,
                                          uid=args.uid, gid=args.gid, no_cache=args.no_cache)
+    options = replace(options, platform=args.platform)
     client = connect()
     built: list[BuiltImage] = []
     for target in _targets(env, args.target):
@@ -184,7 +194,7 @@ def _lock(args: argparse.Namespace) -> int:
         raise UsageError("name the environments to lock (torchrig lock ENV...), or --all, --stale or --check")
     if args.output is not None and len(envs) > 1:
         raise UsageError("--output takes one environment")
-    options = BuildOptions.from_settings(settings, matrix)
+    options = replace(BuildOptions.from_settings(settings, matrix), platform=args.platform)
     for env in envs:
         print(write_lock(env, options, output=args.output, out=sys.stderr, timeout=args.timeout))
     _installer(options)
