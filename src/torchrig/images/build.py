@@ -22,8 +22,8 @@ from torchrig.images.base import require_emulation
 from torchrig.images.measure import measure_site_packages, read_record, write_record
 from torchrig.images.options import LABEL_INPUTS, MB, BuildOptions, BuiltImage, Log
 from torchrig.images.plan import Plan, plan_build
-from torchrig.images.reach import explain_build_failure
 from torchrig.images.platforms import DEFAULT_PLATFORM, PLATFORM_ARCH, check_base_platform
+from torchrig.images.reach import explain_build_failure
 from torchrig.images.sbom import SBOM_LABEL, attach_sbom
 from torchrig.images.serve import serving
 from torchrig.matrix import Environment, ImageRef, Target
