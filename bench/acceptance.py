@@ -21,10 +21,11 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.acceptance_data import ANCHORS, Anchor, Case, cases_for
+from bench.busy import Busy
 from bench.flags import precision_flags
 from bench.harness import Plan, TorchDevice, measure
 from bench.peaks import GpuPeak, device_lookup
@@ -100,6 +101,7 @@ class Row:
     peak: float | None = None  # spec peak in the same unit
     anchor: Anchor | None = None
     notes: list[str] = field(default_factory=list)
+    busy: Busy | None = None  # the busy check of the first harness repeat (bench/busy.py)
 
     @property
     def ratio(self) -> float:
@@ -126,7 +128,13 @@ class Row:
         pct = f"{100 * h / self.peak:5.1f} % of spec" if self.peak else "  - % of spec"
         anchor = f"anchor {self.anchor.value:g} {self.unit} ({self.anchor.source})" if self.anchor else "no anchor"
         return (f"{self.case.id:<46} harness {h:>10.4g} {self.unit:<9} bare {b:>10.4g}  ratio {self.ratio:.3f}  "
-                f"{pct}  CV {self.cv_pct:4.1f} %  {anchor}")
+                f"{pct}  CV {self.cv_pct:4.1f} %  {self.busy_cell()}  {anchor}")
+
+    def busy_cell(self) -> str:
+        """``busy 97 %``; ``HOST-BOUND`` added on a GPU below the threshold; ``busy n/a`` when unmeasured."""
+        if self.busy is None or self.busy.pct is None:
+            return "busy  n/a"
+        return f"busy {self.busy.pct:3.0f} %" + (" HOST-BOUND" if self.busy.warn else "")
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -215,10 +223,11 @@ def _quiet() -> Iterator[list[str]]:
 def run_case(case: Case, device: TorchDevice, *, plan: Plan, repeats: int) -> Row:
     harness_step, bare, per_step = _STEPS[case.kind](case, device)
     row = Row(case=case, unit=case.unit)
-    for _ in range(repeats):  # alternate, so that drift (clocks, other load) hits both alike
-        with _quiet() as seen:
-            m = measure(PedanticRunner(), harness_step, device=device, plan=plan)
+    for i in range(repeats):  # alternate, so that drift (clocks, other load) hits both alike
+        with _quiet() as seen:  # one profiled busy-check round per case is enough
+            m = measure(PedanticRunner(), harness_step, device=device, plan=replace(plan, busy_check=i == 0))
         row.self_check_ok &= m.agreement.ok
+        row.busy = row.busy or m.busy
         row.notes.extend(s for s in seen if s not in row.notes)
         row.harness.append(per_step / m.step_s)
         bare_s = bare_step_s(bare, device, steps=m.steps_per_round, rounds=m.rounds)
@@ -253,6 +262,8 @@ def run_acceptance(device: TorchDevice, *, size: str, out: Callable[[str], None]
         out(row.line())
         for note in row.notes[:3]:
             out(f"    note: {note}")
+        if row.busy is not None and (row.busy.warn or row.busy.pct is None):
+            out(f"    busy: {row.busy.message}")
     cv_limit = CV_LIMIT_PCT.get(device.accelerator, 5.0)
     problems = [p for r in rows for p in r.problems(cv_limit)]
     load1 = _load()

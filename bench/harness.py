@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bench.busy import Busy, profile_round
+
 __all__ = [
     "Agreement",
     "BenchTimingWarning",
@@ -142,6 +144,7 @@ class Plan:
     steps_per_round: int | None = None
     tolerance: float = 0.05  # max relative wall/device disagreement before a round is flagged
     floor_s: float = 200e-6  # ... and max absolute disagreement: launch + sync latency is tens of microseconds
+    busy_check: bool = True  # profile one extra round: how busy the device was (bench/busy.py)
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class Measurement:
     tolerance: float = 0.05
     floor_s: float = 200e-6
     extra: dict[str, Any] = field(default_factory=dict)
+    busy: Busy | None = None  # the busy check (bench/busy.py); None when the plan turned it off
 
     @property
     def step_s(self) -> float:
@@ -239,6 +243,7 @@ class Measurement:
                 "tolerance_pct": 100 * self.tolerance,
                 "floor_s": self.floor_s,
             },
+            "busy": self.busy.info() if self.busy else None,
             "total_s": self.total_s,
             **self.extra,
         }
@@ -250,6 +255,18 @@ def _timed_once(step: Callable[[], Any], device: Device) -> tuple[float, Any]:
     out = step()
     device.synchronize()
     return time.perf_counter() - t0, out
+
+
+def _busy_check(step: Callable[[], Any], n: int, device: Device, round_s: float) -> Busy:
+    """Profile one more round of ``n`` steps (after the timed ones, so it changes none of them)."""
+
+    def one_round() -> None:
+        for _ in range(n):
+            step()
+        device.synchronize()
+
+    device.synchronize()
+    return profile_round(one_round, gpu=device.accelerator != "cpu", round_s=round_s)
 
 
 def measure(benchmark: Any, step: Callable[[], Any], *, device: Device, plan: Plan) -> Measurement:
@@ -300,6 +317,9 @@ def measure(benchmark: Any, step: Callable[[], Any], *, device: Device, plan: Pl
     agreement = check_agreement(timed, tolerance=plan.tolerance, floor_s=plan.floor_s)
     if not agreement.ok:
         warnings.warn(BenchTimingWarning(f"{getattr(benchmark, 'name', '?')}: {agreement.message}"), stacklevel=2)
+    busy = _busy_check(step, n, device, statistics.fmean(round_s)) if plan.busy_check else None
+    if busy is not None and busy.warn:
+        warnings.warn(BenchTimingWarning(f"{getattr(benchmark, 'name', '?')}: {busy.message}"), stacklevel=2)
     return Measurement(
         steps_per_round=n,
         rounds=len(round_s),
@@ -315,4 +335,5 @@ def measure(benchmark: Any, step: Callable[[], Any], *, device: Device, plan: Pl
         tolerance=plan.tolerance,
         floor_s=plan.floor_s,
         timer_source=source,
+        busy=busy,
     )

@@ -37,7 +37,9 @@ def rate_metrics(m: Measurement, *, name: str, per_step: float, unit: str) -> di
 
 
 def timing_metrics(m: Measurement) -> dict[str, Any]:
+    busy = {"busy_pct": metric(m.busy.pct, "%")} if m.busy is not None and m.busy.pct is not None else {}
     return {
+        **busy,
         "step_time_s": metric(m.step_s, "s", higher_is_better=False, repeats=m.rounds, stddev=m.step_stddev_s),
         "cv_pct": metric(m.cv_pct, "%", higher_is_better=False, repeats=m.rounds),
         "first_step_s": metric(m.first_step_s, "s", higher_is_better=False),

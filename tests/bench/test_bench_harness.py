@@ -181,7 +181,8 @@ def test_warmup_rounds_are_excluded(benchmark: Any) -> None:
 
     m = measure(benchmark, step, device=HostDevice(),
                 plan=Plan(rounds=3, warmup_rounds=2, target_round_s=0.01, steps_per_round=1))
-    assert len(calls) == 1 + 2 + 3
+    assert len(calls) == 1 + 2 + 3 + 1  # ... + the profiled busy-check round, after the timed ones
+    assert m.busy is not None and m.busy.method.startswith("torch.profiler CPU:")
     assert m.warmup_rounds == 2 and all(w >= 0.2 for w in m.warmup_s)
     assert len(benchmark.stats.stats.data) == 3 and max(benchmark.stats.stats.data) < 0.1
 
