@@ -16,9 +16,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from torchrig.engine.oci_index import RegistryHTTP, index_document, split_name
 from torchrig.engine.stream import TransferStream, registry_hint
 from torchrig.errors import RegistryError
 from torchrig.matrix import ImageRef
@@ -27,7 +28,8 @@ from torchrig.results.io import Log
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["WAIT_NOTICE_S", "pull_image", "push_image", "registry_of", "waiting"]
+__all__ = ["WAIT_NOTICE_S", "merge_index", "platform_tag", "pull_image", "push_image", "push_platforms", "registry_of",
+           "waiting"]
 
 WAIT_NOTICE_S = 30.0
 _END = object()
@@ -99,28 +101,73 @@ def _check_pushable(ref: ImageRef) -> None:
 
 def push_image(ref: ImageRef, *, client: docker.DockerClient, log: Log) -> str | None:
     """Push the immutable tag and the alias; return the pushed digest (None if the engine did not say)."""
-    import docker.errors
-
     _check_pushable(ref)
     digest = None
     for name in (ref.immutable, ref.alias):
-        repo, tag = name.rsplit(":", 1)
-        registry = registry_of(name)
+        digest = _push_one(name, client=client, log=log) or digest
+    return digest
+
+
+def _push_one(name: str, *, client: docker.DockerClient, log: Log) -> str | None:
+    import docker.errors
+
+    repo, tag = name.rsplit(":", 1)
+    registry = registry_of(name)
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        raise RegistryError(f"there is no local image {name} to push: build it first (`torchrig build ENV`), "
+                            "or pull it") from None
+    stream = TransferStream(action="push", ref=name, registry=registry, log=log)
+    try:
+        stream.consume(waiting(client.api.push(repo, tag=tag, stream=True, decode=True), log=log,
+                               what=f"push {name} to {registry}"))
+    except docker.errors.APIError as e:
+        msg = str(e.explanation or e)
+        raise RegistryError(f"push {name} failed: {registry_hint(registry, msg)}\n  engine said: {msg}") from None
+    except _transfer_errors() as e:
+        raise RegistryError(_stalled("push", name, registry, e, client)) from None
+    return stream.digest
+
+
+def platform_tag(ref: ImageRef, platform: str) -> str:
+    """The name one platform's image is pushed under before the index: ``<immutable>-<arch>``."""
+    return f"{ref.immutable}-{platform.split('/')[1]}"
+
+
+def push_platforms(ref: ImageRef, local: Mapping[str, str], *, client: docker.DockerClient, log: Log) -> str:
+    """Push each platform's local image (``local``: OCI platform -> local image name) under
+    :func:`platform_tag`, then one OCI image index of them under the immutable tag and the alias; return the
+    index's digest. The engine pulling the tag picks its own platform from the index."""
+    import docker.errors
+
+    _check_pushable(ref)
+    for platform, name in local.items():
         try:
-            client.images.get(name)
+            image = client.images.get(name)
         except docker.errors.ImageNotFound:
-            raise RegistryError(f"there is no local image {name} to push: build it first (`torchrig build ENV`), "
-                                "or pull it") from None
-        stream = TransferStream(action="push", ref=name, registry=registry, log=log)
-        try:
-            stream.consume(waiting(client.api.push(repo, tag=tag, stream=True, decode=True), log=log,
-                                   what=f"push {name} to {registry}"))
-        except docker.errors.APIError as e:
-            msg = str(e.explanation or e)
-            raise RegistryError(f"push {name} failed: {registry_hint(registry, msg)}\n  engine said: {msg}") from None
-        except _transfer_errors() as e:
-            raise RegistryError(_stalled("push", name, registry, e, client)) from None
-        digest = digest or stream.digest
+            raise RegistryError(f"there is no local {platform} image {name} to push: build it first (`torchrig "
+                                f"build ENV --platform {platform}`)") from None
+        arch = image.attrs.get("Architecture")
+        if arch != platform.split("/")[1]:
+            raise RegistryError(f"{name} is a {arch} image, not {platform}: rebuild it with --platform {platform}")
+        per = platform_tag(ref, platform)
+        image.tag(*per.rsplit(":", 1))
+        _push_one(per, client=client, log=log)
+    return merge_index(ref, list(local), log=log)
+
+
+def merge_index(ref: ImageRef, platforms: Sequence[str], *, log: Log) -> str:
+    """PUT one OCI image index of the platforms' already pushed images (:func:`platform_tag`) under the immutable
+    tag and the alias (what CI's merge job runs after each runner pushed its platform); return its digest."""
+    host, repo, tag = split_name(ref.immutable)
+    alias_tag = ref.alias.rsplit(":", 1)[1]
+    with RegistryHTTP(host, repo) as reg:
+        children = [reg.manifest(platform_tag(ref, p).rsplit(":", 1)[1], p) for p in platforms]
+        body = index_document(children, annotations={"org.opencontainers.image.ref.name": tag})
+        digest = reg.put_index(tag, body)
+        reg.put_index(alias_tag, body)
+    log(f"[push {ref.immutable}] image index {digest[:19]}: {', '.join(platforms)}; also {ref.alias}")
     return digest
 
 
