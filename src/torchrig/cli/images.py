@@ -12,14 +12,14 @@ from torchrig.cli import types
 from torchrig.cli.context import settings as resolve_settings
 from torchrig.config.files import PROJECT_FILE, write_setting
 from torchrig.engine.client import connect
-from torchrig.engine.registry import pull_image, push_image
+from torchrig.engine.registry import merge_index, pull_image, push_image, push_platforms
 from torchrig.errors import BuildError, UsageError
 from torchrig.images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
 from torchrig.images.base import ARCHES, DEBIAN_RELEASES, ensure_base
 from torchrig.images.lock import Lock, lock_path, lock_status, read_lock
 from torchrig.images.pin import bases_file, pin_bases
 from torchrig.images.plan import sources
-from torchrig.images.platforms import DEFAULT_PLATFORM, parse_platform
+from torchrig.images.platforms import DEFAULT_PLATFORM, parse_platform, platform_ref
 from torchrig.images.uvlock import RESOLVE_TIMEOUT_S, write_installer_lock, write_lock
 from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
 from torchrig.results.reading import InputFileError, read_json
@@ -103,6 +103,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            f"{'to' if name == 'push' else 'from'} the registry ($TORCHRIG_REGISTRY)")
         p.add_argument("env")
         p.add_argument("--target", choices=(*TARGETS, "all"), default="runtime")
+        if name == "push":
+            p.add_argument("--merge", action="store_true", help="push nothing: put one image index of the row's "
+                           "platforms, each already pushed as TAG-ARCH (CI's merge job), under the tag and alias")
         p.set_defaults(func=_push if name == "push" else _pull)
 
     p = sub.add_parser("images", help="list an environment's local images with size, payload and ratio")
@@ -255,9 +258,24 @@ def _pin_bases(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     env = _matrix(args)[1].get(args.env)
+    if args.merge:  # CI's merge job: each runner pushed its platform already
+        for target in _targets(env, args.target):
+            print(merge_index(env.tags(target), env.platforms, log=_say))
+        return 0
     client = connect()
     for target in _targets(env, args.target):
-        push_image(env.tags(target), client=client, log=_say)
+        if tuple(env.platforms) == (DEFAULT_PLATFORM,):
+            push_image(env.tags(target), client=client, log=_say)
+            continue
+        local = {p: platform_ref(env.tags(target), p).immutable for p in env.platforms
+                 if client.images.list(name=platform_ref(env.tags(target), p).immutable)}
+        if not local:
+            raise UsageError(f"no local image of {env.id} ({target}) for any of its platforms "
+                             f"({', '.join(env.platforms)}): build with `torchrig build {env.id} --platform P`")
+        for p in env.platforms:
+            if p not in local:
+                _say(f"warning: {env.id} lists {p} but no local {p} image exists: the index leaves it out")
+        print(push_platforms(env.tags(target), local, client=client, log=_say))
     return 0
 
 
