@@ -85,6 +85,7 @@ def test_the_cpu_row_on_a_machine_without_docker_hub_or_the_pytorch_index(monkey
     assert "the package index https://download.pytorch.org/whl/cpu" in msg
     assert "nox -s base-local -- --suite bookworm --write-config" in msg
     assert 'base-image = "torchrig-base:bookworm"' in msg and 'index-url = "https://pypi.org/simple"' in msg
+    assert "the package index is unreachable too" in msg
 
 
 def test_a_failed_run_step_with_every_index_reachable_keeps_the_engine_message(open_port: int) -> None:
@@ -100,8 +101,11 @@ def test_an_unreachable_extra_index_is_named_and_python_without_a_debian_suite_g
     extra = f"http://127.0.0.1:{closed_port}/extra"
     plan = _plan("python:3.12-slim", f"http://127.0.0.1:{open_port}/simple", (extra,), python="3.12")
     msg = explain_build_failure("pip failed", plan, from_failed=False, offline=False)
-    assert f"the extra index {extra}" in msg and "/simple:" not in msg
+    assert f"the extra index {extra}" in msg and "/simple:" not in msg and "registry" not in msg
+    assert "Point builds at an index" in msg and "base-image" not in msg  # the base was there
+    msg = explain_build_failure("pull failed", plan, from_failed=True, offline=False)
     assert "no Debian suite ships Python 3.12" in msg and "base-local" not in msg
+    assert "the package index is unreachable too" in msg  # the extra index is one of them
 
 
 def test_the_index_is_checked_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch,
@@ -139,3 +143,12 @@ def test_any_base_and_index_urls_give_bounded_connectable_sources(image: str, in
     for s in srcs:
         assert s.host and 0 < s.port < 65536, s
     assert len(build_sources(image, None, tuple(extras))) == 1  # a wheelhouse build checks only the registry
+
+
+def test_only_the_registry_down_asks_only_for_the_base(closed_port: int, open_port: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reach, "_DOCKER_HUB", "no-such-registry.invalid")
+    plan = _plan("python:3.11-slim-bookworm", f"http://127.0.0.1:{open_port}/simple")
+    msg = explain_build_failure("no such host", plan, from_failed=True, offline=False)
+    assert "(1 of 2 sources checked)" in msg and "no-such-registry.invalid" in msg
+    assert 'base-image = "torchrig-base:bookworm"' in msg and "index-url" not in msg

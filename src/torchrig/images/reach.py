@@ -123,27 +123,35 @@ def unreachable(sources: list[Source], *, timeout: float = CONNECT_TIMEOUT,
     return out
 
 
-def setup_hint(python: str, suite: str | None) -> str:
+_INDEX_LINES = ('  index-url = "https://pypi.org/simple"   # or your mirror of PyPI / the PyTorch index\n'
+                "(PyPI's Linux torch wheels carry CUDA libraries: also size-budget-mb = 5800 for cpu)")
+
+
+def setup_hint(python: str, suite: str | None, *, index_down: bool = True, base_down: bool = True) -> str:
     """The one command that sets a machine without registry or index up, and the torchrig.toml lines it needs."""
+    index = _INDEX_LINES
+    if not base_down:
+        return f"Point builds at an index this machine reaches, once, in torchrig.toml (beside matrix.yaml):\n{index}."
     if suite is None:
         base = (f"no Debian suite ships Python {python}: pull a base with it from a registry you can reach "
                 "and set base-image to it")
-        return (f"Set this machine up once in torchrig.toml (beside matrix.yaml): {base}, and\n"
-                '  index-url = "https://pypi.org/simple"   # or your mirror of PyPI / the PyTorch index')
+        return f"Set this machine up once in torchrig.toml (beside matrix.yaml): {base}" + (
+            f"; the package index is unreachable too, so add\n{index}." if index_down else ".")
     return (f"Set this machine up once: `nox -s base-local -- --suite {suite} --write-config` builds a local Debian "
-            f"base and writes\n  base-image = \"torchrig-base:{suite}\"\ninto torchrig.toml (beside matrix.yaml); "
-            "where the package index is unreachable too, add\n"
-            '  index-url = "https://pypi.org/simple"   # or your mirror of PyPI / the PyTorch index\n'
-            "(PyPI's Linux torch wheels carry CUDA libraries: also size-budget-mb = 5800 for cpu).")
+            f"base and writes\n  base-image = \"torchrig-base:{suite}\"\ninto torchrig.toml (beside matrix.yaml)"
+            + (f"; the package index is unreachable too, so add there\n{index}." if index_down else "."))
 
 
 def unreachable_report(sources: list[Source], *, timeout: float = CONNECT_TIMEOUT,
                        bound: float = CHECK_TIMEOUT) -> str:
     """A paragraph naming each unreachable source ("" when every one answered)."""
-    down = unreachable(sources, timeout=timeout, bound=bound)
+    return _report(unreachable(sources, timeout=timeout, bound=bound), len(sources))
+
+
+def _report(down: list[tuple[Source, str]], checked: int) -> str:
     if not down:
         return ""
-    lines = [f"Unreachable from this machine ({len(down)} of {len(sources)} sources checked):"]
+    lines = [f"Unreachable from this machine ({len(down)} of {checked} sources checked):"]
     for s, why in down:
         via = f" through the proxy {s.via}" if s.via else ""
         lines.append(f"  - {s.what}{via}: {why}")
@@ -157,10 +165,13 @@ def explain_build_failure(message: str, plan: Plan, *, from_failed: bool, offlin
     sources = build_sources(plan.base, index, plan.extra_index_urls)
     if not from_failed:
         sources = sources[1:]  # the base is here: only the indexes can explain a failed RUN step
-    down = unreachable_report(sources) if sources else ""
+    down = unreachable(sources)
     lines = [message]
     if from_failed:
         lines.append(f"The base image {plan.base} could not be had: pull it, or {missing_base_hint(plan.env.python)}.")
     if down:
-        lines += [down, setup_hint(plan.env.python, suite_for_python(plan.env.python))]
+        index_down = any(not s.what.startswith("the registry") for s, _ in down)
+        lines += [_report(down, len(sources)),
+                  setup_hint(plan.env.python, suite_for_python(plan.env.python), index_down=index_down,
+                             base_down=from_failed)]
     return "\n".join(lines)
