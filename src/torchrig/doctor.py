@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchrig.doctor_gpu import Check, arch_check, driver_check
+from torchrig.doctor_gpu import Check, arch_check, driver_check, gpus_served
 from torchrig.engine.client import connect, daemon_address
 from torchrig.engine.hostcheck import HostFacts, gather_host_facts
 from torchrig.errors import DockerUnavailableError
@@ -248,6 +248,8 @@ def can_run(checks: Sequence[Check]) -> bool:
 def render(env: Environment, checks: Sequence[Check], *, where: str = "here") -> str:
     gpu = {"cpu": "CPU", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
     lines = [f"{env.id}: torch {env.torch}, {gpu}, Python {env.python}"]
+    if (served := gpus_served(env)) is not None:
+        lines.append(f"  serves: {served}")
     width = max(len(c.name) for c in checks)
     for c in checks:
         lines.append(f"  {c.mark} {c.name:<{width}}  {c.detail}")

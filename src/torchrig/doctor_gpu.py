@@ -15,7 +15,7 @@ from torchrig.errors import UsageError
 from torchrig.matrix import Environment
 from torchrig.matrix.archs import ArchData, Gpu, Support, cuda_runs, load_arch_data, parse_arch, parse_driver, rocm_runs
 
-__all__ = ["Check", "arch_check", "described_checks", "described_gpus", "driver_check", "env_runs_on"]
+__all__ = ["Check", "arch_check", "described_checks", "described_gpus", "driver_check", "env_runs_on", "gpus_served"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +87,23 @@ def env_runs_on(env: Environment, gpu: Gpu, driver: str | None, data: ArchData |
         if not runs:
             return False
     return _support(env, gpu, data, jit).ok
+
+
+def gpus_served(env: Environment, data: ArchData | None = None) -> str | None:
+    """Which GPUs of compat.yaml's ``gpus:`` table this environment's wheel has kernels for (a driver that can JIT
+    assumed), with the kernel list: what doctor prints under each GPU row. None for a CPU environment."""
+    if env.accelerator == "cpu":
+        return None
+    data = data or load_arch_data()
+    wheel = data.wheel(env.torch, env.flavour)
+    if wheel is None:
+        return (f"not known: compat.yaml has no architecture list for torch {env.torch} {env.flavour} "
+                "(wheel_archs), so doctor cannot check a GPU against it")
+    vendor = "nvidia" if env.accelerator == "cuda" else "amd"
+    names = [g.name or g.arch for g in data.known_gpus() if g.vendor == vendor and
+             (cuda_runs(wheel, g.arch) if vendor == "nvidia" else rocm_runs(wheel, g.arch)).ok]
+    note = "" if wheel.verified else f"; list from compat.yaml source {wheel.source}, not verified at the tag"
+    return f"{', '.join(names) or 'none of the GPUs doctor knows'} (kernels: {wheel.describe()}{note})"
 
 
 def _suggest(env: Environment, gpu: Gpu, driver: str | None, others: Sequence[Environment],

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchrig import doctor
+from torchrig import doctor, doctor_gpu
 from torchrig.__main__ import main
 from torchrig.doctor_gpu import described_checks, env_runs_on
 from torchrig.engine.hostcheck import HostFacts
@@ -35,8 +35,8 @@ def test_v100_on_cuda130_is_refused_and_pointed_to_cu126(capsys: pytest.CaptureF
     code, out = _doctor(capsys, "cuda130", "--gpu", "Tesla V100-SXM2-32GB")
     assert code == 1
     assert "this image's torch has no kernels for sm_70 (Tesla V100-SXM2-32GB)" in out
-    assert "environments that support it: cuda118, cuda121" in out
-    assert "torch 2.14 cu126, which no row in matrix.yaml uses" in out
+    assert "environments that support it: cuda118, cuda121, cuda126" in out  # cuda126: torch 2.14's pre-Turing row
+    assert "which no row in matrix.yaml uses" not in out
 
 
 def test_b200_on_cuda121_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,7 +48,7 @@ def test_h100_with_driver_550_on_cuda130_is_refused_for_the_driver(capsys: pytes
     code, out = _doctor(capsys, "cuda130", "--gpu", "NVIDIA H100 80GB HBM3", "--driver", "550.54.15")
     assert code == 1
     assert "✗ NVIDIA driver     550.54.15 < 580.65.06" in out and "✓ GPU architecture" in out
-    assert "this driver can run (cuda118, cuda121)" in out
+    assert "this driver can run (cuda118, cuda121, cuda126)" in out  # 12.x on >= 525 (minor-version compatibility)
 
 
 def test_mi300x_on_rocm_is_refused_for_gfx942(capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,3 +161,17 @@ def test_on_a_gpu_host_the_local_gpu_is_checked_against_the_wheel() -> None:
         uid=1, gid=1, has_kfd=True, has_dri=True, render_gid=109))
     rocm = {c.name: c for c in doctor.diagnose(MATRIX.get("rocm"), amd, MATRIX.environments)}
     assert rocm["GPU architecture"].ok is False and "gfx942" in rocm["GPU architecture"].detail
+
+
+def test_doctor_says_which_gpus_each_row_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU rows of torch 2.14 split by generation: cu126 has Volta/Pascal and no Blackwell, cu130/cu132 the
+    reverse; a row whose wheel has no arch list says so instead of guessing."""
+    served = {e.id: doctor_gpu.gpus_served(e) or "" for e in MATRIX.environments}
+    assert served["cpu"] == ""
+    assert "Tesla V100" in served["cuda126"] and "Tesla P100" in served["cuda126"] and "B200" not in served["cuda126"]
+    for row in ("cuda130", "cuda132"):
+        assert "NVIDIA B200" in served[row] and "NVIDIA H100" in served[row] and "V100" not in served[row]
+    assert "MI300" not in served["rocm"] and "MI210 / MI250" in served["rocm"]
+    assert served["rocm72"].startswith("not known: compat.yaml has no architecture list for torch 2.14.1 rocm7.2")
+    code, out = _doctor(capsys, "cuda126", "--gpu", "Tesla V100-SXM2-32GB", "--driver", "560.28.03")
+    assert code == 0 and "  serves: " in out and "Tesla V100 (Volta)" in out.splitlines()[1]

@@ -167,6 +167,10 @@ class ArchData:
         raise ValueError(f"unknown GPU {name!r}{hint}. Give its architecture instead (--gpu-arch sm_90 / gfx942), "
                          "or add it to `gpus:` in src/torchrig/matrix/compat.yaml")
 
+    def known_gpus(self) -> tuple[Gpu, ...]:
+        """Every GPU family of compat.yaml's ``gpus:`` table, in its order."""
+        return tuple(Gpu(name=canonical, arch=arch) for _, canonical, arch in self._gpus)
+
     def gpu_name(self, arch: str) -> str | None:
         names = [c for _, c, a in self._gpus if a == arch]
         return " / ".join(names) if names else None

@@ -26,6 +26,7 @@ def github_matrix(matrix: Matrix) -> dict[str, Any]:
             "torch": e.torch,
             "python": e.python,
             "flavour": e.flavour,
+            "platforms": list(e.platforms),
             "targets": sorted(e.targets),
             "image": e.tags("runtime").immutable,
             "runs-on": RUNNER_LABELS[e.accelerator],

@@ -13,13 +13,14 @@ README_END = "<!-- env-table:end -->"
 def env_table_markdown(matrix: Matrix) -> str:
     rows = [
         "| id | accelerator | torch | torchvision | Python | CUDA / ROCm | min. NVIDIA driver "
-        "| runtime base | devel base |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| runtime base | devel base | platforms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in matrix.environments:
         gpu = f"CUDA {e.cuda}" if e.cuda else f"ROCm {e.rocm}" if e.rocm else "-"
         rows.append(
             f"| `{e.id}` | {e.accelerator} | {e.torch} | {e.torchvision} | {e.python} | {gpu} | "
-            f"{e.min_driver() or '-'} | `{e.targets['runtime']}` | `{e.targets.get('devel', '-')}` |"
+            f"{e.min_driver() or '-'} | `{e.targets['runtime']}` | `{e.targets.get('devel', '-')}` | "
+            f"{', '.join(p.removeprefix('linux/') for p in e.platforms)} |"
         )
     return "\n".join(rows) + "\n"
