@@ -5,8 +5,9 @@ into the frozen :class:`RunOptions` / :class:`SuiteRequest` below and calls :fun
 
 Each run follows the same steps: check the host can run the image (before anything is pulled or built), make sure
 the image exists (building it through :mod:`torchrig.images` when absent, with the same overrides as
-``torchrig build``), start the container through the one lifecycle (:mod:`torchrig.engine`) with the options from
-``container_spec``, stream its output, and -- for tasks and benchmarks -- list the records that landed on the host.
+``torchrig build``), start the container through the one lifecycle (:mod:`torchrig.engine`) as the one description
+:func:`torchrig.container.suite_container` makes, stream its output, and -- for tasks and benchmarks -- list the
+records that landed on the host.
 
 The engine-facing calls go through :class:`Engine`, a bundle of functions with the real ones as defaults, so a
 test swaps the engine in one place instead of patching module globals.
@@ -20,23 +21,36 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import docker
 import docker.errors
 
-from torchrig.engine import ContainerSpec, Mount, RunResult, container_spec
+from torchrig.container import (
+    SHM_SIZE,
+    GpuFlags,
+    Mount,
+    SuiteContainer,
+    SuiteImage,
+    SuiteKind,
+    compile_max_python,
+    container,
+    gpu_flags,
+    oci_args,
+    suite_container,
+    suite_environment,
+)
+from torchrig.engine import Output, RunResult
 from torchrig.engine import run as run_container
 from torchrig.engine.client import connect
-from torchrig.engine.hostcheck import HostFacts, check_host, gather_host_facts
+from torchrig.engine.hostcheck import HostCheck, HostFacts, check_host, gather_host_facts
 from torchrig.engine.registry import pull_image
 from torchrig.errors import RegistryError, RunError, UsageError
 from torchrig.images import BuildOptions, ensure_image, find_image
 from torchrig.matrix import Environment, Matrix, Target
-from torchrig.matrix.compat import load_compat
 from torchrig.results import contract
 from torchrig.results.records import Record, load_records
 
@@ -45,7 +59,6 @@ __all__ = [
     "Engine",
     "ImageInfo",
     "RunOptions",
-    "Suite",
     "SuiteRequest",
     "dev",
     "host_dir",
@@ -55,7 +68,6 @@ __all__ = [
     "summarize_records",
 ]
 
-Suite = Literal["tasks", "bench"]
 INTERACTIVE_SHELL = "bash"  # the image's CMD is `python`; developing starts from a shell
 
 
@@ -98,15 +110,16 @@ class RunOptions:
     pull: bool = False
     no_build: bool = False
     no_gpu: bool = False
-    shm_size: str = "8g"
+    shm_size: str = SHM_SIZE
     ipc_host: bool = False
     network: str | None = None
+    user_env: Mapping[str, str] = field(default_factory=dict)  # --env NAME=VALUE (validated by parse_user_env)
     build: BuildOptions = field(default_factory=BuildOptions)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SuiteRequest:
-    suite: Suite
+    suite: SuiteKind
     results: Path  # host directory for the records
     data: Path  # host data directory
     quick: bool = False
@@ -118,7 +131,12 @@ class SuiteRequest:
 class _Prepared:
     client: Any
     facts: HostFacts
-    use_gpu: bool
+    gpu: GpuFlags  # the device request the host check decided on
+
+
+def _gpu(env: Environment, facts: HostFacts, verdict: HostCheck) -> GpuFlags:
+    render = str(facts.render_gid) if facts.render_gid is not None else None
+    return gpu_flags(env.accelerator, use_gpu=verdict.use_gpu, render_group=render, access=verdict.gpu_access)
 
 
 def host_dir(path: Path) -> Path:
@@ -138,7 +156,7 @@ def _prepare(engine: Engine, matrix: Matrix, env: Environment, options: RunOptio
     verdict = check_host(env, facts, no_gpu=options.no_gpu, others=matrix.environments)
     for w in verdict.warnings:
         _progress(f"torchrig: warning: {w}")
-    return _Prepared(client=client, facts=facts, use_gpu=verdict.use_gpu)
+    return _Prepared(client=client, facts=facts, gpu=_gpu(env, facts, verdict))
 
 
 def _exists(client: Any, ref: str) -> bool:
@@ -193,32 +211,17 @@ def resolve_image(engine: Engine, client: Any, env: Environment, target: Target,
     return _inspect(client, built.image_id, env, ref_name=built.ref.immutable)
 
 
-def image_environment(env: Environment, image: ImageInfo) -> dict[str, str]:
-    """The variables of the host/image contract a container gets: which image the records came from, the host's
-    name, and the compat facts the image cannot read itself."""
-    out = {contract.ENV_ID_ENV: env.id, contract.IMAGE_ENV: image.ref, contract.IMAGE_ID_ENV: image.id,
-           contract.HOSTNAME_ENV: socket.gethostname()}
-    if image.digest:
-        out[contract.IMAGE_DIGEST_ENV] = image.digest
-    release = load_compat().release(env.torch)
-    if release is not None:
-        out[contract.COMPILE_MAX_PYTHON_ENV] = release.compile_max_python
-    return out
+def _suite_image(image: ImageInfo) -> SuiteImage:
+    return SuiteImage(ref=image.ref, id=image.id, digest=image.digest)
 
 
-def _spec(env: Environment, image: ImageInfo, prepared: _Prepared, options: RunOptions, *, purpose: str,
-          command: Sequence[str], mounts: list[Mount], environment: dict[str, str] | None = None,
-          working_dir: str | None = None, interactive: bool = False) -> ContainerSpec:
-    """Every container of a run, through the one options function (host user, GPU flags, shm, IPC)."""
-    facts = prepared.facts
-    return container_spec(
-        env_id=env.id, accelerator=env.accelerator, image=image.ref, purpose=purpose, command=list(command),
-        uid=facts.uid, gid=facts.gid, use_gpu=prepared.use_gpu,
-        render_group=str(facts.render_gid) if facts.render_gid is not None else None,
-        mounts=mounts, environment={**image_environment(env, image), **(environment or {})},
-        working_dir=working_dir, shm_size=options.shm_size, ipc_host=options.ipc_host,
-        network_mode=options.network or None, interactive=interactive,
-    )
+def image_environment(env: Environment, image: ImageInfo, user_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a ``dev`` container gets of the suites' contract variables: which image the records came from, the
+    host's name, the compat facts the image cannot read itself -- not the records and data folders, which a dev
+    container does not mount (a suite run there picks its own)."""
+    out = suite_environment(env_id=env.id, image=_suite_image(image), hostname=socket.gethostname(),
+                            compile_max_python=compile_max_python(env.torch), user_env=user_env)
+    return {k: v for k, v in out.items() if k not in (contract.RESULTS_ENV, contract.DATA_ENV)}
 
 
 def run_suite(matrix: Matrix, env: Environment, options: RunOptions, request: SuiteRequest, *,
@@ -228,20 +231,20 @@ def run_suite(matrix: Matrix, env: Environment, options: RunOptions, request: Su
     prepared = _prepare(engine, matrix, env, options)
     results, data = host_dir(request.results), host_dir(request.data)
     image = resolve_image(engine, prepared.client, env, options.target or "runtime", options)
-    mounts = [Mount(source=str(results), target=contract.RESULTS_IN),
-              Mount(source=str(data), target=contract.DATA_IN)]
-    paths = {contract.RESULTS_ENV: contract.RESULTS_IN, contract.DATA_ENV: contract.DATA_IN}
-    command = ["python", "-m", request.suite, "--results", contract.RESULTS_IN, *(["--quick"] if request.quick else [])]
-    if request.suite == "tasks" and not (data / contract.CIFAR_FOLDER).is_dir():
+    synthetic = request.suite == "tasks" and not (data / contract.CIFAR_FOLDER).is_dir()
+    if synthetic:
         _progress(f"torchrig: no CIFAR-10 in {data}: the tasks write the synthetic stand-in there first (put the "
                   f"real {contract.CIFAR_FOLDER}/ there to train on CIFAR-10)")
-        command.append("--synthetic-cifar")
-    command += request.args
-    spec = _spec(env, image, prepared, options, purpose=request.suite, command=command, mounts=mounts,
-                 environment=paths)
+    facts = prepared.facts
+    spec = suite_container(
+        env_id=env.id, accelerator=env.accelerator, image=_suite_image(image), kind=request.suite,
+        results=str(results), data=str(data), hostname=socket.gethostname(),
+        compile_max_python=compile_max_python(env.torch), gpu=prepared.gpu, uid=facts.uid, gid=facts.gid,
+        user_env=options.user_env, quick=request.quick, synthetic_cifar=synthetic, args=request.args,
+        shm_size=options.shm_size, ipc_host=options.ipc_host, network_mode=options.network or None)
     before = set(results.rglob("*.json"))
     result = engine.run(prepared.client, spec, keep=options.build.keep_containers, timeout=request.timeout_s,
-                        prefix=env.id, check=False)
+                        output=Output.labelled(env.id))
     records = summarize_records(results, before, image)
     if not result.ok:
         raise RunError(_failure(result, records, results))
@@ -277,6 +280,20 @@ def summarize_records(results: Path, before: set[Path], image: ImageInfo) -> lis
     return records
 
 
+def _dev_container(env: Environment, image: ImageInfo, prepared: _Prepared, options: RunOptions, *,
+                   command: Sequence[str], workspace: Path, environment: Mapping[str, str],
+                   interactive: bool) -> SuiteContainer:
+    """The ``dev`` container: the suite's contract variables and device request, the workspace, the host user."""
+    facts = prepared.facts
+    return container(
+        env_id=env.id, accelerator=env.accelerator, image=image.ref, purpose="dev", command=command,
+        uid=facts.uid, gid=facts.gid, gpu=prepared.gpu,
+        mounts=[Mount(source=str(workspace), target=contract.WORKSPACE_IN)],
+        environment={**image_environment(env, image, options.user_env), **environment},
+        working_dir=contract.WORKSPACE_IN, shm_size=options.shm_size, ipc_host=options.ipc_host,
+        network_mode=options.network or None, interactive=interactive)
+
+
 def dev(matrix: Matrix, env: Environment, options: RunOptions, *, target: Target, workspace: Path,
         command: Sequence[str], timeout_s: float | None = None,
         interactive: bool | None = None, engine: Engine | None = None) -> int:
@@ -305,18 +322,17 @@ def dev(matrix: Matrix, env: Environment, options: RunOptions, *, target: Target
         # A torchrig checkout: its package, tasks and benchmarks shadow the copies baked into the image.
         ws = contract.WORKSPACE_IN
         environment["PYTHONPATH"] = f"{ws}/src:{ws}:{contract.IMAGE_CODE}"
-    spec = _spec(env, image, prepared, options, purpose="dev", command=argv,
-                 mounts=[Mount(source=str(workspace), target=contract.WORKSPACE_IN)], environment=environment,
-                 working_dir=contract.WORKSPACE_IN, interactive=interactive)
+    spec = _dev_container(env, image, prepared, options, command=argv, workspace=workspace,
+                          environment=environment, interactive=interactive)
     if not interactive:
         # Output as is (no prefix, status lines on stderr), so `torchrig dev ENV -- CMD` pipes like CMD itself.
         result = engine.run(prepared.client, spec, keep=options.build.keep_containers, timeout=timeout_s,
-                            prefix="", check=False, status=sys.stderr)
+                            output=Output.as_is())
         if result.timed_out or result.exit_code is None:
             raise RunError(result.describe())
         return result.exit_code
     if docker_cli is None:  # checked above; kept for the type checker
         raise UsageError("the `docker` command line is not installed")
-    docker_argv = [docker_cli, "run", *spec.cli_args(remove=not options.build.keep_containers)]
+    docker_argv = [docker_cli, "run", *oci_args(spec, remove=not options.build.keep_containers)]
     _progress(f"torchrig: {shlex.join(docker_argv)}")
     return engine.call(docker_argv)

@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from torchrig.engine import container_spec, run
+from torchrig.engine import Output, container, run
 
 pytestmark = pytest.mark.docker
 
@@ -42,9 +42,9 @@ print(f"uid={os.getuid()} user={user} cache={cache} triton={triton} compiled={co
 
 def _run(client: docker.DockerClient, image: str, **kw: Any) -> tuple[bool, str]:
     out = io.StringIO()
-    spec = container_spec(env_id="cpu", accelerator="cpu", image=image, purpose="test-any-uid",
-                          command=["python", "-c", PROBE], **kw)
-    result = run(client, spec, keep=False, out=out, check=False, timeout=600)
+    spec = container(env_id="cpu", accelerator="cpu", image=image, purpose="test-any-uid",
+                     command=["python", "-c", PROBE], **kw)
+    result = run(client, spec, keep=False, output=Output(out=out), timeout=600)
     return result.ok, out.getvalue()
 
 
@@ -61,9 +61,9 @@ def test_uid_4242_gets_a_name_and_writable_compiler_caches(cpu_image: Any,
 
 def test_without_the_spec_environment_the_same_uid_fails(cpu_image: Any, docker_client: docker.DockerClient) -> None:
     """The control: plain `--user 4242` with only HOME (what torchrig did before) raises in getpass.getuser()."""
-    spec = container_spec(env_id="cpu", accelerator="cpu", image=cpu_image.image_id, purpose="test-any-uid",
-                          command=["python", "-c", PROBE])
+    spec = container(env_id="cpu", accelerator="cpu", image=cpu_image.image_id, purpose="test-any-uid",
+                     command=["python", "-c", PROBE])
     bare = dataclasses.replace(spec, user=f"{UID}:{UID}", environment={**spec.environment, "HOME": "/tmp"})
     out = io.StringIO()
-    result = run(docker_client, bare, keep=False, out=out, check=False, timeout=600)
+    result = run(docker_client, bare, keep=False, output=Output(out=out), timeout=600)
     assert not result.ok and "uid not found" in out.getvalue()

@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import pytest
 
-from torchrig.engine import LABEL, Mount, container_spec, run
+from torchrig.engine import LABEL, Mount, Output, container, run
 from torchrig.errors import RunError
 
 pytestmark = pytest.mark.docker
@@ -51,14 +51,14 @@ def purpose(request: pytest.FixtureRequest, docker_client: docker.DockerClient) 
 
 
 def _spec(image: str, purpose: str, command: list[str], **kw: Any) -> Any:
-    return container_spec(env_id="t", accelerator="cpu", image=image, purpose=purpose, command=command,
-                          uid=os.getuid(), gid=os.getgid(), **kw)
+    return container(env_id="t", accelerator="cpu", image=image, purpose=purpose, command=command,
+                     uid=os.getuid(), gid=os.getgid(), **kw)
 
 
 def test_a_successful_run_is_removed(docker_client: docker.DockerClient, small_image: str, purpose: str) -> None:
     out = io.StringIO()
-    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "id -u; echo done"]), keep=False, prefix="t",
-                 out=out)
+    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "id -u; echo done"]), keep=False,
+                 output=Output.labelled("t", out=out))
     assert result.ok
     assert f"[t] {os.getuid()}\n[t] done\n" in out.getvalue()
     assert _ours(docker_client, purpose) == []
@@ -68,7 +68,7 @@ def test_a_failing_command_is_reported_and_removed(docker_client: docker.DockerC
                                                    purpose: str) -> None:
     with pytest.raises(RunError) as e:
         run(docker_client, _spec(small_image, purpose, ["sh", "-c", "echo about to fail; exit 3"]), keep=False,
-            out=io.StringIO())
+            output=Output(out=io.StringIO())).check()
     assert "exited with status 3" in str(e.value) and "about to fail" in str(e.value)
     assert _ours(docker_client, purpose) == []
 
@@ -79,7 +79,7 @@ def test_a_timed_out_run_is_stopped_removed_and_keeps_what_it_wrote(
     spec = _spec(small_image, purpose, command, mounts=[Mount(source=str(tmp_path), target="/results")])
     t0 = time.monotonic()
     with pytest.raises(RunError) as e:
-        run(docker_client, spec, keep=False, timeout=3, out=io.StringIO())
+        run(docker_client, spec, keep=False, timeout=3, output=Output(out=io.StringIO())).check()
     assert time.monotonic() - t0 < 30, "the timeout stopped the run"
     assert "timeout" in str(e.value) and "written" in str(e.value)
     assert _ours(docker_client, purpose) == []
@@ -90,8 +90,8 @@ def test_a_timed_out_run_is_stopped_removed_and_keeps_what_it_wrote(
 def test_keep_containers_keeps_it_for_debugging(docker_client: docker.DockerClient, small_image: str,
                                                 purpose: str) -> None:
     # keep=True is what TORCHRIG_KEEP_CONTAINERS=1 becomes (Settings.keep_containers)
-    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "exit 2"]), keep=True, check=False,
-                 out=io.StringIO())
+    result = run(docker_client, _spec(small_image, purpose, ["sh", "-c", "exit 2"]), keep=True,
+                 output=Output(out=io.StringIO()))
     (kept,) = _ours(docker_client, purpose)
     assert kept.name == result.name and kept.status == "exited"
     assert docker_client.containers.get(result.name).logs() == b""

@@ -14,34 +14,38 @@ import docker.errors
 import docker.types
 import pytest
 
+from torchrig.container import oci_args
 from torchrig.engine import (
     ENV_LABEL,
     LABEL,
-    ContainerSpec,
     Mount,
-    container_spec,
+    Output,
+    SuiteContainer,
+    container,
+    docker_kwargs,
     gpu_flags,
+    read_output,
     run,
     started,
 )
 from torchrig.errors import BuildError, HostCheckError, RunError
 
 
-def _spec(accelerator: str = "cpu", **kw: Any) -> ContainerSpec:
+def _spec(accelerator: str = "cpu", **kw: Any) -> SuiteContainer:
     args: dict[str, Any] = {
         "env_id": "e", "accelerator": accelerator, "image": "img:1", "purpose": "tasks",
         "command": ["python", "-m", "tasks"], "uid": 1234, "gid": 5678,
         "mounts": [Mount(source="/host/results", target="/results")],
     }
     args.update(kw)
-    return container_spec(**args)
+    return container(**args)
 
 
 # ------------------------------------------------------------------------------------------------- options
 
 
 def test_cpu_gets_no_gpu_flags_but_host_user_shm_mounts_and_labels() -> None:
-    kw = _spec("cpu").docker_kwargs()
+    kw = docker_kwargs(_spec("cpu"))
     for key in ("device_requests", "devices", "group_add", "security_opt", "ipc_mode"):
         assert key not in kw
     assert kw["user"] == "1234:5678"
@@ -55,7 +59,7 @@ def test_cpu_gets_no_gpu_flags_but_host_user_shm_mounts_and_labels() -> None:
 
 
 def test_cuda_requests_every_nvidia_gpu() -> None:
-    kw = _spec("cuda").docker_kwargs()
+    kw = docker_kwargs(_spec("cuda"))
     (req,) = kw["device_requests"]
     assert isinstance(req, docker.types.DeviceRequest)
     assert req["Count"] == -1 and req["Capabilities"] == [["gpu"]]
@@ -63,7 +67,7 @@ def test_cuda_requests_every_nvidia_gpu() -> None:
 
 
 def test_rocm_gets_kfd_dri_video_and_the_hosts_render_gid_unconfined() -> None:
-    kw = _spec("rocm", render_group="109").docker_kwargs()
+    kw = docker_kwargs(_spec("rocm", render_group="109"))
     assert kw["devices"] == ["/dev/kfd:/dev/kfd:rwm", "/dev/dri:/dev/dri:rwm"]
     assert kw["group_add"] == ["video", "109"]
     assert kw["security_opt"] == ["seccomp=unconfined"]
@@ -72,7 +76,7 @@ def test_rocm_gets_kfd_dri_video_and_the_hosts_render_gid_unconfined() -> None:
 
 @pytest.mark.parametrize("accelerator", ["cuda", "rocm"])
 def test_no_gpu_drops_every_gpu_flag(accelerator: str) -> None:
-    kw = _spec(accelerator, use_gpu=False, render_group="109").docker_kwargs()
+    kw = docker_kwargs(_spec(accelerator, use_gpu=False, render_group="109"))
     assert not {"device_requests", "devices", "group_add", "security_opt"} & kw.keys()
 
 
@@ -81,20 +85,20 @@ def test_no_gpu_drops_every_gpu_flag(accelerator: str) -> None:
 def test_containers_without_nvidia_gpus_hide_them_from_a_default_nvidia_runtime(
         accelerator: str, use_gpu: bool, hidden: bool) -> None:
     # The images set NVIDIA_VISIBLE_DEVICES=all; where nvidia is Docker's default runtime that alone exposes GPUs.
-    env = _spec(accelerator, use_gpu=use_gpu).docker_kwargs()["environment"]
+    env = docker_kwargs(_spec(accelerator, use_gpu=use_gpu))["environment"]
     assert (env.get("NVIDIA_VISIBLE_DEVICES") == "void") is hidden
 
 
 def test_ipc_host_shm_size_network_and_read_only_mounts() -> None:
     spec = _spec("cpu", ipc_host=True, shm_size="16g", network_mode="host",
                  mounts=[Mount(source="/src", target="/workspace", read_only=True)])
-    kw = spec.docker_kwargs()
+    kw = docker_kwargs(spec)
     assert kw["ipc_mode"] == "host" and kw["shm_size"] == "16g" and kw["network_mode"] == "host"
     assert kw["mounts"][0]["ReadOnly"] is True
 
 
 def test_without_a_uid_the_image_default_user_is_kept() -> None:
-    kw = _spec("cpu", uid=None, gid=None).docker_kwargs()
+    kw = docker_kwargs(_spec("cpu", uid=None, gid=None))
     assert "user" not in kw and "HOME" not in kw["environment"]
 
 
@@ -108,8 +112,8 @@ def test_names_are_unique_and_say_what_the_container_is_for() -> None:
 def test_the_cli_form_carries_the_same_options_as_the_sdk_form(accelerator: str) -> None:
     spec = _spec(accelerator, render_group="109", ipc_host=True, interactive=True,
                  environment={"TORCHRIG_IMAGE": "img:1"})
-    kw = spec.docker_kwargs()
-    args = spec.cli_args()
+    kw = docker_kwargs(spec)
+    args = oci_args(spec)
     assert args[-4:] == ["img:1", "python", "-m", "tasks"]
     assert f"--user={kw['user']}" in args and f"--name={spec.name}" in args
     assert "--interactive" in args and "--tty" in args and "--rm" in args and "--init" in args
@@ -125,7 +129,7 @@ def test_the_cli_form_carries_the_same_options_as_the_sdk_form(accelerator: str)
 
 
 def test_cli_mount_quotes_paths_with_commas() -> None:
-    args = _spec(mounts=[Mount(source="/a,b", target="/w", read_only=True)]).cli_args()
+    args = oci_args(_spec(mounts=[Mount(source="/a,b", target="/w", read_only=True)]))
     assert '--mount=type=bind,"source=/a,b",target=/w,readonly' in args
 
 
@@ -237,10 +241,11 @@ class FakeEngine:
         c.exited.set()
 
 
-def _run(engine: FakeEngine, **kw: Any) -> tuple[Any, str]:
+def _run(engine: FakeEngine, *, check: bool = True, tail: int = 30, keep: bool = False, **kw: Any) -> tuple[Any, str]:
     out = io.StringIO()
-    kw.setdefault("keep", False)
-    result = run(engine, _spec(), prefix="cpu", out=out, **kw)  # type: ignore[arg-type]
+    result = run(engine, _spec(), keep=keep, output=Output.labelled("cpu", out=out, tail=tail), **kw)  # type: ignore[arg-type]
+    if check:
+        result.check()
     return result, out.getvalue()
 
 
@@ -351,7 +356,7 @@ def test_a_failed_removal_warns_with_the_command_and_does_not_hide_the_run_error
     engine.remove_container = broken  # type: ignore[method-assign]
     out = io.StringIO()
     with pytest.raises(RunError, match="exited with status 4"):
-        run(engine, _spec(), keep=False, out=out)  # type: ignore[arg-type]
+        run(engine, _spec(), keep=False, output=Output(out=out)).check()  # type: ignore[arg-type]
     assert "could not remove container" in out.getvalue() and "docker rm -f torchrig-e-tasks-" in out.getvalue()
 
 
@@ -361,17 +366,14 @@ def test_files_are_copied_in_before_the_start() -> None:
     assert engine.created[0].files() == {"/tmp/torchrig/run.sh": "echo hi\n", "/etc/x.conf": "k=v\n"}
 
 
-def test_captured_stdout_is_returned_and_only_stderr_streams() -> None:
+def test_reading_a_fact_returns_stdout_and_keeps_stderr_for_the_message(capsys: pytest.CaptureFixture[str]) -> None:
     engine = FakeEngine(output=(b"progress\n",), stdout=b'{"answer": 42}\n')
-    result, out = _run(engine, capture_stdout=True)
+    result = read_output(engine, _spec(), keep=False, timeout=30)  # type: ignore[arg-type]
     assert result.stdout == '{"answer": 42}\n'
     assert engine.streamed_with == [(False, True)], "the live stream leaves stdout out"
-    assert "[cpu] progress" in out and "answer" not in out
-
-
-def test_quiet_says_nothing_about_starting_and_ending() -> None:
-    _, out = _run(FakeEngine(output=(b"x\n",)), quiet=True, echo=False)
-    assert out == ""
+    assert result.last_lines == ("progress",)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "", "reading a fact prints nothing, not even its start"
 
 
 # ------------------------------------------------------------------- helper containers: measure and lock

@@ -14,7 +14,7 @@ import pytest
 
 from torchrig import run as run_step
 from torchrig.__main__ import main
-from torchrig.engine import ContainerSpec, RunResult
+from torchrig.engine import RunResult, SuiteContainer, docker_kwargs
 from torchrig.engine.hostcheck import HostFacts
 from torchrig.errors import RegistryError
 from torchrig.matrix import load_matrix
@@ -58,7 +58,7 @@ class Harness:
     timed_out: bool = False
     write: tuple[str, ...] = ("smoke", "regression")  # records the fake container writes
     verdict: str = "pass"
-    specs: list[ContainerSpec] = dataclasses.field(default_factory=list)
+    specs: list[SuiteContainer] = dataclasses.field(default_factory=list)
     builds: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     pulls: list[str] = dataclasses.field(default_factory=list)
     registry_up: bool = False
@@ -67,7 +67,7 @@ class Harness:
     kept: list[bool] = dataclasses.field(default_factory=list)
     engine: Any = None
 
-    def run(self, client: Any, spec: ContainerSpec, *, keep: bool, **kw: Any) -> RunResult:
+    def run(self, client: Any, spec: SuiteContainer, *, keep: bool, **kw: Any) -> RunResult:
         self.specs.append(spec)
         self.kept.append(keep)
         results = next((Path(m.source) for m in spec.mounts if m.target == "/results"), None)
@@ -125,7 +125,7 @@ def test_run_tasks_mounts_results_and_data_runs_as_the_user_and_names_the_image(
     (spec,) = h.specs
     assert spec.command == ("python", "-m", "tasks", "--results", "/results", "--quick", "--synthetic-cifar",
                             "--seed", "3"), "missing CIFAR-10: the tasks write the synthetic stand-in first"
-    kw = spec.docker_kwargs()
+    kw = docker_kwargs(spec)
     assert kw["user"] == "1234:5678"
     assert {(m["Source"], m["Target"]) for m in kw["mounts"]} == {
         (str(h.tmp / "results"), "/results"), (str(h.tmp / "data"), "/data")}
@@ -157,10 +157,10 @@ def test_run_bench_runs_the_benchmarks(h: Harness) -> None:
 def test_cuda_gets_the_gpus_and_rocm_its_devices_and_render_group(h: Harness) -> None:
     h.facts = NVIDIA_HOST
     assert _main(h, "run-bench", *_suite_args(h, "cuda118")) == 0
-    assert h.specs[-1].docker_kwargs()["device_requests"][0]["Capabilities"] == [["gpu"]]
+    assert docker_kwargs(h.specs[-1])["device_requests"][0]["Capabilities"] == [["gpu"]]
     h.facts = AMD_HOST
     assert _main(h, "run-bench", *_suite_args(h, "rocm", "--ipc-host", "--shm-size", "32g")) == 0
-    kw = h.specs[-1].docker_kwargs()
+    kw = docker_kwargs(h.specs[-1])
     assert kw["devices"] == ["/dev/kfd:/dev/kfd:rwm", "/dev/dri:/dev/dri:rwm"]
     assert kw["group_add"] == ["video", "109"] and kw["security_opt"] == ["seccomp=unconfined"]
     assert kw["ipc_mode"] == "host" and kw["shm_size"] == "32g"
@@ -177,7 +177,7 @@ def test_a_host_that_cannot_run_the_image_is_refused_before_anything_is_built(
 def test_no_gpu_runs_a_cuda_image_on_the_cpu(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
     h.facts = CPU_HOST
     assert _main(h, "run-bench", *_suite_args(h, "cuda118", "--no-gpu")) == 0
-    assert "device_requests" not in h.specs[-1].docker_kwargs()
+    assert "device_requests" not in docker_kwargs(h.specs[-1])
     assert "no GPU is visible" in capsys.readouterr().err
 
 
@@ -233,7 +233,7 @@ def test_dev_with_a_command_returns_its_exit_code(h: Harness, monkeypatch: pytes
     monkeypatch.setattr("sys.stdin", io.StringIO())
     assert _main(h, "dev", "cpu", "--workspace", str(h.tmp), "--", "id", "-u") == 7
     (spec,) = h.specs
-    kw = spec.docker_kwargs()
+    kw = docker_kwargs(spec)
     assert spec.command == ("id", "-u") and not spec.interactive
     assert kw["user"] == "1234:5678" and kw["working_dir"] == "/workspace"
     assert kw["mounts"][0]["Source"] == str(h.tmp) and kw["mounts"][0]["Target"] == "/workspace"

@@ -10,26 +10,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torchrig.engine.spec import CONTAINER_HOME, container_spec, user_environment
+from torchrig.container import CONTAINER_HOME, container, oci_args, user_environment
+from torchrig.engine.spec import docker_kwargs
 
 
 @given(uid=st.integers(0, 2**31 - 1), gid=st.none() | st.integers(0, 2**31 - 1))
 def test_any_uid_gets_a_name_home_and_own_caches(uid: int, gid: int | None) -> None:
-    spec = container_spec(env_id="cpu", accelerator="cpu", image="i", purpose="bench", uid=uid, gid=gid)
-    env = spec.docker_kwargs()["environment"]
+    spec = container(env_id="cpu", accelerator="cpu", image="i", purpose="bench", uid=uid, gid=gid)
+    env = docker_kwargs(spec)["environment"]
     assert env["USER"] and env["LOGNAME"] and env["HOME"] == CONTAINER_HOME
     for key in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         assert env[key].startswith(CONTAINER_HOME + "/") and env[key].endswith(f"_{uid}")
-    cli = spec.cli_args()
+    cli = oci_args(spec)
     assert f"--env=USER={env['USER']}" in cli
     assert f"--env=TORCHINDUCTOR_CACHE_DIR={env['TORCHINDUCTOR_CACHE_DIR']}" in cli
 
 
 def test_caller_environment_wins_and_no_uid_keeps_the_image_user() -> None:
-    spec = container_spec(env_id="cpu", accelerator="cpu", image="i", purpose="bench", uid=4242,
-                          environment={"TORCHINDUCTOR_CACHE_DIR": "/cache"})
+    spec = container(env_id="cpu", accelerator="cpu", image="i", purpose="bench", uid=4242,
+                     environment={"TORCHINDUCTOR_CACHE_DIR": "/cache"})
     assert spec.environment["TORCHINDUCTOR_CACHE_DIR"] == "/cache"
-    plain = container_spec(env_id="cpu", accelerator="cpu", image="i", purpose="bench")
+    plain = container(env_id="cpu", accelerator="cpu", image="i", purpose="bench")
     assert not {"USER", "LOGNAME", "TORCHINDUCTOR_CACHE_DIR"} & set(plain.environment)
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from torchrig.cli import types
 from torchrig.cli.context import settings as resolve_settings
+from torchrig.container import IMAGE_GID, IMAGE_UID, SHM_SIZE, parse_user_env
 from torchrig.errors import UsageError
 from torchrig.fleet import (
     FLEET_MOUNT,
@@ -107,8 +108,10 @@ def _submit_options() -> argparse.ArgumentParser:
     g.add_argument("--image", metavar="REF", default=None,
                    help="run this image (default: the environment's immutable tag, pulled by the nodes)")
     g.add_argument("--no-gpu", action="store_true", help="run a GPU image without its GPU")
-    g.add_argument("--shm-size", default="8g", type=types.docker_size, help="/dev/shm size (default 8g)")
+    g.add_argument("--shm-size", default=SHM_SIZE, type=types.docker_size, help=f"/dev/shm size (default {SHM_SIZE})")
     g.add_argument("--ipc-host", action="store_true", help="share the host's IPC namespace")
+    g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", dest="user_env",
+                   help="set a variable in every node's container, repeatable (e.g. NCCL_DEBUG=INFO)")
     s = opts.add_argument_group("slurm")
     s.add_argument("--runtime", choices=RUNTIMES, default="docker", help="container runtime on the nodes")
     s.add_argument("--partition", default=None)
@@ -125,8 +128,8 @@ def _submit_options() -> argparse.ArgumentParser:
     k.add_argument("--queue", default=None, help="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)")
     k.add_argument("--gpu-product", default=None,
                    help="nodeSelector on nvidia.com/gpu.product, e.g. NVIDIA-H100-80GB-HBM3")
-    k.add_argument("--uid", type=types.uid, default=1000, help="the image's non-root UID (default 1000)")
-    k.add_argument("--gid", type=types.uid, default=1000, help="its GID (default 1000)")
+    k.add_argument("--uid", type=types.uid, default=IMAGE_UID, help=f"the image's non-root UID (default {IMAGE_UID})")
+    k.add_argument("--gid", type=types.uid, default=IMAGE_GID, help=f"its GID (default {IMAGE_GID})")
     k.add_argument("--cpu", default=None, metavar="QTY",
                    help="CPU request = limit per pod, a Kubernetes quantity (4, 500m; default 4 per GPU)")
     k.add_argument("--memory", default=None, metavar="QTY",
@@ -190,7 +193,7 @@ def _submit(args: argparse.Namespace) -> int:
         passthrough, env=env, image=image, suite=args.suite, nodes=args.nodes, results=results,
         data=Path(args.data).expanduser().resolve() if args.data else None, quick=args.quick,
         timeout_s=args.timeout or None, network=args.network, use_gpu=not args.no_gpu, shm_size=args.shm_size,
-        ipc_host=args.ipc_host)
+        ipc_host=args.ipc_host, user_env=parse_user_env(args.user_env))
     if args.to == "kubernetes":
         return _submit_kubernetes(args, plan)
     plan.check_data()

@@ -13,7 +13,7 @@ from pathlib import Path
 from torchrig import run
 from torchrig.cli import types
 from torchrig.cli.context import settings as resolve_settings
-from torchrig.engine import DEFAULT_SHM_SIZE
+from torchrig.container import SHM_SIZE, parse_user_env
 from torchrig.errors import UsageError
 from torchrig.images import BuildOptions
 from torchrig.matrix import TARGETS, Environment, Matrix, Target, load_matrix
@@ -86,9 +86,12 @@ def _options_parser(default_target: Target | None = "runtime") -> argparse.Argum
                    help="pull the environment's image from the registry ($TORCHRIG_REGISTRY) instead of building it")
     g.add_argument("--no-build", action="store_true", help="fail instead of building a missing image")
     g.add_argument("--no-gpu", action="store_true", help="run a GPU image without its GPU (deliberately on the CPU)")
-    g.add_argument("--shm-size", default=DEFAULT_SHM_SIZE, type=types.docker_size,
-                   help=f"/dev/shm size for DataLoader workers (default {DEFAULT_SHM_SIZE})")
+    g.add_argument("--shm-size", default=SHM_SIZE, type=types.docker_size,
+                   help=f"/dev/shm size for DataLoader workers (default {SHM_SIZE})")
     g.add_argument("--ipc-host", action="store_true", help="share the host's IPC namespace (--ipc=host)")
+    g.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", dest="user_env",
+                   help="set a variable in the container, repeatable (e.g. NCCL_DEBUG=INFO); recorded in the "
+                        "benchmark fingerprint, values of *TOKEN*/*SECRET*/*PASSWORD*/*KEY* names as <set>")
     b = opts.add_argument_group("build overrides (when the image is built; as for `torchrig build`)")
     b.add_argument("--base-image", default=None, type=types.image_ref,
                    help="base image (default: $TORCHRIG_BASE_IMAGE, torchrig.toml or matrix.yaml)")
@@ -135,7 +138,7 @@ def _options(args: argparse.Namespace, settings: Settings, matrix: Matrix, targe
     build = BuildOptions.from_settings(settings, matrix)  # the same construction as `torchrig build`
     return run.RunOptions(target=target, image=args.image, pull=args.pull, no_build=args.no_build,
                           no_gpu=args.no_gpu, shm_size=args.shm_size, ipc_host=args.ipc_host,
-                          network=args.network or None, build=build)
+                          network=args.network or None, user_env=parse_user_env(args.user_env), build=build)
 
 
 def _run_suite(args: argparse.Namespace) -> int:

@@ -1,12 +1,12 @@
-"""The Docker engine: the client, build/pull stream reading, container specs and the one container lifecycle,
-the host check and the registry.
+"""The Docker engine: the client, build/pull stream reading, the SDK renderer of a container, the one container
+lifecycle, the host check and the registry.
 
 * :mod:`~torchrig.engine.client` -- connect (with a clear error when no engine answers), local or remote daemon.
-* :mod:`~torchrig.engine.spec` -- :func:`container_spec`: every container option decided in one place, rendered for
-  the SDK and the ``docker run`` CLI.
-* :mod:`~torchrig.engine.lifecycle` -- :func:`run` / :func:`started`: label, timeout, log streaming, cleanup in
-  ``finally``, keep-for-debugging. Every container torchrig starts goes through it.
-* :mod:`~torchrig.engine.hostcheck` -- can this host run an environment's image (driver, runtime, devices)?
+* :mod:`~torchrig.engine.spec` -- :func:`docker_kwargs`: a :class:`~torchrig.container.SuiteContainer` (the one
+  description, :mod:`torchrig.container`) as Docker SDK keyword arguments.
+* :mod:`~torchrig.engine.lifecycle` -- :func:`run` / :func:`read_output` / :func:`started`: label, timeout, log
+  streaming, cleanup in ``finally``, keep-for-debugging. Every container torchrig starts goes through it.
+* :mod:`~torchrig.engine.hostcheck` -- can this host run an environment's image (driver, runtime, CDI, devices)?
 * :mod:`~torchrig.engine.stream` and :mod:`~torchrig.engine.registry` -- build/push/pull progress, push and pull.
 
 The container names below are re-exported here: import them from ``torchrig.engine``.
@@ -14,30 +14,35 @@ The container names below are re-exported here: import them from ``torchrig.engi
 
 from __future__ import annotations
 
-from torchrig.engine.lifecycle import RunResult, run, started
-from torchrig.engine.spec import (
-    DEFAULT_SHM_SIZE,
+from torchrig.container import (
     ENV_LABEL,
     LABEL,
-    ContainerSpec,
+    SHM_SIZE,
     GpuFlags,
     Mount,
+    SuiteContainer,
+    container,
     container_name,
-    container_spec,
     gpu_flags,
 )
+from torchrig.engine.lifecycle import Output, RunResult, read_output, run, run_python, started
+from torchrig.engine.spec import docker_kwargs
 
 __all__ = [
-    "DEFAULT_SHM_SIZE",
     "ENV_LABEL",
     "LABEL",
-    "ContainerSpec",
+    "SHM_SIZE",
     "GpuFlags",
     "Mount",
+    "Output",
     "RunResult",
+    "SuiteContainer",
+    "container",
     "container_name",
-    "container_spec",
+    "docker_kwargs",
     "gpu_flags",
+    "read_output",
     "run",
+    "run_python",
     "started",
 ]

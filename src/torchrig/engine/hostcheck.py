@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchrig.container import GpuAccess
 from torchrig.engine.client import is_local_daemon
 from torchrig.errors import HostCheckError
 from torchrig.matrix import Environment
 from torchrig.matrix.archs import load_arch_data
 from torchrig.matrix.compat import parse_version
 from torchrig.results.probe import gpu_driver, parse_nvidia_proc_version
+from torchrig.results.reading import InputFileError, read_bytes
 
 __all__ = [
     "HostCheck",
@@ -37,6 +39,7 @@ __all__ = [
 
 # Where the NVIDIA Container Toolkit writes CDI specs (`nvidia-ctk cdi generate --output=...`).
 _CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+_CDI_SPEC_CAP = 16 << 20  # a spec nvidia-ctk writes for 8 GPUs is tens of kB
 _INSTALL_TOOLKIT = (
     "install the NVIDIA Container Toolkit and register it with Docker "
     "(`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`, see "
@@ -61,7 +64,16 @@ class HostFacts:
 
     @property
     def nvidia_runtime(self) -> bool:
-        return "nvidia" in self.docker_runtimes or self.nvidia_hook or self.cdi_nvidia
+        """Whether Docker can hand NVIDIA GPUs to a container at all (runtime, hook or CDI)."""
+        return self.nvidia_gpu_access is not None
+
+    @property
+    def nvidia_gpu_access(self) -> GpuAccess | None:
+        """How: through the NVIDIA runtime or hook (``--gpus``), or -- where the host offers only a CDI spec --
+        as the CDI device ``nvidia.com/gpu=all``; None: neither."""
+        if "nvidia" in self.docker_runtimes or self.nvidia_hook:
+            return "runtime"
+        return "cdi" if self.cdi_nvidia else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +82,7 @@ class HostCheck:
 
     use_gpu: bool
     warnings: tuple[str, ...] = ()
+    gpu_access: GpuAccess = "runtime"  # how NVIDIA GPUs are requested (CDI where the host has only a CDI spec)
 
 
 def _group_gid(name: str) -> int | None:
@@ -91,11 +104,25 @@ def _render_gid() -> int | None:
     return _group_gid("render")
 
 
+def _names_nvidia_gpu(folder: Path) -> bool:
+    """Whether a CDI spec in ``folder`` (``*.yaml``, ``*.json``) declares the ``nvidia.com/gpu`` kind."""
+    if not folder.is_dir():
+        return False
+    for spec in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")])[:64]:
+        try:
+            text = read_bytes(spec, kind="CDI spec", cap=_CDI_SPEC_CAP)
+        except InputFileError:
+            continue  # unreadable, or not a plain file: the daemon cannot use it either
+        if b"nvidia.com/gpu" in text:
+            return True
+    return False
+
+
 def gather_host_facts(docker_info: Mapping[str, Any]) -> HostFacts:
     """Read the facts from this machine; ``docker_info`` is ``client.info()`` (its ``Runtimes``, ``CDISpecDirs``)."""
     runtimes = tuple(sorted((docker_info.get("Runtimes") or {}).keys()))
     cdi_dirs = [Path(d) for d in (docker_info.get("CDISpecDirs") or [])] or list(_CDI_DIRS)
-    cdi_nvidia = any(d.is_dir() and any(d.glob("nvidia*")) for d in cdi_dirs)
+    cdi_nvidia = any(_names_nvidia_gpu(d) for d in cdi_dirs)
     dri = Path("/dev/dri")
     return HostFacts(
         uid=os.getuid(),
@@ -183,7 +210,11 @@ def _check_cuda(env: Environment, facts: HostFacts, others: Sequence[Environment
         warnings = (f"driver {facts.nvidia_driver} is older than {minimum}, CUDA {env.cuda}'s full-feature minimum: "
                     f"it runs through minor-version compatibility (>= {floor}), without PTX JIT, so a GPU whose "
                     "architecture the wheel has no cubin for fails; `torchrig doctor` checks that",)
-    return HostCheck(use_gpu=True, warnings=warnings)
+    access = facts.nvidia_gpu_access or "runtime"
+    if access == "cdi":
+        warnings += ("no NVIDIA runtime in Docker, but a CDI spec names nvidia.com/gpu: the GPUs are requested as "
+                     "the CDI device nvidia.com/gpu=all (Docker >= 25 with CDI enabled)",)
+    return HostCheck(use_gpu=True, warnings=warnings, gpu_access=access)
 
 
 def _check_rocm(env: Environment, facts: HostFacts) -> HostCheck:

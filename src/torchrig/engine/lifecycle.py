@@ -1,6 +1,6 @@
 """The one container lifecycle: every container torchrig starts is created, watched and removed here.
 
-:func:`started` creates and starts a container from a :class:`~torchrig.engine.spec.ContainerSpec` and removes it
+:func:`started` creates and starts a container from a :class:`~torchrig.container.SuiteContainer` and removes it
 in ``finally`` -- after success, failure, timeout or Ctrl-C -- unless the caller keeps it for debugging
 (``keep=True``, from ``TORCHRIG_KEEP_CONTAINERS=1`` through :class:`~torchrig.settings.Settings`). :func:`run` adds
 what docker-py lacks: a wall-clock timeout around the run, SIGTERM treated like Ctrl-C, the log streamed live
@@ -31,10 +31,11 @@ from typing import Any, TextIO
 import docker
 import docker.errors
 
-from torchrig.engine.spec import ContainerSpec, container_spec
+from torchrig.container import SuiteContainer, container
+from torchrig.engine.spec import docker_kwargs
 from torchrig.errors import HostCheckError, RunError
 
-__all__ = ["RunResult", "run", "started"]
+__all__ = ["Output", "RunResult", "read_output", "run", "run_python", "started"]
 
 _STOP_GRACE_S = 10
 
@@ -43,12 +44,17 @@ def _say(out: TextIO, text: str) -> None:
     print(f"torchrig: {text}", file=out, flush=True)
 
 
-def _start_error(spec: ContainerSpec, e: docker.errors.APIError) -> Exception:
+def _start_error(spec: SuiteContainer, e: docker.errors.APIError) -> Exception:
     text = str(e.explanation or e)
     if spec.gpu.nvidia and ("could not select device driver" in text or "nvidia-container-cli" in text):
         return HostCheckError(
             f"Docker could not give {spec.name} the NVIDIA GPUs ({text}). Install the NVIDIA Container Toolkit "
             "(`sudo nvidia-ctk runtime configure --runtime=docker`, then restart Docker), or pass --no-gpu.")
+    if spec.gpu.cdi and ("unresolvable CDI devices" in text or "CDI" in text):
+        return HostCheckError(
+            f"Docker could not give {spec.name} the CDI devices {', '.join(spec.gpu.cdi)} ({text}). Regenerate the "
+            "spec (`sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`), check that Docker >= 25 has CDI "
+            "enabled (`docker info` lists CDISpecDirs), or pass --no-gpu.")
     if spec.gpu.devices and ("no such file or directory" in text.lower() or "error gathering device" in text):
         return HostCheckError(f"Docker could not pass the GPU devices {', '.join(spec.gpu.devices)} to "
                               f"{spec.name} ({text}): is the amdgpu driver loaded? Or pass --no-gpu.")
@@ -69,7 +75,7 @@ def _archive(files: Mapping[str, bytes]) -> bytes:
 
 
 @contextlib.contextmanager
-def started(client: docker.DockerClient, spec: ContainerSpec, *, keep: bool, out: TextIO | None = None,
+def started(client: docker.DockerClient, spec: SuiteContainer, *, keep: bool, out: TextIO | None = None,
             files: Mapping[str, bytes] | None = None) -> Iterator[Any]:
     """Create and start the container; on leaving -- for any reason -- stop and remove it.
 
@@ -79,7 +85,7 @@ def started(client: docker.DockerClient, spec: ContainerSpec, *, keep: bool, out
     work against a remote engine too, where a bind mount of a host folder would not.
     """
     out = out or sys.stdout
-    kwargs = spec.docker_kwargs()
+    kwargs = docker_kwargs(spec)
     container = None
     try:
         try:
@@ -131,6 +137,12 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+    def check(self) -> RunResult:
+        """This result when the run succeeded; RunError with :meth:`describe` when not."""
+        if not self.ok:
+            raise RunError(self.describe())
+        return self
 
     def describe(self) -> str:
         """One paragraph for the user: what ran, how it ended, and what to try."""
@@ -239,53 +251,73 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(
-    client: docker.DockerClient,
-    spec: ContainerSpec,
-    *,
-    keep: bool,
-    timeout: float | None = None,
-    prefix: str | None = None,
-    check: bool = True,
-    echo: bool = True,
-    tail: int = 30,
-    out: TextIO | None = None,
-    status: TextIO | None = None,
-    capture_stdout: bool = False,
-    files: Mapping[str, bytes] | None = None,
-    quiet: bool = False,
-) -> RunResult:
-    """Run ``spec`` to completion, streaming its output; the container is removed however the run ends (kept,
-    stopped, with ``keep``).
+@dataclass(frozen=True, kw_only=True)
+class Output:
+    """Where a run's output goes: the command's lines to ``out`` (stdout), each after ``[prefix]`` when one is
+    given; torchrig's own lines (starting, stopping, how it ended) to ``status`` (default: ``out``)."""
 
-    ``timeout`` (seconds of wall time from the start) stops a run that hangs: SIGTERM, then SIGKILL after a
-    grace period. With ``check`` a non-zero exit or a timeout raises :class:`RunError` carrying the last lines;
-    without, the :class:`RunResult` says how it ended. Ctrl-C (or SIGTERM) stops and removes the container and
-    re-raises KeyboardInterrupt. The output goes to ``out`` (stdout), each line after ``[prefix]`` (``""``: as
-    is); torchrig's own lines (starting, stopping, how it ended) go to ``status`` (default: ``out``), or only
-    the warnings with ``quiet``. With ``capture_stdout`` the command's stdout is its answer (a JSON report): it
-    is not streamed but returned in :attr:`RunResult.stdout`, and only stderr is shown. ``files`` are copied in
-    before the start (:func:`started`).
+    prefix: str = ""
+    out: TextIO | None = None
+    status: TextIO | None = None
+    tail: int = 30  # how many last lines a result keeps for its message
+
+    @classmethod
+    def labelled(cls, prefix: str, **fields: Any) -> Output:
+        """Each line after ``[prefix]`` (an environment id): several runs' output stays readable side by side."""
+        return cls(prefix=prefix, **fields)
+
+    @classmethod
+    def as_is(cls, **fields: Any) -> Output:
+        """The command's output unchanged and torchrig's lines on stderr, so the run pipes like the command."""
+        return cls(status=fields.pop("status", sys.stderr), **fields)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Mode:
+    echo: bool  # stream the command's output
+    capture_stdout: bool  # keep stdout apart as the answer (not streamed)
+    quiet: bool  # no starting/ending lines, only warnings
+
+
+def run(client: docker.DockerClient, spec: SuiteContainer, *, keep: bool, timeout: float | None = None,
+        output: Output | None = None, files: Mapping[str, bytes] | None = None) -> RunResult:
+    """Run ``spec`` to completion, streaming its output (:class:`Output`); the container is removed however the
+    run ends (kept, stopped, with ``keep``). The result says how it ended: ``run(...).check()`` raises
+    :class:`RunError` with the last lines when it failed.
+
+    ``timeout`` (seconds of wall time from the start) stops a run that hangs: SIGTERM, then SIGKILL after a grace
+    period. Ctrl-C (or SIGTERM) stops and removes the container and re-raises KeyboardInterrupt. ``files`` are
+    copied in before the start (:func:`started`).
     """
-    out = out or sys.stdout
-    status = status or out
-    prefix = spec.name if prefix is None else prefix
+    return _run(client, spec, keep=keep, timeout=timeout, output=output or Output(), files=files,
+                mode=_Mode(echo=True, capture_stdout=False, quiet=False))
+
+
+def read_output(client: docker.DockerClient, spec: SuiteContainer, *, keep: bool, timeout: float,
+                files: Mapping[str, bytes] | None = None) -> RunResult:
+    """Run ``spec`` for its answer: nothing is streamed, its stdout is :attr:`RunResult.stdout`, its stderr only
+    the last lines of the result; only warnings are printed (on stderr)."""
+    return _run(client, spec, keep=keep, timeout=timeout, output=Output(status=sys.stderr), files=files,
+                mode=_Mode(echo=False, capture_stdout=True, quiet=True))
+
+
+def _run(client: docker.DockerClient, spec: SuiteContainer, *, keep: bool, timeout: float | None, output: Output,
+         files: Mapping[str, bytes] | None, mode: _Mode) -> RunResult:
+    out = output.out or sys.stdout
+    status = output.status or out
     what = shlex.join(spec.command) or "the image's default command"
-    if not quiet:
+    if not mode.quiet:
         _say(status, f"starting {spec.name} from {spec.image}: {what}")
     t0 = time.monotonic()
     timed_out = oom = False
-    code: int | None = None
-    last: tuple[str, ...] = ()
     captured: str | None = None
     with _sigterm_as_interrupt(), started(client, spec, keep=keep, out=status, files=files) as container:
-        pump = _LogPump(container, prefix, out, tail, echo, stdout=not capture_stdout)
+        pump = _LogPump(container, output.prefix, out, output.tail, mode.echo, stdout=not mode.capture_stdout)
         pump.start()
         waiter = _Waiter(container)
         waiter.start()
         try:
-            finished = waiter.wait_until(None if timeout is None else t0 + timeout)
-            if not finished:
+            if not waiter.wait_until(None if timeout is None else t0 + timeout):
                 timed_out = True
                 _say(status, f"{spec.name}: timeout of {timeout:g} s reached, stopping it")
                 with contextlib.suppress(docker.errors.DockerException):
@@ -296,11 +328,10 @@ def run(
             raise
         code = waiter.status
         pump.join(timeout=5)
-        last = tuple(pump.last)
         with contextlib.suppress(docker.errors.DockerException):
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        if capture_stdout and code is not None:
+        if mode.capture_stdout and code is not None:
             try:
                 captured = bytes(container.logs(stdout=True, stderr=False)).decode(errors="replace")
             except docker.errors.DockerException as e:
@@ -309,14 +340,12 @@ def run(
             raise RunError(f"lost track of {spec.name} while waiting for it: {waiter.error}")
     result = RunResult(
         name=spec.name, image=spec.image, command=spec.command, exit_code=code,
-        duration_s=time.monotonic() - t0, last_lines=last, timed_out=timed_out,
+        duration_s=time.monotonic() - t0, last_lines=tuple(pump.last), timed_out=timed_out,
         timeout_s=timeout, oom_killed=oom, stdout=captured,
     )
-    if not quiet:
+    if not mode.quiet:
         ending = "timed out" if timed_out else f"exit {code}"
         _say(status, f"{spec.name}: {ending} after {result.duration_s:.1f} s")
-    if check and not result.ok:
-        raise RunError(result.describe())
     return result
 
 
@@ -324,10 +353,9 @@ def run_python(client: docker.DockerClient, image: str, script: str, *, env_id: 
                timeout: float) -> str:
     """Run a standard-library ``script`` with the image's ``python`` (no network, no GPU, quiet) and return its
     standard output; raise RunError naming the image and how it failed. For reading facts out of an image."""
-    spec = container_spec(env_id=env_id, accelerator="cpu", image=image, purpose=purpose,
-                          command=["python", "-c", script], network_mode="none", shm_size=None)
-    result = run(client, spec, keep=keep, timeout=timeout, check=False, echo=False, quiet=True,
-                 capture_stdout=True, status=sys.stderr)
+    spec = container(env_id=env_id, accelerator="cpu", image=image, purpose=purpose,
+                     command=["python", "-c", script], network_mode="none", shm_size=None)
+    result = read_output(client, spec, keep=keep, timeout=timeout)
     if not result.ok:
         how = f"did not finish within {timeout:g} s" if result.timed_out else f"failed (exit {result.exit_code})"
         raise RunError(f"the {purpose} script in {image} {how} (does the image have `python` on its PATH?):\n"

@@ -28,11 +28,13 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+from torchrig.container import IMAGE_GID, IMAGE_UID, LABEL, SuiteContainer
 from torchrig.errors import SchedulerError, UsageError
-from torchrig.fleet.plan import FleetPlan, sh_words
+from torchrig.fleet.plan import FleetPlan, NodeFacts, sh_words
+from torchrig.fleet.pod import FLEET_MOUNT, pod_container, volume_name
 from torchrig.fleet.quantity import Quantity, docker_size_to_quantity, parse_quantity
 from torchrig.fleet.state import ElementState
-from torchrig.results.contract import DATA_IN, HOSTNAME_ENV, RESULTS_IN
+from torchrig.results.contract import RESULTS_IN
 
 __all__ = [
     "CHECKOV_ACCEPTED",
@@ -45,10 +47,10 @@ __all__ = [
     "image_by_digest",
     "job_manifest",
     "parse_pods",
+    "pod_container",
     "query",
 ]
 
-FLEET_MOUNT = "/fleet"  # where the PVC is mounted in the pods
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 _RESOURCE = {"cuda": "nvidia.com/gpu", "rocm": "amd.com/gpu"}
@@ -72,8 +74,8 @@ class KubernetesOptions:
     queue: str | None = None
     gpu_product: str | None = None
     gpus_per_node: int = 1
-    uid: int = 1000  # the image's user (images/Dockerfile TORCHRIG_UID)
-    gid: int = 1000
+    uid: int = IMAGE_UID  # the image's user (images/Dockerfile TORCHRIG_UID)
+    gid: int = IMAGE_GID
     cpu: str | None = None  # request = limit; default DEFAULT_CPU_PER_GPU per GPU
     memory: str | None = None  # request = limit; default DEFAULT_MEMORY_PER_GPU_GI per GPU + the shm size
     _cpu: Quantity | None = field(init=False, repr=False, compare=False, default=None)
@@ -128,7 +130,7 @@ def _job_name(plan: FleetPlan, opts: KubernetesOptions) -> str:
     return f"torchrig-{plan.env.id}-{plan.suite}-{secrets.token_hex(3)}"[:52].rstrip("-")
 
 
-def _pod_script(plan: FleetPlan) -> str:
+def _pod_script(containers: list[SuiteContainer]) -> str:
     """POSIX sh run in the pod: the suites, then exit.json, then the node's folder onto the PVC in one rename."""
     names = {"index": "JOB_COMPLETION_INDEX"}
     lines = [
@@ -136,9 +138,10 @@ def _pod_script(plan: FleetPlan) -> str:
         f'jobdir={FLEET_MOUNT}/$job; mkdir -p "$jobdir"',
         'started=$(date -u +%FT%TZ); t0=$(date +%s); rc=0; failed=""',
     ]
-    for suite in plan.suites:
+    for c in containers:
+        suite = c.labels.get(LABEL, "suite")
         lines += [
-            f"{{ {sh_words(plan.command(suite), names)}; echo $? >/tmp/{suite}.rc; }} 2>&1 | "
+            f"{{ {sh_words(c.command, names)}; echo $? >/tmp/{suite}.rc; }} 2>&1 | "
             f"tee -a {RESULTS_IN}/node.log",
             f"code=$(cat /tmp/{suite}.rc)",
             f'if [ "$code" != 0 ]; then [ "$rc" != 0 ] || rc=$code; failed="$failed {suite} exit $code"; fi',
@@ -163,35 +166,15 @@ def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": "torchrig", "app.kubernetes.io/component": "fleet",
               "torchrig.env": plan.env.id, "torchrig.job": name}
     job_labels = {**labels, **({QUEUE_LABEL: opts.queue} if opts.queue else {})}
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plan.environment().items()
-                                 if k != HOSTNAME_ENV]
-    env += [
-        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        {"name": HOSTNAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        {"name": "TORCHRIG_FLEET_JOB", "value": name},
-    ]
-    container: dict[str, Any] = {
-        "name": "suite",
-        "image": plan.image,
-        # An immutable tag or a digest: Always costs one manifest check and never runs a stale local copy.
-        "imagePullPolicy": "Always",
-        "command": ["/bin/sh", "-c", _pod_script(plan)],
-        "env": env,
-        "workingDir": "/tmp",
-        "volumeMounts": [
-            {"name": "results", "mountPath": RESULTS_IN},
-            {"name": "data", "mountPath": DATA_IN},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": "fleet", "mountPath": FLEET_MOUNT},
-        ],
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "runAsNonRoot": True, "runAsUser": opts.uid, "runAsGroup": opts.gid},
-        "resources": opts.resources(plan),
-    }
+    node = NodeFacts(uid=opts.uid, gid=opts.gid)
+    containers = [plan.container(suite, node) for suite in plan.suites]
+    c = containers[0]  # the suites differ in their command only; one container runs them one after the other
+    container = pod_container(c, script=_pod_script(containers), job=name)
+    container["resources"] = opts.resources(plan)
     # ROCm runs unconfined, as AMD's container guidance and engine.gpu_flags (seccomp=unconfined) run it under
     # Docker: the default profile admits mbind/set_mempolicy only with CAP_SYS_NICE, and the ROCm runtime uses them
     # for NUMA-aware host memory. Everything else keeps the runtime's default profile.
-    seccomp = "Unconfined" if plan.gpu and plan.env.accelerator == "rocm" else "RuntimeDefault"
+    seccomp = "Unconfined" if "seccomp=unconfined" in c.gpu.security_opt else "RuntimeDefault"
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the suites never talk to the API server
@@ -203,13 +186,12 @@ def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
         }],
         "containers": [container],
         "volumes": [
-            {"name": "results", "emptyDir": {}},
-            {"name": "data", "emptyDir": {}},
+            *({"name": volume_name(m.target), "emptyDir": {}} for m in c.mounts),
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm)}},
             {"name": "fleet", "persistentVolumeClaim": {"claimName": opts.pvc}},
         ],
     }
-    if plan.ipc_host:
+    if c.ipc_host:
         pod["hostIPC"] = True
     if opts.gpu_product:
         pod["nodeSelector"] = {GPU_PRODUCT_LABEL: opts.gpu_product}

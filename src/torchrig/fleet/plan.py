@@ -10,22 +10,22 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from torchrig.container import (
+    SHM_SIZE,
+    SuiteContainer,
+    SuiteImage,
+    SuiteKind,
+    compile_max_python,
+    gpu_flags,
+    suite_container,
+)
 from torchrig.errors import UsageError
 from torchrig.matrix import Environment
-from torchrig.results.contract import (
-    CIFAR_FOLDER,
-    DATA_ENV,
-    DATA_IN,
-    ENV_ID_ENV,
-    HOSTNAME_ENV,
-    IMAGE_ENV,
-    RESULTS_ENV,
-    RESULTS_IN,
-)
+from torchrig.results.contract import CIFAR_FOLDER
 
 __all__ = [
     "INDEX_PLACEHOLDER",
@@ -33,10 +33,10 @@ __all__ = [
     "SCHEDULERS",
     "SUITES",
     "FleetPlan",
+    "NodeFacts",
     "Runtime",
     "Scheduler",
-    "Suite",
-    "SuiteName",
+    "SuiteChoice",
     "sh_word",
     "sh_words",
     "var",
@@ -44,11 +44,11 @@ __all__ = [
 
 Scheduler = Literal["slurm", "kubernetes"]
 Runtime = Literal["pyxis", "apptainer", "docker", "podman"]
-Suite = Literal["tasks", "bench", "both"]
-SuiteName = Literal["tasks", "bench"]
+SuiteChoice = Literal["tasks", "bench", "both"]
+"""What ``submit --suite`` runs on every node: one suite kind, or both one after the other."""
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
-SUITES: tuple[str, ...] = get_args(Suite)
+SUITES: tuple[str, ...] = get_args(SuiteChoice)
 
 INDEX_PLACEHOLDER = "{index}"
 """In the arguments after ``--``: the node's index in the job (e.g. ``--seed {index}``)."""
@@ -90,7 +90,7 @@ class FleetPlan:
 
     env: Environment
     image: str
-    suite: Suite = "tasks"
+    suite: SuiteChoice = "tasks"
     nodes: int = 1
     results: Path  # on storage every node and the submitting machine see (Slurm), or the PVC's mount path
     data: Path | None = None  # shared data folder; None: each node writes the synthetic CIFAR-10 stand-in locally
@@ -98,9 +98,10 @@ class FleetPlan:
     timeout_s: float | None = None
     network: str | None = "none"
     use_gpu: bool = True
-    shm_size: str = "8g"
+    shm_size: str = SHM_SIZE
     ipc_host: bool = False
     args: tuple[str, ...] = ()  # for the suite's command; INDEX_PLACEHOLDER already replaced by var("index")
+    user_env: Mapping[str, str] = field(default_factory=dict)  # --env NAME=VALUE
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -117,7 +118,7 @@ class FleetPlan:
         return cls(args=tuple(a.replace(INDEX_PLACEHOLDER, var("index")) for a in args), **fields)  # type: ignore[arg-type]
 
     @property
-    def suites(self) -> tuple[SuiteName, ...]:
+    def suites(self) -> tuple[SuiteKind, ...]:
         return ("tasks", "bench") if self.suite == "both" else (self.suite,)
 
     @property
@@ -125,12 +126,24 @@ class FleetPlan:
         """Whether the nodes' containers get the accelerator (never for the cpu environments)."""
         return self.use_gpu and self.env.accelerator != "cpu"
 
-    def command(self, suite: SuiteName) -> list[str]:
-        """The command run in the container for ``suite`` (records to :data:`RESULTS_IN`)."""
-        cmd = ["python", "-m", suite, "--results", RESULTS_IN, *(["--quick"] if self.quick else [])]
-        if suite == "tasks" and self.data is None:
-            cmd.append("--synthetic-cifar")  # into the node's own data folder: nodes never race on shared storage
-        return [*cmd, *self.args]
+    @property
+    def image_digest(self) -> str | None:
+        """The registry digest, where the image is named by one (``--pin-image``, ``--image REPO@sha256:...``)."""
+        return self.image if "@sha256:" in self.image else None
+
+    def container(self, suite: SuiteKind, node: NodeFacts) -> SuiteContainer:
+        """The one description of ``suite``'s container on a node, the node's facts as the runtime names them."""
+        gpu = gpu_flags(self.env.accelerator, use_gpu=self.gpu, render_group=node.render_group,
+                        nvidia_gpus=node.nvidia_gpus, pass_env=node.pass_env)
+        image = SuiteImage(ref=self.image, id=node.image_id, digest=node.image_digest or self.image_digest)
+        return suite_container(
+            env_id=self.env.id, accelerator=self.env.accelerator, image=image, kind=suite, results=node.results,
+            data=node.data, hostname=node.hostname, compile_max_python=compile_max_python(self.env.torch),
+            gpu=gpu, uid=node.uid, gid=node.gid, user_env=self.user_env, quick=self.quick,
+            # into the node's own data folder: nodes never race on shared storage
+            synthetic_cifar=self.data is None, args=self.args, shm_size=self.shm_size, ipc_host=self.ipc_host,
+            network_mode=self.network or None, name=node.name,
+        )
 
     def check_data(self) -> None:
         """A shared ``--data`` must hold CIFAR-10: nodes writing the synthetic stand-in into one folder would race."""
@@ -138,7 +151,19 @@ class FleetPlan:
             raise UsageError(f"--data {self.data} has no {CIFAR_FOLDER}/: put CIFAR-10 there, or leave out --data "
                              "(each node then trains on the synthetic stand-in, written to a local folder)")
 
-    def environment(self) -> dict[str, str]:
-        """The variables every suite container gets (the host/image contract), placeholders for node facts."""
-        return {ENV_ID_ENV: self.env.id, IMAGE_ENV: self.image, HOSTNAME_ENV: var("host"),
-                RESULTS_ENV: RESULTS_IN, DATA_ENV: DATA_IN, "HOME": "/tmp"}
+
+@dataclass(frozen=True, kw_only=True)
+class NodeFacts:
+    """What only the node knows, as the runtime's script names it (:func:`var` placeholders by default)."""
+
+    results: str = var("work")  # the node's local records folder
+    data: str = var("data")
+    hostname: str = var("host")
+    uid: int | str = var("uid")
+    gid: int | str = var("gid")
+    image_id: str = ""  # docker/podman read it on the node after the pull
+    image_digest: str | None = None  # the registry digest, where the node reads it (docker/podman)
+    render_group: str | None = None  # ROCm: the node's render GID
+    nvidia_gpus: str = "all"  # docker: the GPUs Slurm allocated
+    pass_env: tuple[str, ...] = ()  # host variables handed on by name where set
+    name: str | None = None  # the container's name (docker/podman: removed by name on a signal)

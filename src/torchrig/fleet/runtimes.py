@@ -1,26 +1,30 @@
 """How a node starts the suite's container, per runtime: the command lines of an sbatch script.
 
-* ``docker`` / ``podman``: ``docker run`` with the options :func:`torchrig.engine.container_spec` derives for
-  ``run-tasks`` (user, ``/dev/shm``, GPU flags, network, labels), rendered by :meth:`ContainerSpec.cli_args`.
-* ``pyxis``: ``srun --container-image=...`` (Slurm's Pyxis/Enroot plugin; Slurm hands the allocated GPUs over).
-* ``apptainer``: ``apptainer exec --nv`` (CUDA) or ``--rocm``, from ``docker://IMAGE`` or a ``.sif`` file.
+Every runtime renders the same description, :meth:`FleetPlan.container <torchrig.fleet.plan.FleetPlan.container>`
+(:class:`~torchrig.container.SuiteContainer`), with the node's facts as the script's variables:
+
+* ``docker`` / ``podman``: ``docker run`` words from :func:`torchrig.container.oci_args` (podman takes NVIDIA GPUs
+  as the CDI device ``nvidia.com/gpu=all``; docker the GPUs Slurm allocated).
+* ``pyxis``: ``srun --container-image=...`` (Slurm's Pyxis/Enroot plugin; Slurm hands the allocated GPUs over); the
+  environment is exported and named in ``--container-env``.
+* ``apptainer``: ``apptainer exec --cleanenv`` with ``--nv`` (CUDA) or ``--rocm``, from ``docker://IMAGE`` or a
+  ``.sif`` file; the environment goes in as ``APPTAINERENV_NAME`` exports, which ``--cleanenv`` keeps and which
+  carry any value (``--env`` splits on commas).
 
 Each returns shell lines for one suite, using the script's variables ``$work`` (the node's local records folder),
-``$data``, ``$host``, ``$index``, ``$job``, ``$uid``/``$gid`` and ``$image_id`` (docker/podman only).
+``$data``, ``$host``, ``$index``, ``$job``, ``$uid``/``$gid`` and ``$image_id``/``$image_digest`` (docker/podman).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from torchrig.container import CONTAINER_HOME, SuiteContainer, SuiteKind, oci_args
+from torchrig.fleet.plan import FleetPlan, NodeFacts, Runtime, sh_word, sh_words, var
 
-from torchrig.engine import Mount, container_spec
-from torchrig.fleet.plan import FleetPlan, Runtime, SuiteName, sh_word, sh_words, var
-from torchrig.results.contract import DATA_IN, IMAGE_ID_ENV, RESULTS_IN
-
-__all__ = ["container_name", "pyxis_image", "runtime_lines", "runtime_setup"]
+__all__ = ["apptainer_words", "container_name", "node_facts", "pyxis_image", "pyxis_words", "runtime_lines",
+           "runtime_setup"]
 
 
-def container_name(plan: FleetPlan, suite: SuiteName) -> str:
+def container_name(plan: FleetPlan, suite: SuiteKind) -> str:
     """Unique per job, element and suite, so a signal handler can remove exactly this node's container."""
     return f"torchrig-{plan.env.id}-{suite}-{var('job')}-{var('index')}"
 
@@ -41,6 +45,19 @@ def _apptainer_image(ref: str) -> str:
     return f"docker://{ref}"
 
 
+def node_facts(plan: FleetPlan, runtime: Runtime, suite: SuiteKind) -> NodeFacts:
+    """How ``runtime``'s script names the node's facts."""
+    if runtime not in ("docker", "podman"):
+        return NodeFacts()
+    rocm = plan.gpu and plan.env.accelerator == "rocm"
+    return NodeFacts(
+        image_id=var("image_id"), image_digest=var("image_digest"),
+        render_group=var("render_gid") if rocm else None,
+        nvidia_gpus=var("docker_gpus") if runtime == "docker" else "all",
+        pass_env=("ROCR_VISIBLE_DEVICES",) if rocm else (),  # Slurm's AMD GPU binding, passed on when it sets one
+        name=container_name(plan, suite))
+
+
 def runtime_setup(plan: FleetPlan, runtime: Runtime) -> list[str]:
     """Lines run once per node before the suites: make sure the image is there, and what it is."""
     if runtime not in ("docker", "podman"):
@@ -52,6 +69,9 @@ def runtime_setup(plan: FleetPlan, runtime: Runtime) -> list[str]:
         f'  {runtime} pull {image} 2>&1 | tee -a "$work/node.log" || finish 125 "could not pull the image"',
         'fi',
         f"image_id=$({runtime} image inspect --format '{{{{.Id}}}}' {image})",
+        # The registry digest (REPO@sha256:...) another machine can pull the image by; empty for a local build.
+        f"image_digest=$({runtime} image inspect --format '{{{{if .RepoDigests}}}}{{{{index .RepoDigests 0}}}}"
+        f"{{{{end}}}}' {image} 2>/dev/null)",
     ]
     if plan.gpu and plan.env.accelerator == "cuda" and runtime == "docker":
         # Only the GPUs Slurm allocated to this element (all of them where Slurm does not track GPUs).
@@ -61,49 +81,43 @@ def runtime_setup(plan: FleetPlan, runtime: Runtime) -> list[str]:
     return lines
 
 
-def runtime_lines(plan: FleetPlan, runtime: Runtime, suite: SuiteName) -> list[str]:
-    """The command line that runs ``suite`` on the node (as words for ``in_node``), and its cleanup on a signal."""
-    command = plan.command(suite)
-    env = plan.environment()
+def _binds(c: SuiteContainer) -> str:
+    return ",".join(f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in c.mounts)
+
+
+def pyxis_words(c: SuiteContainer) -> tuple[list[tuple[str, str]], list[str]]:
+    """(exports, ``srun`` words) for ``c`` under Pyxis: the variables exported, then named in ``--container-env``
+    (Pyxis passes those of the job's environment into the container)."""
+    mounts = _binds(c)
+    if c.gpu.devices:
+        mounts += "".join(f",{d}:{d}" for d in c.gpu.devices)
+    names = [*c.environment, *c.gpu.pass_env]
+    words = ["srun", "--ntasks=1", f"--container-image={pyxis_image(c.image)}", f"--container-mounts={mounts}",
+             f"--container-workdir={c.working_dir or CONTAINER_HOME}", "--no-container-mount-home",
+             f"--container-env={','.join(names)}", *c.command]
+    return list(c.environment.items()), words
+
+
+def apptainer_words(c: SuiteContainer) -> tuple[list[tuple[str, str]], list[str]]:
+    """(exports, ``apptainer exec`` words) for ``c``: each variable as ``APPTAINERENV_NAME``."""
+    words = ["apptainer", "exec", "--cleanenv", "--pwd", c.working_dir or CONTAINER_HOME, "--bind", _binds(c)]
+    if c.gpu.nvidia or c.gpu.cdi:
+        words.append("--nv")
+    elif c.gpu.devices:
+        words.append("--rocm")
+    exports = [(f"APPTAINERENV_{k}", v) for k, v in c.environment.items()]
+    return exports, [*words, _apptainer_image(c.image), *c.command]
+
+
+def runtime_lines(plan: FleetPlan, runtime: Runtime, suite: SuiteKind) -> list[str]:
+    """The export lines and the command line that runs ``suite`` on the node (as words for ``in_node``)."""
+    c = plan.container(suite, node_facts(plan, runtime, suite))
     if runtime in ("docker", "podman"):
-        return [f"{runtime} run {sh_words(_oci_args(plan, runtime, suite, command, env))}"]
+        return [f"{runtime} run {sh_words(oci_args(c, runtime=runtime))}"]
     if runtime == "pyxis":
-        mounts = f"{var('work')}:{RESULTS_IN},{var('data')}:{DATA_IN}"
-        if plan.gpu and plan.env.accelerator == "rocm":
-            mounts += ",/dev/kfd:/dev/kfd,/dev/dri:/dev/dri"
-        args = ["srun", "--ntasks=1", f"--container-image={pyxis_image(plan.image)}",
-                f"--container-mounts={mounts}", "--container-workdir=/tmp", "--no-container-mount-home",
-                f"--container-env={','.join(env)}", *command]
-        exports = [f"export {k}={sh_word(v)}" for k, v in env.items()]
-        return [*exports, sh_words(args)]
-    if runtime == "apptainer":
-        args = ["apptainer", "exec", "--cleanenv", "--pwd", "/tmp",
-                "--bind", f"{var('work')}:{RESULTS_IN},{var('data')}:{DATA_IN}"]
-        if plan.gpu:
-            args.append("--nv" if plan.env.accelerator == "cuda" else "--rocm")
-        args += [f"--env={k}={v}" for k, v in env.items()]
-        return [sh_words([*args, _apptainer_image(plan.image), *command])]
-    raise ValueError(f"unknown runtime {runtime!r}")
-
-
-def _oci_args(plan: FleetPlan, runtime: Runtime, suite: SuiteName, command: list[str],
-              env: dict[str, str]) -> list[str]:
-    """``docker run`` arguments from the one options function, with the node's facts as placeholders."""
-    spec = container_spec(
-        env_id=plan.env.id, accelerator=plan.env.accelerator, image=plan.image, purpose=suite, command=command,
-        use_gpu=plan.gpu, render_group=var("render_gid") if plan.env.accelerator == "rocm" else None,
-        mounts=[Mount(source=var("work"), target=RESULTS_IN), Mount(source=var("data"), target=DATA_IN)],
-        environment={**env, IMAGE_ID_ENV: var("image_id")}, shm_size=plan.shm_size, ipc_host=plan.ipc_host,
-        network_mode=plan.network or None, name=container_name(plan, suite),
-    )
-    # The job's user owns the node's work folder; files the suite writes there must be theirs too.
-    spec = replace(spec, user=f"{var('uid')}:{var('gid')}")
-    args = spec.cli_args(remove=True, image_and_command=False)
-    if spec.gpu.nvidia:
-        if runtime == "podman":  # podman reaches NVIDIA GPUs through CDI (nvidia-ctk cdi generate)
-            args = [("--device=nvidia.com/gpu=all" if a == "--gpus=all" else a) for a in args]
-        else:
-            args = [(f"--gpus={var('docker_gpus')}" if a == "--gpus=all" else a) for a in args]
-    if spec.gpu.devices:
-        args.append("--env=ROCR_VISIBLE_DEVICES")  # Slurm's AMD GPU binding, passed on when it sets one
-    return [*args, spec.image, *spec.command]
+        exports, words = pyxis_words(c)
+    elif runtime == "apptainer":
+        exports, words = apptainer_words(c)
+    else:
+        raise ValueError(f"unknown runtime {runtime!r}")
+    return [*(f"export {k}={sh_word(v)}" for k, v in exports), sh_words(words)]

@@ -2,8 +2,10 @@
 
 VS Code and the Dev Containers CLI offer each ``.devcontainer/<name>/devcontainer.json`` as a choice. The files
 are generated (``torchrig devcontainer --all``) and committed; a unit test regenerates them and compares, so they
-cannot fall out of step with the matrix. Their ``runArgs`` come from :func:`torchrig.engine.container_spec`,
-the function ``dev`` and ``run-tasks`` use, so the editor's container gets the same shared memory and GPU flags.
+cannot fall out of step with the matrix. They render the one container description
+(:func:`torchrig.container.container`, what ``dev`` and ``run-tasks`` start): ``runArgs`` from
+:func:`~torchrig.container.oci_args`, ``containerEnv`` from its environment, so the editor's container gets the
+same shared memory, GPU flags and contract variables.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrig.engine import DEFAULT_SHM_SIZE, container_spec
+from torchrig.container import SHM_SIZE, SuiteContainer, container, oci_args
 from torchrig.matrix import Environment, Matrix, Target
-from torchrig.results.contract import WORKSPACE_IN
+from torchrig.results.contract import ENV_ID_ENV, IMAGE_ENV, WORKSPACE_IN
 
 __all__ = [
     "DEVCONTAINER_DIR",
@@ -26,6 +28,7 @@ __all__ = [
     "DevcontainerFile",
     "dev_target",
     "devcontainer_config",
+    "devcontainer_description",
     "devcontainer_files",
     "render_devcontainer",
     "stale_devcontainers",
@@ -53,11 +56,19 @@ def dev_target(env: Environment) -> Target:
     return "devel" if "devel" in env.targets else "runtime"
 
 
+def devcontainer_description(env: Environment) -> SuiteContainer:
+    """The editor's container as the one description: the ``dev`` image, the GPU flags, shared memory, the image's
+    own user (the Dev Containers CLI maps its UID to the host's)."""
+    image = env.tags(dev_target(env)).immutable
+    return container(env_id=env.id, accelerator=env.accelerator, image=image, purpose="devcontainer",
+                     render_group=RENDER_GID_PLACEHOLDER, shm_size=SHM_SIZE, name="",
+                     environment={IMAGE_ENV: image, ENV_ID_ENV: env.id})
+
+
 def devcontainer_config(env: Environment) -> dict[str, Any]:
     """The ``devcontainer.json`` of one environment, as a dict."""
     image = env.tags(dev_target(env)).immutable
-    spec = container_spec(env_id=env.id, accelerator=env.accelerator, image=image, purpose="devcontainer",
-                          render_group=RENDER_GID_PLACEHOLDER, shm_size=DEFAULT_SHM_SIZE, name="")
+    spec = devcontainer_description(env)
     gpu = {"cpu": "CPU only", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
     return {
         "name": f"torchrig {env.id}: torch {env.torch}, {gpu}, Python {env.python}",
@@ -66,8 +77,9 @@ def devcontainer_config(env: Environment) -> dict[str, Any]:
         "workspaceMount": f"source=${{localWorkspaceFolder}},target={WORKSPACE_IN},type=bind",
         "remoteUser": IMAGE_USER,
         "updateRemoteUserUID": True,
-        "runArgs": spec.cli_args(remove=False, image_and_command=False),
-        "containerEnv": {"TORCHRIG_IMAGE": image, "TORCHRIG_ENV_ID": env.id},
+        # The environment goes in containerEnv (which the Dev Containers CLI passes as --env), not twice.
+        "runArgs": [a for a in oci_args(spec, remove=False, image_and_command=False) if not a.startswith("--env=")],
+        "containerEnv": dict(spec.environment),
         "customizations": {
             "vscode": {
                 "extensions": ["ms-python.python", "ms-python.vscode-pylance", "charliermarsh.ruff"],

@@ -26,6 +26,7 @@ __all__ = [
     "RESULTS_ENV",
     "RESULTS_IN",
     "TORCH_VERSION_ENV",
+    "USER_ENV_ENV",
     "WORKSPACE_IN",
     "Accelerator",
 ]
@@ -54,10 +55,16 @@ COMPILE_MAX_PYTHON_ENV = "TORCHRIG_COMPILE_MAX_PYTHON"
 """The newest Python that torch.compile supports with the image's torch, from compat.yaml's ``compile_max_python``
 (an image may have no PyYAML to read compat.yaml itself)."""
 
+USER_ENV_ENV = "TORCHRIG_USER_ENV"
+"""The names (comma-separated) of the variables the user passed with ``--env NAME=VALUE``: the benchmark
+fingerprint records them (values of secret-looking names as ``<set>``)."""
+
 CONTAINER_ENV_VARS: tuple[str, ...] = (
     ENV_ID_ENV, IMAGE_ENV, IMAGE_ID_ENV, IMAGE_DIGEST_ENV, HOSTNAME_ENV, RESULTS_ENV, DATA_ENV, COMPILE_MAX_PYTHON_ENV,
+    USER_ENV_ENV,
 )
-"""Every variable torchrig passes into the containers it starts for tasks and benchmarks."""
+"""Every variable torchrig passes into the containers it starts for tasks and benchmarks (all of them, on every
+runtime: :func:`torchrig.container.suite_environment` sets each; a value not known is empty)."""
 
 # ------------------------------------------------------------------------------ variables baked into the image
 
