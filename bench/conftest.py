@@ -74,6 +74,9 @@ _CONFIG: pytest.Config | None = None  # pytest_runtest_logreport gets no config:
 def pytest_configure(config: pytest.Config) -> None:
     global _CONFIG  # noqa: PLW0603 - one pytest session per process
     _CONFIG = config
+    from bench.load import sample
+
+    config._torchrig_load_before = sample()  # type: ignore[attr-defined]  # before any CUDA context of ours
     _parse_batches(config.getoption("--bench-batch"))  # a bad option is a usage error before collection
     _choice(config.getoption("--bench-device"))  # ... and so is a GPU image that sees no GPU
 
@@ -139,13 +142,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     """Model FLOPS utilisation against the GEMM ceilings measured in this same run (order-independent); the
-    skipped benchmarks with their reasons (bench/skips.py)."""
+    skipped benchmarks with their reasons (bench/skips.py); the load before and after the session and the
+    busy-machine warning (bench/load.py)."""
     from bench.skips import add_skipped
     from torchrig.results.benchconv import add_utilisation
 
     add_utilisation(output_json.get("benchmarks", []))
     add_skipped(config, output_json)
     run_warnings = list(_choice(config.getoption("--bench-device")).warnings)
+    from bench.load import judge, sample
+
+    load = judge(getattr(config, "_torchrig_load_before", {}), sample())
+    output_json["torchrig_load"] = load.to_dict()
+    if load.busy:
+        run_warnings.append(load.warning)
     for b in output_json.get("benchmarks", []):
         extra = b.setdefault("extra_info", {})
         extra["warnings"] = [*extra.get("warnings", []), *run_warnings]

@@ -33,7 +33,8 @@ HEADLINES: tuple[tuple[str, re.Pattern[str], str, tuple[str, ...]], ...] = (
     ("BERT training", re.compile(r"^train-bert"), "throughput", ("mfu_pct", "mfu_spec_pct")),
 )
 
-_BUSY = re.compile(r"\bbusy\b|\bloaded\b|other (compute )?process", re.IGNORECASE)
+# a busy-machine warning in the record's text (older records); "device busy only 60 %" is the busy check, not this
+_BUSY = re.compile(r"(?<!device )\bbusy\b|\bloaded\b|other (GPU )?(compute )?process", re.IGNORECASE)
 _GPU_ENV = re.compile(r"(^|[-_])(cuda|cu\d+|rocm)", re.IGNORECASE)
 
 
@@ -83,9 +84,13 @@ def _is_gpu_env(env: str, recs: Iterable[Record]) -> bool:
 def _warnings(env: str, recs: Sequence[Record], figures: Sequence[SummaryFigure],
               verdicts: Sequence[SummaryVerdict]) -> tuple[str, ...]:
     out: list[str] = []
-    busy = sorted({w for r in recs for w in r.warnings if _BUSY.search(w)})
+    busy = _busy_reasons(recs)
     if busy:
         out.append(f"busy machine: {busy[0]}" + (f" (+{len(busy) - 1} more)" if len(busy) > 1 else ""))
+    bound = sorted({r.name for r in recs if _host_bound(r)})
+    if bound:
+        out.append(f"launch-/host-bound (device busy < 90 % of the round): {', '.join(bound[:4])}"
+                   + (f" (+{len(bound) - 4} more)" if len(bound) > 4 else ""))
     noisy = [f"{f.label} CV {f.cv_pct:.0f} %" for f in figures if f.cv_pct is not None and f.cv_pct > CV_WARN_PCT]
     if noisy:
         out.append(f"run-to-run CV above {CV_WARN_PCT:g} %: {', '.join(noisy)}")
@@ -99,6 +104,22 @@ def _warnings(env: str, recs: Sequence[Record], figures: Sequence[SummaryFigure]
     if skipped:
         out.append(f"{len(skipped)} skipped (reasons in the gates column)")
     return tuple(out)
+
+
+def _busy_reasons(recs: Sequence[Record]) -> list[str]:
+    """Why the machine was busy: the records' ``load`` verdicts (bench/load.py), else their warning texts."""
+    reasons = sorted({str(x) for r in recs if r.load and r.load.get("busy") is True
+                      for x in r.load.get("reasons") or []})
+    if reasons:
+        return reasons
+    return sorted({w.removeprefix("busy machine: ") for r in recs for w in r.warnings if _BUSY.search(w)})
+
+
+def _host_bound(r: Record) -> bool:
+    """A GPU benchmark the busy check flagged (bench/busy.py): its figure measures launch/host overhead too."""
+    timing = r.config.get("timing")
+    busy = timing.get("busy") if isinstance(timing, Mapping) else None
+    return r.machine.accelerator != "cpu" and isinstance(busy, Mapping) and busy.get("flagged") is True
 
 
 def build_summary(groups: Sequence[MachineGroup],

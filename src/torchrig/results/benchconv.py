@@ -247,8 +247,18 @@ def _record(b: Mapping[str, Any], data: Mapping[str, Any], env: Mapping[str, Any
         config={k: v for k, v in config.items() if v is not None},
         warnings=tuple(warnings),
         container=_container(env),
+        load=_load(data),
         **kw,
     )
+
+
+def _load(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The session's machine load (bench/load.py, ``torchrig_load``) where it is a well-formed object."""
+    load = data.get("torchrig_load")
+    if isinstance(load, dict) and isinstance(load.get("busy"), bool) and isinstance(load.get("reasons"), list) \
+            and all(isinstance(r, str) for r in load["reasons"]):
+        return load
+    return None
 
 
 def _warn(message: str) -> None:
@@ -311,7 +321,7 @@ def _skipped_records(data: Mapping[str, Any], mi: Mapping[str, Any], env: Mappin
         out.append(Record(kind="bench", name=name[:200], env_id=env.get("env_id") if isinstance(
             env.get("env_id"), str) else None, machine=machine, software=software, verdict="skip", wall_time_s=0.0,
             config={"skip_reason": reason[:2000], "pytest_benchmark": {"nodeid": str(entry.get("nodeid", ""))}},
-            warnings=(f"skipped: {reason[:2000]}",), container=container, **kw))
+            warnings=(f"skipped: {reason[:2000]}",), container=container, load=_load(data), **kw))
     return out
 
 

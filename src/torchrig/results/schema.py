@@ -150,6 +150,9 @@ class Record:
     config: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     container: Container | None = None
+    # machine load before/after the session (bench/load.py): {"busy": bool, "reasons": [str], ...}; absent in
+    # records written before it existed, and in task records
+    load: Mapping[str, Any] | None = None
     run_id: str = field(default_factory=new_run_id)
     created: str = field(default_factory=utc_now)
     schema: str = SCHEMA_ID
@@ -161,6 +164,7 @@ class Record:
         d["warnings"] = list(self.warnings)
         d["metrics"] = {k: asdict(v) for k, v in self.metrics.items()}
         d["config"] = dict(self.config)
+        d["load"] = dict(self.load) if self.load is not None else None
         return d
 
 
@@ -254,8 +258,19 @@ def validate_record(d: Any) -> list[str]:
     c = _expect(d, "container", dict, "", errs, optional=True)
     for k in Container.__dataclass_fields__:
         _expect(c or {}, k, str, "container.", errs, optional=True)
+    _validate_load(d, errs)
     _finite(d, errs)
     return errs
+
+
+def _validate_load(d: Mapping[str, Any], errs: list[str]) -> None:
+    load = _expect(d, "load", dict, "", errs, optional=True)
+    if load is None:
+        return
+    _expect(load, "busy", bool, "load.", errs)
+    reasons = _expect(load, "reasons", list, "load.", errs)
+    if reasons is not None and not all(isinstance(r, str) for r in reasons):
+        errs.append("load.reasons: expected a list of strings")
 
 
 def _finite(d: Mapping[str, Any], errs: list[str]) -> None:
@@ -292,6 +307,7 @@ def record_from_dict(d: Any) -> Record:
         config=d["config"],
         warnings=tuple(str(w) for w in d["warnings"]),
         container=Container(**{k: v for k, v in c.items() if k in Container.__dataclass_fields__}) if c else None,
+        load=d.get("load"),
         run_id=d["run_id"],
         created=d["created"],
         schema_version=d["schema_version"],
