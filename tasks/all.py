@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-id", default=os.environ.get(ENV_ID_ENV) or None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--data", default=os.environ.get(DATA_ENV) or "data",
-                   help=f"data directory for cifar_cnn (default: ${DATA_ENV} or ./data)")
+                   help=f"data directory for cifar_cnn and export (default: ${DATA_ENV} or ./data)")
     p.add_argument("--synthetic-cifar", action="store_true",
                    help="when --data holds no CIFAR-10, write the synthetic stand-in there first")
     p.add_argument("--expect-torch", default=None, help=f"passed to smoke (default: ${TORCH_VERSION_ENV})")
@@ -62,7 +62,7 @@ def task_argv(name: str, a: argparse.Namespace) -> list[str]:
         argv += ["--env-id", a.env_id]
     if a.epochs is not None and name in TRAINING:
         argv += ["--epochs", str(a.epochs)]
-    if name == "cifar_cnn":
+    if name in ("cifar_cnn", "export"):  # export's pruned CNN trains on the same CIFAR-10
         argv += ["--data", a.data]
     if name == "smoke" and a.expect_torch:
         argv += ["--expect-torch", a.expect_torch]

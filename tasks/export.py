@@ -9,7 +9,10 @@ on the CPU (and on the CUDA/ROCm execution providers when onnxruntime has them a
 * a dynamic batch axis: the same file runs a second batch size (BERT: a different sequence length too) with the
   right output shape and the same parity;
 * BERT int8 (onnxruntime dynamic quantization): the file shrinks by a factor and held-out accuracy drops by no
-  more than a stated number of points (from a fine-tuned model that is well above chance).
+  more than a stated number of points (from a fine-tuned model that is well above chance);
+* the pruned CNN (``cnn_pruned``, tasks/export_prune.py: trained on the CIFAR-10 under ``--data``, global magnitude
+  pruning, fine-tune, ``prune.remove``): the accuracy drop against the dense model (upper 95 % bound) and the
+  sparsity counted in the exported file's weight initializers; raw and compressed sizes, dense vs pruned latency.
 
 An exporter that this torch lacks, or that cannot export a model, is skipped with the reason (in the record's
 config and warnings); a wrong number fails. ``--perturb-weight`` is the deliberately broken export: the parity
@@ -27,12 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import _common
+from tasks import _common, export_prune
 from tasks import export_onnx as ox
 from tasks._common import Context, TaskSpec, UsageError
 from tasks.export_models import PARITY_BATCH, SECOND_BATCH, Case, bert_case, cnn_case
 
-MODELS = ("cnn", "bert")
+MODELS = ("cnn", "bert", "cnn_pruned")
 # Parity thresholds per model and execution provider, float32 (max abs error, max error relative to max |logit|).
 # Measured on the CPU (docs/tasks.md): CNN 7.8e-8 abs, BERT <= 1.3e-6 abs. GPU providers (TF32, fused kernels): not
 # measured yet, a wide bound.
@@ -41,6 +44,7 @@ PARITY = {
     ("cnn", "cuda"): (1e-2, 1e-2), ("bert", "cuda"): (1e-2, 1e-2),
     ("cnn", "rocm"): (1e-2, 1e-2), ("bert", "rocm"): (1e-2, 1e-2),
 }
+PARITY.update({("cnn_pruned", p): t for (m, p), t in list(PARITY.items()) if m == "cnn"})
 BERT_MIN_ACCURACY = 75.0  # % held-out, eager float32: the briefly fine-tuned model must be well above chance (50 %)
 INT8_MAX_DROP = 3.0  # accuracy points lost by int8 (ONNX float32 -> int8, same 500 sentences); measured 1.8
 INT8_MIN_SHRINK = 3.0  # file size float32 / int8
@@ -65,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bert-heldout", type=int, default=None, help="held-out sentences for accuracy (500: all)")
     g.add_argument("--bert-epochs", type=int, default=1, help="BERT fine-tuning epochs (1)")
     g.add_argument("--max-length", type=int, default=64, help="BERT tokens per sentence (64)")
+    export_prune.add_arguments(p.add_argument_group("pruned CNN options (cnn_pruned)"))
 
 
 def _names(arg: str, allowed: tuple[str, ...], option: str) -> list[str]:
@@ -92,6 +97,7 @@ def _validate(a: argparse.Namespace) -> tuple[list[str], list[ox.Exporter]]:
             raise UsageError(f"--{opt.replace('_', '-')} must be at least 1, got {v}")
     if a.max_length < 8:
         raise UsageError(f"--max-length must be at least 8, got {a.max_length}")
+    export_prune.validate(a)
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(f"the export task needs {' and '.join(missing)}: pip install {' '.join(missing)} (the "
@@ -252,6 +258,8 @@ def _build(ctx: Context, name: str) -> Case:
     a = ctx.args
     if name == "cnn":
         return cnn_case(width=a.width, seed=a.seed)
+    if name == "cnn_pruned":
+        return export_prune.pruned_case(ctx, cnn_case(width=a.width, seed=a.seed))
     return bert_case(train_limit=a.bert_train or (640 if a.quick else 1500),
                      test_limit=a.bert_heldout or 500, epochs=a.bert_epochs,
                      max_length=a.max_length, lr=1e-4, seed=a.seed, log=ctx.log, gate=BERT_MIN_ACCURACY)
@@ -308,6 +316,8 @@ def run(ctx: Context) -> None:
                 ctx.problem(f"{name}: no exporter of torch {torch.__version__} could export it ({why})")
                 continue
             _eager_latency(ctx, case)
+            if name == "cnn_pruned":
+                export_prune.gate_onnx(ctx, case, done[0], out_dir, threads=threads)
             if name == "bert":
                 int8 = _quantize(ctx, case, done[0], out_dir, threads=threads)
                 if int8 is not None:

@@ -43,6 +43,7 @@ class Case:
     info: dict[str, Any] = field(default_factory=dict)  # what the record's config says about the model
     heldout: list[Example] = field(default_factory=list)  # BERT: the examples accuracy is measured on
     tokenize: Callable[[list[str]], dict[str, Any]] | None = None
+    dense: Any = None  # cnn_pruned: the trained model before pruning (tasks/export_prune.py)
 
 
 def cnn_case(*, width: int, seed: int) -> Case:

@@ -18,6 +18,13 @@ The regression task's parameter gates get the analogous rule: the least-squares 
 points x ~ U[-1, 1] is sigma * sqrt(3 / n); the gate |w - 2| < tol is meaningful when 1.96 standard errors fit in
 half of it, so n >= (2 * 1.96 * sigma * sqrt(3) / tol)², and never fewer than 30 points (the MSE gate is a mean).
 For the defaults (sigma 0.01, tol 0.01): 47.
+
+An accuracy *drop* between two models scored on the same n examples (the export task's pruned CNN against the dense
+one) is a paired comparison: only the examples the two disagree on carry information. With L examples the first
+model got right and the second wrong, and G the other way, the drop is (L - G) / n, and its one-sided 95 % upper
+bound is the Wilson upper bound of L / n minus G / n (:func:`paired_drop_upper`). A gate "drop <= D" is meaningful
+when two models that never disagree are bounded at D / 2 or less, so at least half the allowance is left for a
+real drop: :func:`min_paired_heldout` (D = 5 points: 106 examples).
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ from collections.abc import Sequence
 
 from torchrig.errors import UsageError
 
-__all__ = ["Z_ONE_SIDED_95", "check_heldout", "min_heldout", "min_regression_points", "wilson_lower"]
+__all__ = [
+    "Z_ONE_SIDED_95", "check_heldout", "min_heldout", "min_paired_heldout", "min_regression_points",
+    "paired_drop_upper", "wilson_lower", "wilson_upper",
+]
 
 Z_ONE_SIDED_95 = 1.6448536269514722
 MIN_REGRESSION_POINTS = 30
@@ -38,6 +48,29 @@ def wilson_lower(p: float, n: int, z: float = Z_ONE_SIDED_95) -> float:
     """One-sided Wilson score lower bound of a proportion observed as ``p`` on ``n`` trials."""
     z2 = z * z
     return (p + z2 / (2 * n) - z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))) / (1 + z2 / n)
+
+
+def wilson_upper(p: float, n: int, z: float = Z_ONE_SIDED_95) -> float:
+    """One-sided Wilson score upper bound of a proportion observed as ``p`` on ``n`` trials."""
+    return 1.0 - wilson_lower(1.0 - p, n, z)
+
+
+def paired_drop_upper(lost: int, gained: int, n: int) -> float:
+    """Upper 95 % bound, in points, of the accuracy drop of a model that loses ``lost`` and gains ``gained`` of
+    ``n`` examples against a reference scored on the same examples (see the module docstring)."""
+    if n < 1 or lost < 0 or gained < 0 or lost + gained > n:
+        raise ValueError(f"paired counts need 0 <= lost + gained <= n and n >= 1, got {lost}, {gained}, {n}")
+    return 100.0 * (wilson_upper(lost / n, n) - gained / n)
+
+
+def min_paired_heldout(max_drop_points: float) -> int:
+    """The least n on which two models that never disagree have a drop bound of at most half the allowance."""
+    if not 0 < max_drop_points < 100:
+        raise ValueError(f"an accuracy drop allowance is in (0, 100) points, got {max_drop_points}")
+    n = 1
+    while paired_drop_upper(0, 0, n) > max_drop_points / 2:
+        n += 1
+    return n
 
 
 def min_heldout(gate_percent: float) -> int:
