@@ -299,7 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     except DeviceProblem as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
+    import torch
+
+    from bench.rocm_env import apply_rocm_env
+
+    rocm = apply_rocm_env(torch)  # before the device runs anything (bench/rocm_env.py)
     device = TorchDevice(choice.name)
+    for note in rocm.get("notes", []):
+        print(f"note: {note}")
     for w in choice.warnings:
         print(f"warning: {w}")
     size = args.size if args.size != "auto" else ("quick" if device.type == "cpu" else "full")

@@ -16,6 +16,7 @@ from bench.flags import precision_flags
 from bench.harness import TorchDevice, measure
 from bench.peaks import device_lookup
 from bench.results import capture_warnings, fill_extra_info, metric, rate_metrics, timing_metrics
+from bench.rocm_env import tf32_problem
 from bench.sizes import BenchContext, CopyCase, GemmCase
 
 _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -27,6 +28,9 @@ def _gemm_problem(case: GemmCase, device: TorchDevice) -> str | None:
             return "TF32 is a GPU tensor-core mode; on CPU it would be plain fp32"
         if device.accelerator == "cuda" and torch.cuda.get_device_capability(device.torch_device)[0] < 8:
             return f"TF32 needs compute capability >= 8.0 ({device.gpu_name})"
+        rocm = tf32_problem(torch)  # ROCm: hipBLASLt's TF32 needs torch >= 2.6 and HIPBLASLT_ALLOW_TF32=1
+        if rocm:
+            return rocm
     if case.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return f"{device.gpu_name} does not support bf16"
     try:  # e.g. fp16 matmul on the CPU of older torch: "addmm_impl_cpu_" not implemented for 'Half'

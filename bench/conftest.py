@@ -77,6 +77,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from bench.load import sample
 
     config._torchrig_load_before = sample()  # type: ignore[attr-defined]  # before any CUDA context of ours
+    import torch
+
+    from bench.rocm_env import apply_rocm_env
+
+    # ROCm's TF32 / NHWC / MIOpen-DB variables, before the device is touched (bench/rocm_env.py)
+    config._torchrig_rocm_env = apply_rocm_env(torch)  # type: ignore[attr-defined]
     _parse_batches(config.getoption("--bench-batch"))  # a bad option is a usage error before collection
     _choice(config.getoption("--bench-device"))  # ... and so is a GPU image that sees no GPU
 
@@ -130,6 +136,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     s = _size_set(config)
     info = environment(_device(config.getoption("--bench-device")))
     info["suite"] = {"size": s.size, "plan": vars(s.plan)}
+    info["rocm_env"] = getattr(config, "_torchrig_rocm_env", None)
     machine_info[_ENV_KEY] = info
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.harness import TorchDevice
+from bench.rocm_env import tf32_problem
 from bench.sizes import TrainCase
 from torchrig.capabilities import compile_support, grad_scaler
 
@@ -100,7 +101,7 @@ def precision_problem(precision: str, device: TorchDevice) -> str | None:
             return "TF32 is a GPU tensor-core mode; on CPU it would be plain fp32"
         if device.accelerator == "cuda" and torch.cuda.get_device_capability(device.torch_device)[0] < 8:
             return f"TF32 needs compute capability >= 8.0 ({device.gpu_name} has less)"
-        return None
+        return tf32_problem(torch)  # ROCm: hipBLASLt's TF32 needs torch >= 2.6 and HIPBLASLT_ALLOW_TF32=1
     dtype = _autocast_dtype(precision)
     if dtype is None:
         return None

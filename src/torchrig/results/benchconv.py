@@ -220,6 +220,7 @@ def _record(b: Mapping[str, Any], data: Mapping[str, Any], env: Mapping[str, Any
         "spec_peak": e.get("spec_peak"),
         "ddp": e.get("ddp"),
         "environment": {k: env.get(k) for k in ("device", "gpu", "smi", "dnn_library", "flags_at_start", "suite",
+                                                   "rocm_env",
                                                    "torch_threads", "cuda_visible_devices", "hip_visible_devices")
                         if k in env},
         "pytest_benchmark": {
