@@ -4,7 +4,7 @@ resolved once into one frozen object that knows where each value came from.
 Each setting is declared once in :mod:`torchrig.config.table` (file key = long flag, variables, parser, accepted
 values, help); this module runs the cascade over that table. Every value is parsed and range-checked here, before
 any command contacts Docker, Slurm or a registry, so a typo (``TORCHRIG_REQUIRE_LOCK=ture``) is exit 2 naming the
-variable, never a silent "false". ``torchrig config`` prints the result with its sources; README "Configuration"
+variable, never a silent "false". ``torchrig config`` prints the result with its sources; README "Settings written once"
 lists the settings.
 
 matrix.yaml's own values (registry, base images, index, size budgets) are per environment: a setting left unset
