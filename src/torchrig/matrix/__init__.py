@@ -2,8 +2,10 @@
 
 - :mod:`~torchrig.matrix.model`: the typed objects (and image names: :meth:`Environment.tags`).
 - :mod:`~torchrig.matrix.load`: YAML parsing (duplicate keys refused) and ``load_matrix``.
-- :mod:`~torchrig.matrix.validate`: every check against the compat data, all problems collected;
-  :mod:`~torchrig.matrix.references` (Docker's and pip's name rules), :mod:`~torchrig.matrix.onnx_extras`.
+- :mod:`~torchrig.matrix.validate`: the top level, and each row through :mod:`~torchrig.matrix.rules` (one
+  function per concern over a :class:`~torchrig.matrix.row.Row` draft), all problems collected;
+  :mod:`~torchrig.matrix.references` (Docker's and pip's name rules), :mod:`~torchrig.matrix.onnx_extras`,
+  :mod:`~torchrig.matrix.runtime_pins`, :mod:`~torchrig.matrix.platforms` (aarch64 wheels per row).
 - :mod:`~torchrig.matrix.compat` + ``compat.yaml``: what each PyTorch release ships (Python, CUDA/ROCm, drivers);
   :mod:`~torchrig.matrix.compat_check` + :mod:`~torchrig.matrix.simple_index`: compare it with a package index.
 - :mod:`~torchrig.matrix.docs`, :mod:`~torchrig.matrix.ci`, :mod:`~torchrig.matrix.devcontainer`: files generated

@@ -31,6 +31,7 @@ __all__ = [
     "Platform",
     "Target",
     "canonical_name",
+    "flavour_of",
     "requirement_name",
 ]
 
@@ -84,14 +85,7 @@ class Environment:
     @property
     def flavour(self) -> str:
         """The PyTorch wheel flavour: ``cpu``, ``cu118``, ``rocm5.4.2``."""
-        match self.accelerator:
-            case "cpu":
-                return "cpu"
-            case "cuda":
-                assert self.cuda is not None
-                return "cu" + self.cuda.replace(".", "")
-            case "rocm":
-                return f"rocm{self.rocm}"
+        return flavour_of(self.accelerator, self.cuda, self.rocm)
 
     @property
     def gpu_version(self) -> str | None:
@@ -134,6 +128,18 @@ class Environment:
     def requirements(self) -> tuple[str, ...]:
         """What pip installs into the image, torch and torchvision pinned first."""
         return (f"torch=={self.torch}", f"torchvision=={self.torchvision}", *self.image_extras)
+
+
+def flavour_of(accelerator: Accelerator, cuda: str | None, rocm: str | None) -> str:
+    """The PyTorch wheel flavour of an accelerator and its version: ``cpu``, ``cu118``, ``rocm5.4.2``."""
+    match accelerator:
+        case "cpu":
+            return "cpu"
+        case "cuda":
+            assert cuda is not None
+            return "cu" + cuda.replace(".", "")
+        case "rocm":
+            return f"rocm{rocm}"
 
 
 def canonical_name(name: str) -> str:
