@@ -103,3 +103,22 @@ def test_missing_emulation_is_exit_7_with_the_apt_command(tmp_path: Path, text: 
     assert e.value.return_code == 7
     assert "apt-get install qemu-user-static binfmt-support" in str(e.value)
     assert "update-binfmts --enable qemu-aarch64" in str(e.value)
+
+
+def test_a_foreign_rootfs_is_loaded_with_a_config_naming_its_architecture(tmp_path: Path) -> None:
+    import gzip
+    import hashlib
+
+    from torchrig.images.base_archive import _uncompressed_sha256, image_config
+
+    raw = b"a tar stream" * 1000
+    gz = tmp_path / "rootfs.tar.gz"
+    gz.write_bytes(gzip.compress(raw))
+    diff_id = _uncompressed_sha256(gz)
+    assert diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()  # what the engine checks the layer against
+    config = image_config(arch="arm64", diff_id=diff_id, env=["LANG=C.UTF-8"], cmd=["/bin/bash"],
+                          labels={"io.torchrig.base.arch": "arm64"})
+    assert (config["architecture"], config["variant"], config["os"]) == ("arm64", "v8", "linux")
+    assert config["rootfs"] == {"type": "layers", "diff_ids": [diff_id]}
+    assert config["config"]["Labels"] == {"io.torchrig.base.arch": "arm64"}
+    assert "variant" not in image_config(arch="amd64", diff_id=diff_id, env=[], cmd=[], labels={})
