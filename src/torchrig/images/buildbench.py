@@ -34,7 +34,15 @@ from torchrig.matrix import Environment, ImageRef
 if TYPE_CHECKING:
     import docker
 
-__all__ = ["REFERENCE_DOCKERFILE", "BenchReport", "Phase", "bench_build", "phases_from", "reference_context"]
+__all__ = [
+    "REFERENCE_DOCKERFILE",
+    "BenchReport",
+    "Phase",
+    "bench_build",
+    "details_by_step",
+    "phases_from",
+    "reference_context",
+]
 
 BENCH_REPO = "torchrig-build-bench"
 
@@ -58,6 +66,7 @@ RUN if [ -s /tmp/ca.pem ]; then export PIP_CERT=/tmp/ca.pem SSL_CERT_FILE=/tmp/c
 class Phase:
     name: str
     seconds: float
+    detail: bool = False  # a part of the step above it (build-env.sh's `torchrig-time:` lines), not counted again
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,10 +88,10 @@ class BenchReport:
                f"  image sizes: torchrig {self.torchrig_bytes / MB:,.0f} MB, hand-written "
                f"{self.reference_bytes / MB:,.0f} MB",
                "  torchrig's build, phase by phase:"]
-        total = sum(p.seconds for p in self.phases)
+        total = sum(p.seconds for p in self.phases if not p.detail)
         for p in self.phases:
             share = 100 * p.seconds / total if total > 0 else 0.0
-            out.append(f"  {p.seconds:8.1f} s {share:5.1f} %  {p.name}")
+            out.append(f"  {p.seconds:8.1f} s {share:5.1f} %  " + (f"  - {p.name}" if p.detail else p.name))
         out.append(f"  {total:8.1f} s 100.0 %  total")
         return out
 
@@ -90,15 +99,55 @@ class BenchReport:
 _WS = re.compile(r"\s+")
 
 
-def phases_from(timings: Iterable[tuple[str, float]], *, width: int = 100) -> tuple[Phase, ...]:
-    """The phases of a build's :data:`~torchrig.images.build.Timings`: names on one line and cut to ``width``,
-    negative times (a clock that stepped back) as 0, steps that took no time (ARG, ENV, USER) left out."""
-    out = []
-    for name, seconds in timings:
-        if seconds <= 0.0 and name.startswith("step "):
+_TIME_RE = re.compile(r"torchrig-time: (.+?) (\d+(?:\.\d+)?) s\s*$")
+_STEP_RE = re.compile(r"\] step (\d+)/\d+: ")
+
+
+def details_by_step(log_lines: Iterable[str]) -> dict[int, list[tuple[str, float]]]:
+    """Step number -> the ``torchrig-time: LABEL SECONDS s`` lines build-env.sh printed inside that step."""
+    out: dict[int, list[tuple[str, float]]] = {}
+    step = 0
+    for line in log_lines:
+        m = _STEP_RE.search(line)
+        if m:
+            step = int(m.group(1))
             continue
-        text = _WS.sub(" ", name).strip()
-        out.append(Phase(name=text if len(text) <= width else text[: width - 3] + "...", seconds=max(0.0, seconds)))
+        t = _TIME_RE.search(line)
+        if t:
+            out.setdefault(step, []).append((t.group(1), float(t.group(2))))
+    return out
+
+
+def _one_line(name: str, width: int) -> str:
+    text = _WS.sub(" ", name).strip()
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_METADATA = re.compile(r"^step \d+/\d+: (ARG|ENV|USER|SHELL|WORKDIR|CMD|ENTRYPOINT|LABEL|FROM|EXPOSE|VOLUME)\b",
+                       re.IGNORECASE)
+
+
+def phases_from(timings: Iterable[tuple[str, float]], details: dict[int, list[tuple[str, float]]] | None = None, *,
+                width: int = 100) -> tuple[Phase, ...]:
+    """The phases of a build's :data:`~torchrig.images.build.Timings` (each step followed by its ``details``):
+    names on one line and cut to ``width``, negative times (a clock that stepped back) as 0; the steps that only
+    change metadata (ARG, ENV, USER, LABEL, ...) summed into one phase after the last step."""
+    out: list[Phase] = []
+    meta, meta_seconds, at = 0, 0.0, 0
+    for name, raw in timings:
+        seconds = max(0.0, raw)
+        if _METADATA.match(name):
+            meta, meta_seconds = meta + 1, meta_seconds + seconds
+            continue
+        out.append(Phase(name=_one_line(name, width), seconds=seconds))
+        m = re.match(r"step (\d+)/", name)
+        if m:
+            at = len(out)
+        for label, part in (details or {}).get(int(m.group(1)) if m else -1, []):
+            out.append(Phase(name=_one_line(label, width), seconds=max(0.0, part), detail=True))
+            at = len(out) if m else at
+    if meta:
+        out.insert(at, Phase(name=f"{meta} metadata steps (ARG, ENV, USER, LABEL, ...)", seconds=meta_seconds))
     return tuple(out)
 
 
@@ -172,17 +221,23 @@ def bench_build(env: Environment, options: BuildOptions, *, client: docker.Docke
     requirements = _check(plan, options)
     reference_tag = f"{BENCH_REPO}:{token}-hand-written"
     timings: Timings = []
+    seen: list[str] = []
+
+    def say_and_keep(line: str) -> None:
+        seen.append(line)
+        say(line)
+
     created: list[str] = [ref.immutable, ref.alias, reference_tag]
     try:
         say(f"build-bench {env.id}: 1/2 torchrig build (no cache)")
         start = time.monotonic()
-        built = build_image(env, "runtime", options, client=client, log=say, timings=timings)
+        built = build_image(env, "runtime", options, client=client, log=say_and_keep, timings=timings)
         torchrig_seconds = time.monotonic() - start
         created.append(built.image_id)
         say(f"build-bench {env.id}: 2/2 the hand-written uv Dockerfile (no cache), same base, index, CA and lock")
         reference_seconds = _reference(client, plan, requirements, options, tag=reference_tag, say=say)
         report = BenchReport(env_id=env.id, torchrig_seconds=torchrig_seconds, reference_seconds=reference_seconds,
-                             phases=phases_from(timings), torchrig_bytes=built.size_bytes,
+                             phases=phases_from(timings, details_by_step(seen)), torchrig_bytes=built.size_bytes,
                              reference_bytes=_size(client, reference_tag))
     finally:
         _remove(client, created, say)
