@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ from bench.acceptance_data import ANCHORS, Anchor, Case, cases_for
 from bench.busy import Busy
 from bench.flags import precision_flags
 from bench.harness import Plan, TorchDevice, measure
+from bench.load import Verdict, judge, sample
 from bench.peaks import GpuPeak, device_lookup
 
 __all__ = ["Row", "main", "run_acceptance"]
@@ -235,13 +235,6 @@ def run_case(case: Case, device: TorchDevice, *, plan: Plan, repeats: int) -> Ro
     return row
 
 
-def _load() -> tuple[float, float, float] | None:
-    try:
-        return os.getloadavg()
-    except OSError:  # pragma: no cover - not on Linux
-        return None
-
-
 def run_acceptance(device: TorchDevice, *, size: str, out: Callable[[str], None] = print) -> tuple[bool, list[Row]]:
     """Run and print every acceptance case for ``device``; return (passed, rows)."""
     import torch
@@ -252,7 +245,7 @@ def run_acceptance(device: TorchDevice, *, size: str, out: Callable[[str], None]
     out(f"acceptance: {device.name} ({device.gpu_name or 'CPU'}), torch {torch.__version__}, size {size}, "
         f"{repeats} repeats of {plan.rounds} rounds; spec peak: {peak.id if peak else 'none known'}"
         + (f" ({peak.partition})" if peak and peak.partition else ""))
-    load0, t0 = _load(), time.monotonic()
+    load0, t0 = sample(), time.monotonic()
     rows: list[Row] = []
     for case in cases:
         with precision_flags(tf32=False, cudnn_benchmark=case.kind == "train"):  # as the suite sets them
@@ -266,17 +259,22 @@ def run_acceptance(device: TorchDevice, *, size: str, out: Callable[[str], None]
             out(f"    busy: {row.busy.message}")
     cv_limit = CV_LIMIT_PCT.get(device.accelerator, 5.0)
     problems = [p for r in rows for p in r.problems(cv_limit)]
-    load1 = _load()
-    busy = ""
-    if load0 and load1:
-        cpus = os.cpu_count() or 1
-        out(f"load average (1 min) before {load0[0]:.2f}, after {load1[0]:.2f} on {cpus} CPUs")
-        if max(load0[0], load1[0]) > 0.5 * cpus:
-            busy = (f" (machine BUSY: load average {max(load0[0], load1[0]):.1f} on {cpus} CPUs -- other processes "
-                    "share it; rerun on a quiet machine)")
+    load = judge(load0, sample())  # the same busy-machine verdict as the suite's records (bench/load.py)
+    out(f"load: {_load_line(load)}")
+    busy = f" ({load.warning})" if load.busy else ""
     out(verdict_line(rows, problems, cv_limit=cv_limit, where=device.gpu_name or "CPU",
                      seconds=time.monotonic() - t0) + busy)
     return not problems, rows
+
+
+def _load_line(v: Verdict) -> str:
+    def la(s: dict[str, Any]) -> str:
+        x = s.get("loadavg")
+        return f"{x[0]:.2f}" if isinstance(x, list) and x and isinstance(x[0], float) else "n/a"
+
+    share = "n/a" if v.other_cpu_share is None else f"{100 * v.other_cpu_share:.0f} %"
+    return (f"load average (1 min) before {la(v.before)}, after {la(v.after)} on {v.after.get('cpu_count')} CPUs; "
+            f"other processes' CPU share {share}; {'BUSY' if v.busy else 'quiet'}")
 
 
 def verdict_line(rows: list[Row], problems: list[str], *, cv_limit: float, where: str, seconds: float) -> str:

@@ -66,6 +66,11 @@ def test_tiny_run_on_this_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[-1].startswith("acceptance: PASS" if passed else "acceptance: FAIL")
     body = [line for line in lines if " harness " in line and not line.startswith("acceptance:")]
     assert len(body) == 3 and all("ratio" in line and "CV" in line for line in body)
+    assert all(" busy " in line for line in body)  # the busy check's column (a CPU case is never HOST-BOUND)
+    assert not any("HOST-BOUND" in line for line in body)
+    assert all(r.busy is not None and r.busy.method.startswith("torch.profiler CPU:") for r in rows)
+    (load,) = [line for line in lines if line.startswith("load: ")]
+    assert "other processes' CPU share" in load and ("BUSY" in load) == ("busy machine" in lines[-1])
 
 
 def test_runner_routes_acceptance(monkeypatch: pytest.MonkeyPatch) -> None:
