@@ -132,13 +132,14 @@ def test_a_real_sample_here() -> None:
 
 
 def test_a_missing_or_hanging_smi_is_unavailable(monkeypatch: Any) -> None:
+    import shutil
     import subprocess
 
     def hang(*a: Any, **kw: Any) -> Any:
         raise subprocess.TimeoutExpired(cmd="nvidia-smi", timeout=load.SMI_TIMEOUT_S)
 
-    monkeypatch.setattr(load.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(load.subprocess, "run", hang)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)  # bench.load's shutil and subprocess
+    monkeypatch.setattr(subprocess, "run", hang)
     s = sample()
     assert s["nvidia_smi"]["gpus"].startswith("unavailable: TimeoutExpired")
     assert s["amd_smi"]["compute_pids"].startswith("unavailable")
