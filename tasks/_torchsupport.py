@@ -18,6 +18,7 @@ from typing import Any
 
 from torchrig.capabilities import compile_support
 from torchrig.errors import UsageError
+from torchrig.results.archs import kernel_for, parse_sm
 from torchrig.results.contract import ACCELERATOR_ENV, ACCELERATORS
 
 __all__ = [
@@ -176,9 +177,6 @@ class GpuFacts:
         return arch_problem(self.arch, self.arch_list, name=self.name)
 
 
-_SM_RE = re.compile(r"^(sm|compute)_(\d+?)(\d)([a-z]?)$")
-
-
 def device_arch(capability: tuple[int, int] | None = None, gcn_arch: str | None = None) -> str:
     """``sm_90`` for compute capability (9, 0); ``gfx90a`` for a gcnArchName such as ``gfx90a:sramecc+:xnack-``."""
     if gcn_arch:
@@ -186,11 +184,6 @@ def device_arch(capability: tuple[int, int] | None = None, gcn_arch: str | None 
     if capability is None:
         raise ValueError("device_arch needs a compute capability or a gcnArchName")
     return f"sm_{capability[0]}{capability[1]}"
-
-
-def _sm(entry: str) -> tuple[str, int, int, str] | None:
-    m = _SM_RE.match(entry.strip())
-    return (m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)) if m else None
 
 
 def arch_problem(arch: str, arch_list: Sequence[str], *, name: str = "") -> str | None:
@@ -204,23 +197,10 @@ def arch_problem(arch: str, arch_list: Sequence[str], *, name: str = "") -> str 
     who = f"{arch} ({name})" if name else arch
     if not arches:
         return f"this torch reports no GPU architectures (torch.cuda.get_arch_list() is empty) for {who}"
-    if arch.startswith("gfx"):
-        if arch in arches:
-            return None
-    else:
-        dev = _sm(arch)
-        if dev is None:
-            return f"{arch!r} is not an NVIDIA arch such as sm_90"
-        _, major, minor, _ = dev
-        for entry in arches:
-            e = _sm(entry)
-            if e is None:
-                continue
-            kind, emaj, emin, suffix = e
-            if kind == "sm" and emaj == major and (emin == minor if suffix else emin <= minor):
-                return None
-            if kind == "compute" and not suffix and (emaj, emin) <= (major, minor):
-                return None
+    if not arch.startswith("gfx") and parse_sm(arch) is None:
+        return f"{arch!r} is not an NVIDIA arch such as sm_90"
+    if kernel_for(arch, arches) is not None:  # the rule doctor uses too (torchrig.results.archs)
+        return None
     return f"this torch has no kernels for {who}: it carries {', '.join(arches)}"
 
 
