@@ -1,7 +1,7 @@
 """GPU architectures: which ones a torch wheel carries code for, what a GPU is, and whether one runs on the other.
 
 The data is in ``compat.yaml`` (``wheel_archs``, ``cuda_driver_floor``, ``gpus``, each with its sources); this
-module holds the rules:
+module holds the data and applies the rule of :mod:`torchrig.results.archs` (shared with the tasks in the image):
 
 * NVIDIA: a cubin built for ``sm_XY`` runs on every GPU of the same major with minor >= Y (``sm_80`` runs on
   ``sm_86`` and ``sm_89``, not on ``sm_90`` or ``sm_75``); PTX for ``compute_XY`` is JIT-compiled by the driver for
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from torchrig.matrix.compat import parse_version, read_packaged
+from torchrig.results.archs import kernel_for
 
 __all__ = [
     "ArchData",
@@ -48,11 +49,6 @@ def parse_arch(text: str) -> str:
         major, minor = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
         return f"sm_{int(major)}{minor}"
     raise ValueError(f"{text!r} is not a GPU architecture (write sm_90, 9.0 or gfx942)")
-
-
-def _cc(arch: str) -> tuple[int, int]:
-    digits = arch.removeprefix("sm_").removeprefix("compute_")
-    return int(digits[:-1]), int(digits[-1])
 
 
 def parse_driver(text: str) -> str:
@@ -106,27 +102,21 @@ class Support:
 
 
 def cuda_runs(wheel: WheelArchs, arch: str, *, jit: bool = True) -> Support:
-    """The CUDA rule: a cubin of the same major and a lower-or-equal minor, else PTX of an arch <= the GPU's.
-
-    ``jit`` False (a driver in minor-version compatibility) leaves only cubins.
-    """
-    major, minor = _cc(arch)
-    cubins = [c for c in wheel.cubins if c.startswith("sm_") and _cc(c)[0] == major and _cc(c)[1] <= minor]
-    if cubins:
-        best = max(cubins, key=_cc)
-        return Support(ok=True, via=f"{best} cubin", reason="")
-    ptx = [p for p in wheel.ptx if _cc(p) <= (major, minor)]
-    if ptx and jit:
-        best = max(ptx, key=_cc)
-        return Support(ok=True, via=f"{best} PTX (JIT)", reason="")
+    """The CUDA rule (:func:`torchrig.results.archs.kernel_for`): a cubin of the same major and a lower-or-equal
+    minor, else PTX of an arch <= the GPU's. ``jit`` False (a driver in minor-version compatibility) leaves only
+    cubins."""
+    kernel = kernel_for(arch, (*wheel.cubins, *wheel.ptx), jit=jit)
+    if kernel is not None:
+        via = f"{kernel} cubin" if kernel.startswith("sm_") else f"{kernel} PTX (JIT)"
+        return Support(ok=True, via=via, reason="")
     why = f"no kernels for {arch}"
-    if ptx:
-        why += f" except {max(ptx, key=_cc)} PTX, which this driver cannot JIT (below the full-feature minimum)"
+    if (ptx := kernel_for(arch, wheel.ptx)) is not None:
+        why += f" except {ptx} PTX, which this driver cannot JIT (below the full-feature minimum)"
     return Support(ok=False, via=None, reason=why)
 
 
 def rocm_runs(wheel: WheelArchs, arch: str) -> Support:
-    if arch in wheel.cubins:
+    if kernel_for(arch, wheel.cubins) is not None:
         return Support(ok=True, via=f"{arch} code object", reason="")
     return Support(ok=False, via=None, reason=f"no kernels for {arch}")
 
