@@ -48,7 +48,8 @@ def _front_door() -> None:
         FRONT_ENV.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="_torchrig_nox.", dir=FRONT_ENV.parent))
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
+            subprocess.run([sys.executable, "-m", "virtualenv", "--quiet", str(tmp)], check=True, capture_output=True,
+                           timeout=300)  # virtualenv: a dependency of nox, and needs no python3-venv
             subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet",
                             "--disable-pip-version-check", *deps], check=True, capture_output=True, text=True,
                            timeout=900)
