@@ -354,10 +354,11 @@ def _oci_gpu_args(gpu: GpuFlags, runtime: OciRuntime) -> list[str]:
 
 
 def oci_args(c: SuiteContainer, *, runtime: OciRuntime = "docker", remove: bool = True,
-             image_and_command: bool = True) -> list[str]:
+             image_and_command: bool = True, environment: bool = True) -> list[str]:
     """The ``docker run`` / ``podman run`` arguments (without ``docker run``) for ``c``.
 
-    ``image_and_command=False`` gives only the options (``devcontainer.json``'s ``runArgs``).
+    ``image_and_command=False`` gives only the options, and ``environment=False`` leaves the ``--env`` options out
+    (``devcontainer.json`` carries them in ``runArgs`` and ``containerEnv``).
     """
     args: list[str] = []
     if remove:
@@ -372,7 +373,7 @@ def oci_args(c: SuiteContainer, *, runtime: OciRuntime = "docker", remove: bool 
         args.append(f"--user={c.user}")
     if c.working_dir:
         args.append(f"--workdir={c.working_dir}")
-    args += [f"--env={k}={v}" for k, v in c.environment.items()]
+    args += [f"--env={k}={v}" for k, v in c.environment.items()] if environment else []
     args += [f"--label={k}={v}" for k, v in c.labels.items()]
     for m in c.mounts:
         fields = ["type=bind", f"source={m.source}", f"target={m.target}"] + (["readonly"] if m.read_only else [])

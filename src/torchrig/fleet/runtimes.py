@@ -18,6 +18,7 @@ Each returns shell lines for one suite, using the script's variables ``$work`` (
 from __future__ import annotations
 
 from torchrig.container import CONTAINER_HOME, SuiteContainer, SuiteKind, oci_args
+from torchrig.errors import UsageError
 from torchrig.fleet.plan import FleetPlan, NodeFacts, Runtime, sh_word, sh_words, var
 
 __all__ = ["apptainer_words", "container_name", "node_facts", "pyxis_image", "pyxis_words", "runtime_lines",
@@ -82,6 +83,13 @@ def runtime_setup(plan: FleetPlan, runtime: Runtime) -> list[str]:
 
 
 def _binds(c: SuiteContainer) -> str:
+    """``SRC:DST[:ro],...`` -- the one syntax of Pyxis' ``--container-mounts`` and apptainer's ``--bind``, which has
+    no quoting: a path holding a comma or a colon would be read as two mounts, so it is refused."""
+    for m in c.mounts:
+        for path in (m.source, m.target):
+            if "," in path or ":" in path:
+                raise UsageError(f"{path!r}: a comma or colon in a path cannot be bind-mounted by pyxis or apptainer "
+                                 "(SRC:DST,... has no quoting); use a path without them, or --runtime docker")
     return ",".join(f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in c.mounts)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "devcontainer_config",
     "devcontainer_description",
     "devcontainer_files",
+    "devcontainer_json",
     "render_devcontainer",
     "stale_devcontainers",
     "write_devcontainers",
@@ -65,21 +66,27 @@ def devcontainer_description(env: Environment) -> SuiteContainer:
                      environment={IMAGE_ENV: image, ENV_ID_ENV: env.id})
 
 
-def devcontainer_config(env: Environment) -> dict[str, Any]:
-    """The ``devcontainer.json`` of one environment, as a dict."""
-    image = env.tags(dev_target(env)).immutable
-    spec = devcontainer_description(env)
-    gpu = {"cpu": "CPU only", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
+def devcontainer_json(c: SuiteContainer) -> dict[str, Any]:
+    """The keys of ``devcontainer.json`` that carry the container ``c``: its image, the workspace, the user, the
+    ``docker run`` options (``runArgs``) and its environment (``containerEnv``, which the Dev Containers CLI passes
+    on as ``--env``: the variables are not repeated in ``runArgs``)."""
     return {
-        "name": f"torchrig {env.id}: torch {env.torch}, {gpu}, Python {env.python}",
-        "image": image,
-        "workspaceFolder": WORKSPACE_IN,
+        "image": c.image,
+        "workspaceFolder": WORKSPACE_IN,  # the Dev Containers CLI mounts the workspace and starts there
         "workspaceMount": f"source=${{localWorkspaceFolder}},target={WORKSPACE_IN},type=bind",
         "remoteUser": IMAGE_USER,
         "updateRemoteUserUID": True,
-        # The environment goes in containerEnv (which the Dev Containers CLI passes as --env), not twice.
-        "runArgs": [a for a in oci_args(spec, remove=False, image_and_command=False) if not a.startswith("--env=")],
-        "containerEnv": dict(spec.environment),
+        "runArgs": oci_args(c, remove=False, image_and_command=False, environment=False),
+        "containerEnv": dict(c.environment),
+    }
+
+
+def devcontainer_config(env: Environment) -> dict[str, Any]:
+    """The ``devcontainer.json`` of one environment, as a dict."""
+    gpu = {"cpu": "CPU only", "cuda": f"CUDA {env.cuda}", "rocm": f"ROCm {env.rocm}"}[env.accelerator]
+    return {
+        "name": f"torchrig {env.id}: torch {env.torch}, {gpu}, Python {env.python}",
+        **devcontainer_json(devcontainer_description(env)),
         "customizations": {
             "vscode": {
                 "extensions": ["ms-python.python", "ms-python.vscode-pylance", "charliermarsh.ruff"],
