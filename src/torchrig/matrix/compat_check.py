@@ -5,7 +5,8 @@ PyPI's default build) and Python tags (``cp311``) from a simple index (:mod:`tor
 reports, as a diff, what compat.yaml claims that the index lacks (``-``) and what the index has that compat.yaml
 does not know (``+``). An index that carries local-version builds is read as the PyTorch index (compared with
 ``cuda``/``cuda_unadvertised``/``rocm`` + ``cpu``); one with plain builds only is read as PyPI (compared with the
-plain build, and with ``pypi_cuda`` where the index serves PEP 658 core metadata).
+plain build, and with ``pypi_cuda`` where the index serves PEP 658 core metadata). The Linux aarch64 wheels are
+compared with the ``aarch64`` table (:mod:`torchrig.matrix.compat_aarch64`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from torchrig.errors import UsageError
 from torchrig.matrix.compat import Compat, TorchRelease, parse_version
+from torchrig.matrix.compat_aarch64 import Arm, aarch64_diffs, observe_aarch64
 from torchrig.matrix.simple_index import IndexFile, fetch_metadata, fetch_project, parse_wheel
 
 __all__ = ["PYPI_INDEX", "PYTORCH_INDEX", "Report", "check_index", "compare", "parse_selection"]
@@ -38,6 +40,7 @@ MetadataReader = Callable[[IndexFile], list[str]]
 class Observed:
     builds: Builds
     files: dict[tuple[str, str], IndexFile]
+    aarch64: Arm = field(default_factory=dict)  # the Linux aarch64 wheels (compat.yaml aarch64)
 
 
 @dataclass(kw_only=True)
@@ -83,16 +86,18 @@ def _selected(version: str, selection: tuple[str, ...]) -> bool:
 
 
 def observe(files: Iterable[IndexFile]) -> Observed:
-    """The final releases' Linux x86_64 builds in an index listing (yanked files are not offers)."""
+    """The final releases' Linux x86_64 builds in an index listing (yanked files are not offers), and its aarch64
+    wheels."""
     builds: Builds = defaultdict(lambda: defaultdict(set))
     first: dict[tuple[str, str], IndexFile] = {}
-    for f in files:
+    listed = list(files)
+    for f in listed:
         w = parse_wheel(f.filename)
         if w is None or f.yanked or not w.linux_x86_64 or not _FINAL.match(w.version):
             continue
         builds[w.version][w.local].update(w.python_tags)
         first.setdefault((w.version, w.local), f)
-    return Observed(builds={v: dict(b) for v, b in builds.items()}, files=first)
+    return Observed(builds={v: dict(b) for v, b in builds.items()}, files=first, aarch64=observe_aarch64(listed))
 
 
 def _expected(compat: Compat, selection: tuple[str, ...]) -> dict[str, dict[str, TorchRelease]]:
@@ -193,6 +198,11 @@ def compare(compat: Compat, observed: dict[str, Observed], *, index: str, select
                                         f"{f'CUDA {cuda}' if cuda else 'no CUDA'}, compat.yaml says pypi_cuda "
                                         f"{release.pypi_cuda}")
         report.diffs += _unknown_releases(compat, project, obs, selection)
+    arm_diffs, arm_notes = aarch64_diffs(compat, torch_obs.aarch64, versions=sorted(expected["torch"],
+                                         key=parse_version), pypi=report.kind == "PyPI",
+                                         read_metadata=read_metadata, cuda_of=pypi_cuda)
+    report.diffs += arm_diffs
+    report.notes += arm_notes
     if unchecked_cuda:
         report.notes.append("pypi_cuda not checked: the index serves no core metadata (PEP 658) for the wheels")
     return report
