@@ -26,6 +26,8 @@ import importlib.util
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,14 +161,31 @@ def _fixed_shuffle(rows: list[Example], salt: int) -> list[Example]:
 # ----------------------------------------------------------------------------------------------- the task
 
 
-def run(ctx: Context) -> None:
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """What one run trains on and how (from the options and the data), before transformers is imported."""
+
+    data: TextData
+    train: list[Example]
+    test: list[Example]
+    name: str  # what to pass to from_pretrained
+    local: bool
+    epochs: int
+    batch: int
+    lr: float
+    amp: bool
+    baseline: float
+
+
+def _plan(ctx: Context) -> _Plan:
+    """Options checked, data read and limited, the held-out rows checked against the gate, the baseline scored."""
     a = ctx.args
     if a.max_length < 8:
         raise UsageError(f"--max-length must be at least 8, got {a.max_length}")
     if not 0 <= a.warmup < 1:
         raise UsageError(f"--warmup is a fraction in [0, 1), got {a.warmup}")
     data = load_data(a.data, a.dataset, a.labels)
-    labels, data_name = data.labels, data.name
+    labels = data.labels
     name, local = resolve_model(a.model)
     gpu = ctx.device == "cuda"
     cpu_quick = a.quick and not gpu
@@ -186,95 +205,131 @@ def run(ctx: Context) -> None:
         shuffled = _common.shuffled_labels([y for _, y in train], a.seed)
         train = [(t, y) for (t, _), y in zip(train, shuffled, strict=True)]
     amp = bool(a.amp and gpu)
-    ctx.set(model=name, data=data_name, data_sha256=data.sha256, data_rows={"train": len(data.train),
+    ctx.set(model=name, data=data.name, data_sha256=data.sha256, data_rows={"train": len(data.train),
             "test": len(data.test)}, labels=labels, epochs=epochs, batch_size=batch, lr=lr, train_size=len(train),
             test_size=len(test), max_length=a.max_length, warmup=a.warmup, amp=amp)
     ctx.metric("baseline_accuracy", baseline, "%")
+    return _Plan(data=data, train=train, test=test, name=name, local=local, epochs=epochs, batch=batch, lr=lr,
+                 amp=amp, baseline=baseline)
 
-    # Before transformers is imported: a local checkpoint needs no network, and no call should try one.
+
+def _quiet_transformers(local: bool) -> None:
+    """Before transformers is imported: a local checkpoint needs no network, and no call should try one."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if local:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    import torch
     import transformers
-    from transformers import get_linear_schedule_with_warmup
 
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
     if hasattr(transformers.logging, "disable_progress_bar"):
         transformers.logging.disable_progress_bar()
+
+
+def _optimizer(model: Any, plan: _Plan, *, weight_decay: float, warmup: float) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and LayerNorm) and the linear warm-up/decay schedule over every step."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=plan.lr)
+    total = plan.epochs * _steps_per_epoch(plan)
+    return opt, get_linear_schedule_with_warmup(opt, int(warmup * total), total)
+
+
+def _steps_per_epoch(plan: _Plan) -> int:
+    return (len(plan.train) + plan.batch - 1) // plan.batch
+
+
+def _evaluate(ctx: Context, model: Any, encode: Callable[[list[str]], Any], plan: _Plan) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad(), _common.amp_autocast(ctx.device, plan.amp):
+        for i in range(0, len(plan.test), 64):
+            chunk = plan.test[i:i + 64]
+            logits = model(**encode([t for t, _ in chunk])).logits
+            correct += int((logits.argmax(-1).cpu() == torch.tensor([y for _, y in chunk])).sum())
+    model.train()
+    return 100.0 * correct / len(plan.test)
+
+
+def _train_epoch(ctx: Context, model: Any, encode: Callable[[list[str]], Any], plan: _Plan, parts: tuple[Any, ...],
+                 *, order: list[int], epoch: int) -> tuple[float, int]:
+    """One pass over ``plan.train`` in ``order``; (sum of the per-example loss, examples classified right)."""
+    import torch
+
+    opt, sched, scaler = parts
+    steps_per_epoch = _steps_per_epoch(plan)
+    batch = plan.batch
+    loss_sum = 0.0
+    correct = 0
+    for step in range(steps_per_epoch):
+        chunk = [plan.train[j] for j in order[step * batch:(step + 1) * batch]]
+        enc = encode([t for t, _ in chunk])
+        y = torch.tensor([lab for _, lab in chunk], device=ctx.device)
+        with _common.amp_autocast(ctx.device, plan.amp):
+            out = model(**enc, labels=y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        loss_sum += float(out.loss.detach()) * len(chunk)
+        correct += int((out.logits.detach().argmax(-1) == y).sum())
+        ctx.tick(lambda: f"epoch {epoch}/{plan.epochs} step {step + 1}/{steps_per_epoch} "  # noqa: B023
+                         f"loss {float(out.loss.detach()):.4f}")  # noqa: B023
+    return loss_sum, correct
+
+
+def run(ctx: Context) -> None:
+    a = ctx.args
+    plan = _plan(ctx)
+    labels, train = plan.data.labels, plan.train
+    _quiet_transformers(plan.local)
+    import torch
+
     t_load = time.perf_counter()
-    tok, model = load_model(name, local, len(labels), labels)
+    tok, model = load_model(plan.name, plan.local, len(labels), labels)
     model.to(ctx.device)
     params = sum(p.numel() for p in model.parameters())
-    ctx.log(f"model {name} ({type(model).__name__}, {params / 1e6:.1f} M parameters, loaded in "
-            f"{time.perf_counter() - t_load:.1f} s); data {data_name}: {len(train)} train / {len(test)} held-out, "
-            f"labels {labels}; {epochs} epoch(s), batch {batch}, lr {lr:g}, device {ctx.device}"
-            + (", AMP" if amp else "") + f"; bag-of-words baseline {baseline:.1f} %")
+    ctx.log(f"model {plan.name} ({type(model).__name__}, {params / 1e6:.1f} M parameters, loaded in "
+            f"{time.perf_counter() - t_load:.1f} s); data {plan.data.name}: {len(train)} train / {len(plan.test)} "
+            f"held-out, labels {labels}; {plan.epochs} epoch(s), batch {plan.batch}, lr {plan.lr:g}, device "
+            f"{ctx.device}" + (", AMP" if plan.amp else "") + f"; bag-of-words baseline {plan.baseline:.1f} %")
 
     def encode(texts: list[str]) -> dict[str, torch.Tensor]:
         enc = tok(texts, padding=True, truncation=True, max_length=a.max_length, return_tensors="pt")
         return {k: v.to(ctx.device) for k, v in enc.items()}
 
-    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    steps_per_epoch = (len(train) + batch - 1) // batch
-    total = epochs * steps_per_epoch
-    sched = get_linear_schedule_with_warmup(opt, int(a.warmup * total), total)
-    scaler = _common.grad_scaler("cuda", enabled=amp)
+    opt, sched = _optimizer(model, plan, weight_decay=a.weight_decay, warmup=a.warmup)
+    parts = (opt, sched, _common.grad_scaler("cuda", enabled=plan.amp))
     g = _common.dataloader_generator(a.seed)
-
-    def evaluate() -> float:
-        model.eval()
-        correct = 0
-        with torch.no_grad(), _common.amp_autocast(ctx.device, amp):
-            for i in range(0, len(test), 64):
-                chunk = test[i:i + 64]
-                logits = model(**encode([t for t, _ in chunk])).logits
-                correct += int((logits.argmax(-1).cpu() == torch.tensor([y for _, y in chunk])).sum())
-        model.train()
-        return 100.0 * correct / len(test)
-
     train_time = 0.0
     seen = 0
     final_loss = float("nan")
     acc = 0.0
     model.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, plan.epochs + 1):
         t0 = time.perf_counter()
         order = torch.randperm(len(train), generator=g).tolist()
-        loss_sum = 0.0
-        correct = 0
-        for step in range(steps_per_epoch):
-            chunk = [train[j] for j in order[step * batch:(step + 1) * batch]]
-            enc = encode([t for t, _ in chunk])
-            y = torch.tensor([lab for _, lab in chunk], device=ctx.device)
-            with _common.amp_autocast(ctx.device, amp):
-                out = model(**enc, labels=y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += float(out.loss.detach()) * len(chunk)
-            correct += int((out.logits.detach().argmax(-1) == y).sum())
-            ctx.tick(lambda: f"epoch {epoch}/{epochs} step {step + 1}/{steps_per_epoch} "  # noqa: B023
-                             f"loss {float(out.loss.detach()):.4f}")  # noqa: B023
-        if gpu:
+        loss_sum, correct = _train_epoch(ctx, model, encode, plan, parts, order=order, epoch=epoch)
+        if ctx.device == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         train_time += dt
         seen += len(train)
         final_loss = loss_sum / len(train)
-        acc = evaluate()
-        ctx.log(f"epoch {epoch}/{epochs}  loss {final_loss:.4f}  train acc {100.0 * correct / len(train):.1f} %  "
-                f"held-out acc {acc:.1f} %  {len(train) / dt:.0f} sentences/s  ({dt:.1f} s)")
+        acc = _evaluate(ctx, model, encode, plan)
+        ctx.log(f"epoch {epoch}/{plan.epochs}  loss {final_loss:.4f}  train acc {100.0 * correct / len(train):.1f} "
+                f"%  held-out acc {acc:.1f} %  {len(train) / dt:.0f} sentences/s  ({dt:.1f} s)")
 
     ctx.training_result(final_loss=final_loss, samples=seen, train_time=train_time, unit="sentences/s",
                         test_accuracy=acc, gate=GATE)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +114,30 @@ def build_model(width: int, classes: int = 10) -> Any:
 # ----------------------------------------------------------------------------------------------- the task
 
 
-def run(ctx: Context) -> None:
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, Subset
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """The budget and data of one run (from the options, the device and what --data holds)."""
+
+    epochs: int
+    width: int
+    batch: int
+    lr: float
+    workers: int
+    amp: bool
+    channels_last: bool
+    gate: float
+    train_data: Any  # the (limited) training dataset
+    test_data: Any
+
+
+def _plan(ctx: Context) -> _Plan:
+    """Data found, downloaded or generated; the budget; the held-out images checked against the gate."""
+    from torch.utils.data import Subset
 
     a = ctx.args
     gpu = ctx.device == "cuda"
-    root = Path(a.data)
     train_tf, test_tf = _transforms()
-    data = load(root, download=a.download, url=a.mirror, train_size=a.train_size, test_size=a.test_size,
+    data = load(Path(a.data), download=a.download, url=a.mirror, train_size=a.train_size, test_size=a.test_size,
                 train_tf=train_tf, test_tf=test_tf, log=ctx.log, warn=ctx.warn)
     train_set, test_set, synthetic = data.train, data.test, data.synthetic
     cpu_quick = a.quick and not gpu
@@ -151,95 +167,154 @@ def run(ctx: Context) -> None:
     check_heldout(f"--data {a.data}", gate, train_set.targets[:n_train], test_set.targets[:n_test],
                   train_set.classes, fix="give more test images (--test-size for the stand-in) or a larger "
                                          "--test-limit")
-    loader_kw: dict[str, Any] = {"num_workers": workers, "pin_memory": gpu, "worker_init_fn": _common.seed_worker}
-    if workers:
-        loader_kw["persistent_workers"] = True
-    train_loader = DataLoader(train_data, batch_size=batch, shuffle=True, drop_last=True,
-                              generator=_common.dataloader_generator(a.seed), **loader_kw)
-    test_loader = DataLoader(test_data, batch_size=512, shuffle=False, **loader_kw)
-    if len(train_loader) == 0:
-        raise UsageError(f"--batch-size {batch} is larger than the {len(train_data)} training images")
+    return _Plan(epochs=epochs, width=width, batch=batch, lr=lr, workers=workers, amp=amp,
+                 channels_last=channels_last, gate=gate, train_data=train_data, test_data=test_data)
 
-    model: Any = build_model(width).to(ctx.device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
-    ctx.log(f"model: ResNet-9 layout, width {width}, {params / 1e6:.2f} M parameters; {len(train_data)} train / "
-            f"{len(test_data)} test images, {epochs} epochs, batch {batch}, lr {lr:g}, device {ctx.device}"
-            + (", AMP" if amp else "") + (", channels-last" if channels_last else ""))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps = epochs * len(train_loader)
+
+def _loaders(ctx: Context, plan: _Plan) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader
+
+    gpu = ctx.device == "cuda"
+    loader_kw: dict[str, Any] = {"num_workers": plan.workers, "pin_memory": gpu,
+                                 "worker_init_fn": _common.seed_worker}
+    if plan.workers:
+        loader_kw["persistent_workers"] = True
+    train_loader = DataLoader(plan.train_data, batch_size=plan.batch, shuffle=True, drop_last=True,
+                              generator=_common.dataloader_generator(ctx.args.seed), **loader_kw)
+    test_loader = DataLoader(plan.test_data, batch_size=512, shuffle=False, **loader_kw)
+    if len(train_loader) == 0:
+        raise UsageError(f"--batch-size {plan.batch} is larger than the {len(plan.train_data)} training images")
+    return train_loader, test_loader
+
+
+def _optimizer(model: Any, plan: _Plan, steps: int) -> tuple[Any, Any]:
+    """SGD with Nesterov momentum, a linear warm-up over the first 20 % of ``steps`` and a linear decay to 0."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     warm = max(1, int(0.2 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    scaler = _common.grad_scaler("cuda", enabled=amp)
+    return opt, sched
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Step:
+    """What a training or evaluation pass needs besides the data."""
+
+    model: Any
+    fwd: Any  # the model, or its torch.compile'd form
+    to_dev: Callable[[Any], Any]
+    amp: bool
+
+
+def _evaluate(ctx: Context, s: _Step, loader: Any) -> float:
+    import torch
+
+    s.model.eval()
+    correct = total = 0
+    with torch.no_grad(), _common.amp_autocast(ctx.device, s.amp):
+        for x, y in loader:
+            out = s.fwd(s.to_dev(x))
+            correct += int((out.argmax(1).cpu() == y).sum())
+            total += len(y)
+    s.model.train()
+    return 100.0 * correct / total
+
+
+def _train_epoch(ctx: Context, s: _Step, loader: Any, parts: tuple[Any, ...], *, epoch: int,
+                 epochs: int) -> tuple[float, float, int] | None:
+    """One pass; (loss sum, correct, examples), or None when torch.compile failed on its first call (a problem)."""
+    import torch
+
+    opt, sched, loss_fn, scaler = parts
+    s.model.train()
+    loss_sum = torch.zeros((), device=ctx.device)
+    correct = torch.zeros((), device=ctx.device, dtype=torch.long)
+    n = 0
+    for i, (xb, yb) in enumerate(loader):
+        x, y = s.to_dev(xb), yb.to(ctx.device, non_blocking=True)
+        try:
+            with _common.amp_autocast(ctx.device, s.amp):
+                out = s.fwd(x)
+                loss = loss_fn(out, y)
+        except Exception as e:
+            if ctx.args.compile and epoch == 1 and i == 0:  # the first call is where torch.compile compiles
+                ctx.problem(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0]}")
+                return None
+            raise
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        loss_sum += loss.detach().float() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+        ctx.tick(lambda: f"epoch {epoch}/{epochs} step {i + 1}/{len(loader)} "  # noqa: B023
+                         f"loss {float(loss.detach()):.4f}")  # noqa: B023
+    return float(loss_sum), float(correct), n
+
+
+def _step(ctx: Context, model: Any, plan: _Plan) -> _Step | None:
+    """The forward (compiled with --compile) and the device move; None when --compile cannot work here."""
+    import torch
+
     fwd: Any = model
-    if a.compile:
+    if ctx.args.compile:
         limitation = _common.compile_limitation()
         if limitation:
             ctx.problem(f"--compile: {limitation}")
-            return
+            return None
         fwd = torch.compile(model)
 
     def to_dev(x: torch.Tensor) -> torch.Tensor:
         x = x.to(ctx.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
 
-    def evaluate() -> float:
-        model.eval()
-        correct = total = 0
-        with torch.no_grad(), _common.amp_autocast(ctx.device, amp):
-            for x, y in test_loader:
-                out = fwd(to_dev(x))
-                correct += int((out.argmax(1).cpu() == y).sum())
-                total += len(y)
-        model.train()
-        return 100.0 * correct / total
+    return _Step(model=model, fwd=fwd, to_dev=to_dev, amp=plan.amp)
 
+
+def run(ctx: Context) -> None:
+    import torch
+    from torch import nn
+
+    plan = _plan(ctx)
+    train_loader, test_loader = _loaders(ctx, plan)
+    model: Any = build_model(plan.width).to(ctx.device)
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    ctx.log(f"model: ResNet-9 layout, width {plan.width}, {params / 1e6:.2f} M parameters; {len(plan.train_data)} "
+            f"train / {len(plan.test_data)} test images, {plan.epochs} epochs, batch {plan.batch}, lr {plan.lr:g}, "
+            f"device {ctx.device}" + (", AMP" if plan.amp else "") + (", channels-last" if plan.channels_last else ""))
+    opt, sched = _optimizer(model, plan, plan.epochs * len(train_loader))
+    parts = (opt, sched, nn.CrossEntropyLoss(label_smoothing=0.1), _common.grad_scaler("cuda", enabled=plan.amp))
+    s = _step(ctx, model, plan)
+    if s is None:
+        return
     train_time = 0.0
     seen = 0
     final_loss = float("nan")
     test_acc = 0.0
-    for epoch in range(1, epochs + 1):
-        model.train()
+    for epoch in range(1, plan.epochs + 1):
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=ctx.device)
-        correct = torch.zeros((), device=ctx.device, dtype=torch.long)
-        n = 0
-        for i, (xb, yb) in enumerate(train_loader):
-            x, y = to_dev(xb), yb.to(ctx.device, non_blocking=True)
-            try:
-                with _common.amp_autocast(ctx.device, amp):
-                    out = fwd(x)
-                    loss = loss_fn(out, y)
-            except Exception as e:
-                if a.compile and epoch == 1 and i == 0:  # the first call is where torch.compile compiles
-                    ctx.problem(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0]}")
-                    return
-                raise
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += loss.detach().float() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            n += len(y)
-            ctx.tick(lambda: f"epoch {epoch}/{epochs} step {i + 1}/{len(train_loader)} "  # noqa: B023
-                             f"loss {float(loss.detach()):.4f}")  # noqa: B023
-        if gpu:
+        done = _train_epoch(ctx, s, train_loader, parts, epoch=epoch, epochs=plan.epochs)
+        if done is None:
+            return
+        loss_sum, correct, n = done
+        if ctx.device == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         train_time += dt
         seen += n
-        final_loss = float(loss_sum) / n
-        test_acc = evaluate()
-        ctx.log(f"epoch {epoch}/{epochs}  loss {final_loss:.4f}  train acc {100.0 * float(correct) / n:.1f} %  "
+        final_loss = loss_sum / n
+        test_acc = _evaluate(ctx, s, test_loader)
+        ctx.log(f"epoch {epoch}/{plan.epochs}  loss {final_loss:.4f}  train acc {100.0 * correct / n:.1f} %  "
                 f"test acc {test_acc:.1f} %  {n / dt:.0f} img/s  ({dt:.1f} s)")
 
     ctx.training_result(final_loss=final_loss, samples=seen, train_time=train_time, unit="img/s",
-                        test_accuracy=test_acc, gate=gate)
+                        test_accuracy=test_acc, gate=plan.gate)
 
 
 def _make_synthetic(argv: list[str] | None) -> int | None:
