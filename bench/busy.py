@@ -14,8 +14,8 @@ share of the round spent in operators, the rest being Python between them. It is
 (``method``), and a CPU case below the threshold is marked ``flagged`` in the record but raises no warning: at the
 CPU suite's small sizes that share is low by design and says nothing about a GPU.
 
-The profiler adds host overhead per operator, which can only lower busy % on a GPU (the GPU denominator is the
-unprofiled round), so a flagged GPU case is host-bound or very close to it.
+The profiler adds host overhead per operator; on a GPU it does not enter the figure, because the kernels' own
+time (which the profiler does not change) is divided by the round's wall time measured without the profiler.
 
 Nothing here imports torch at module level; :func:`judge` is pure so tests can feed it fake profiler timings.
 """
