@@ -12,6 +12,7 @@ On a CPU (gloo backend) the same code runs, which is how the tests exercise it; 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -27,21 +28,40 @@ from bench.harness import Plan
 from bench.sizes import TrainCase
 from torchrig.results.io import atomic_write_text
 
-__all__ = ["LaunchError", "launch"]
+__all__ = ["DEFAULT_INIT_TIMEOUT_S", "HANG_EXIT", "LaunchError", "hang_hint", "launch"]
+
+# How long a rank waits for the others to join (torch.distributed's own default is 30 min, NCCL's 10): a rank that
+# never comes (a GPU that hangs at init, a blocked port) must end with the hint below, not a silent half hour.
+DEFAULT_INIT_TIMEOUT_S = 300.0
+HANG_EXIT = 3  # the worker's exit code when it gave up waiting for the other ranks
+
 
 class LaunchError(RuntimeError):
     """torchrun failed; the message carries the tail of its output."""
 
 
+def hang_hint(what: str) -> str:
+    """What to try when the ranks of a DDP run did not meet: NCCL's own log, its transports, shared memory."""
+    return (f"{what}: the ranks did not meet (process-group init or a collective never completed). Rerun with "
+            "`--env NCCL_DEBUG=INFO` (and NCCL_DEBUG_SUBSYS=INIT,NET) to see where NCCL stops; where GPUs have no "
+            "working peer-to-peer path or InfiniBand, try `--env NCCL_P2P_DISABLE=1` or `--env NCCL_IB_DISABLE=1`; "
+            "NCCL moves data through /dev/shm, so give the container more with --shm-size (default 8g) or "
+            "--ipc-host")
+
+
 def launch(case: TrainCase, *, nproc: int, plan: Plan, device: str, out: Path,
-           timeout_s: float = 900) -> dict[str, Any]:
-    """Run the worker on ``nproc`` processes and return rank 0's result. ``device`` is "cuda" or "cpu"."""
+           timeout_s: float = 900, init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S) -> dict[str, Any]:
+    """Run the worker on ``nproc`` processes and return rank 0's result. ``device`` is "cuda" or "cpu".
+
+    A run whose ranks do not meet within ``init_timeout_s`` (or that outlives ``timeout_s``) raises LaunchError
+    with :func:`hang_hint`."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "bench.ddp_worker",
         "--case", json.dumps(asdict(case)), "--device", device, "--out", str(out),
         "--rounds", str(plan.rounds), "--warmup-rounds", str(plan.warmup_rounds),
         "--target-round-s", str(plan.target_round_s), "--max-steps", str(plan.max_steps_per_round),
+        "--init-timeout", str(init_timeout_s),
     ]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, set here so it does not warn
@@ -49,10 +69,14 @@ def launch(case: TrainCase, *, nproc: int, plan: Plan, device: str, out: Path,
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as e:
-        raise LaunchError(f"torchrun with {nproc} processes timed out after {timeout_s:.0f} s") from e
+        raise LaunchError(hang_hint(f"torchrun with {nproc} processes did not finish within {timeout_s:g} s")) from e
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stdout + proc.stderr)[-3000:]
-        raise LaunchError(f"torchrun with {nproc} processes failed (exit {proc.returncode}):\n{tail}")
+        what = f"torchrun with {nproc} processes failed (exit {proc.returncode})"
+        if f"exitcode: {HANG_EXIT}" in tail or any(
+                sign in tail for sign in ("did not meet", "collective operation timeout", "timed out", "Timed out")):
+            what = hang_hint(what)
+        raise LaunchError(f"{what}:\n{tail}")
     return json.loads(out.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
@@ -65,6 +89,8 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-rounds", type=int, required=True)
     ap.add_argument("--target-round-s", type=float, required=True)
     ap.add_argument("--max-steps", type=int, required=True)
+    ap.add_argument("--init-timeout", type=float, default=DEFAULT_INIT_TIMEOUT_S,
+                    help="seconds a rank waits for the others, at init and in each collective")
     args = ap.parse_args(argv)
 
     import torch
@@ -78,7 +104,13 @@ def _main(argv: list[str] | None = None) -> int:
     case = TrainCase(**json.loads(args.case))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     device = TorchDevice(f"cuda:{local}" if args.device == "cuda" else "cpu")
-    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    backend = "nccl" if args.device == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.init_timeout))
+    except Exception as e:  # noqa: BLE001 - DistStoreError, a RuntimeError "timed out": the other ranks never came
+        print(hang_hint(f"rank {rank} of {world}: {backend} init gave up after {args.init_timeout:g} s ({e})"),
+              file=sys.stderr, flush=True)
+        return HANG_EXIT
     try:
         with precision_flags(tf32=case.precision == "tf32", cudnn_benchmark=True) as flags:
             ids = [device.torch_device.index] if device.type == "cuda" else None

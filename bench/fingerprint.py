@@ -18,7 +18,13 @@ from typing import Any
 from bench.flags import read_flags
 from bench.harness import TorchDevice
 from bench.peaks import lookup
-from torchrig.results.contract import ACCELERATOR_ENV, CONTAINER_ENV_VARS, ENV_ID_ENV, TORCH_VERSION_ENV
+from torchrig.results.contract import (
+    ACCELERATOR_ENV,
+    CONTAINER_ENV_VARS,
+    ENV_ID_ENV,
+    TORCH_VERSION_ENV,
+    recorded_user_env,
+)
 from torchrig.results.records import collect_container, collect_machine, collect_software
 
 __all__ = ["ENV_VARS", "environment", "smi"]
@@ -100,6 +106,8 @@ def environment(device: TorchDevice) -> dict[str, Any]:
         "accelerator": device.accelerator,
         "env_id": os.environ.get(ENV_ID_ENV),
         "env_vars": {k: os.environ.get(k) for k in ENV_VARS},
+        # what the user passed with --env (NCCL_*, ...): names and values, secret-looking values as "<set>"
+        "user_env": recorded_user_env(),
         "machine": asdict(collect_machine(device.type)),
         "software": asdict(software),
         "container": asdict(container) if container else None,

@@ -50,7 +50,6 @@ __all__ = [
     "gpu_flags",
     "oci_args",
     "parse_user_env",
-    "secret_name",
     "suite_command",
     "suite_container",
     "suite_environment",
@@ -234,13 +233,7 @@ class SuiteImage:
 
 
 _POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
 _OWN_PREFIX = "TORCHRIG_"
-
-
-def secret_name(name: str) -> bool:
-    """Whether a variable's value must not be recorded (``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*KEY*``)."""
-    return _SECRET.search(name) is not None
 
 
 def parse_user_env(items: Sequence[str], *, flag: str = "--env") -> dict[str, str]:

@@ -347,6 +347,17 @@ def test_missing_nvidia_toolkit_at_start_is_a_host_check_error() -> None:
     assert engine.existing == {}, "a container that failed to start is removed too"
 
 
+def test_a_cdi_device_docker_cannot_resolve_is_a_host_check_error() -> None:
+    engine = FakeEngine()
+    engine.start_error = docker.errors.APIError(
+        "500", explanation="could not add CDI devices: unresolvable CDI devices nvidia.com/gpu=all")
+    spec = _spec("cuda", gpu=gpu_flags("cuda", access="cdi"))
+    with pytest.raises(HostCheckError, match="nvidia-ctk cdi generate"), \
+            started(engine, spec, keep=False, out=io.StringIO()):  # type: ignore[arg-type]
+        pass
+    assert engine.existing == {}
+
+
 def test_a_failed_removal_warns_with_the_command_and_does_not_hide_the_run_error() -> None:
     engine = FakeEngine(exit_code=4)
 

@@ -259,3 +259,19 @@ def test_the_fleet_description_of_a_pinned_image_carries_its_registry_digest() -
     node = NodeFacts(image_digest="\x00image_digest\x00")
     tagged = FleetPlan(env=env, image="ghcr.io/torchrig/torchrig:1", results=Path("/r")).container("tasks", node)
     assert tagged.environment["TORCHRIG_IMAGE_DIGEST"] == node.image_digest
+
+
+@given(user_env=st.dictionaries(_NAME | st.sampled_from(["HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD",
+                                                         "api_key", "NCCL_DEBUG"]), _ODD | _VALUE, max_size=5))
+def test_the_fingerprint_records_the_users_variables_and_never_a_secret_value(user_env: dict[str, str]) -> None:
+    """What bench/fingerprint.py records from the container's environment: every --env name; a secret-looking
+    name's value as <set>, never the value itself."""
+    from torchrig.results.contract import SECRET_VALUE, is_secret_name, recorded_user_env
+
+    c = _suite(user_env=user_env)
+    recorded = recorded_user_env(dict(c.environment))
+    assert set(recorded) == set(user_env)
+    for name, value in user_env.items():
+        secret = any(p in name.upper() for p in ("TOKEN", "SECRET", "PASSWORD", "KEY"))
+        assert is_secret_name(name) or not secret
+        assert recorded[name] == (SECRET_VALUE if secret else value)

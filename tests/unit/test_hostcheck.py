@@ -138,3 +138,60 @@ def test_gathering_facts_on_this_machine_reads_the_docker_runtimes() -> None:
     facts = gather_host_facts({"Runtimes": {"runc": {}, "nvidia": {}}})
     assert facts.docker_runtimes == ("nvidia", "runc")
     assert facts.uid >= 0 and facts.gid >= 0
+
+
+# ----------------------------------------------------------------------------- CDI-only hosts (issue 18)
+
+CDI_YAML = """cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+- name: all
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+"""
+
+
+@pytest.mark.parametrize(("facts", "access"), [
+    (GOOD_NVIDIA, "runtime"),
+    (dataclasses.replace(GOOD_NVIDIA, docker_runtimes=("runc",), nvidia_hook=True), "runtime"),
+    (dataclasses.replace(GOOD_NVIDIA, docker_runtimes=("runc",), cdi_nvidia=True), "cdi"),
+    (dataclasses.replace(GOOD_NVIDIA, cdi_nvidia=True), "runtime"),  # both: the runtime, as before
+], ids=["runtime", "hook", "cdi-only", "both"])
+def test_a_host_with_only_a_cdi_spec_gets_the_cdi_device_request(facts: HostFacts, access: str) -> None:
+    from torchrig.container import CDI_NVIDIA_ALL, container, gpu_flags, oci_args
+    from torchrig.engine.spec import docker_kwargs
+
+    verdict = check_host(_env("cuda", "11.8"), facts)
+    assert verdict.use_gpu and verdict.gpu_access == access
+    c = container(env_id="cuda", accelerator="cuda", image="i", purpose="bench",
+                  gpu=gpu_flags("cuda", access=verdict.gpu_access))
+    (request,) = docker_kwargs(c)["device_requests"]
+    args = oci_args(c)
+    if access == "cdi":
+        assert request["Driver"] == "cdi" and request["DeviceIDs"] == [CDI_NVIDIA_ALL]
+        assert f"--device={CDI_NVIDIA_ALL}" in args and not any(a.startswith("--gpus") for a in args)
+    else:
+        assert request["Capabilities"] == [["gpu"]] and request["Count"] == -1 and "--gpus=all" in args
+
+
+@pytest.mark.parametrize(("files", "found"), [
+    ({"nvidia.yaml": CDI_YAML}, True),
+    ({"nvidia-gpus.json": '{"cdiVersion": "0.6.0", "kind": "nvidia.com/gpu", "devices": []}'}, True),
+    ({"amd.yaml": "cdiVersion: 0.6.0\nkind: amd.com/gpu\n"}, False),  # a spec, but not NVIDIA's
+    ({"nvidia.txt": CDI_YAML}, False),  # not a spec file name the daemon reads
+    ({}, False),
+], ids=["yaml", "json", "other-vendor", "not-a-spec", "empty"])
+def test_a_cdi_spec_counts_when_it_names_nvidia_gpus(tmp_path: Path, files: dict[str, str], found: bool) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    facts = gather_host_facts({"Runtimes": {"runc": {}}, "CDISpecDirs": [str(tmp_path)]})
+    assert facts.cdi_nvidia is found
+
+
+def test_a_cdi_spec_that_is_a_fifo_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "nvidia.yaml")
+    facts = gather_host_facts({"Runtimes": {"runc": {}}, "CDISpecDirs": [str(tmp_path)]})
+    assert facts.cdi_nvidia is False

@@ -7,6 +7,9 @@ rename cannot leave one side behind. Standard library only: this module ships in
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from typing import Literal, get_args
 
 __all__ = [
@@ -25,10 +28,13 @@ __all__ = [
     "IMAGE_ID_ENV",
     "RESULTS_ENV",
     "RESULTS_IN",
+    "SECRET_VALUE",
     "TORCH_VERSION_ENV",
     "USER_ENV_ENV",
     "WORKSPACE_IN",
     "Accelerator",
+    "is_secret_name",
+    "recorded_user_env",
 ]
 
 Accelerator = Literal["cpu", "cuda", "rocm"]
@@ -58,6 +64,23 @@ COMPILE_MAX_PYTHON_ENV = "TORCHRIG_COMPILE_MAX_PYTHON"
 USER_ENV_ENV = "TORCHRIG_USER_ENV"
 """The names (comma-separated) of the variables the user passed with ``--env NAME=VALUE``: the benchmark
 fingerprint records them (values of secret-looking names as ``<set>``)."""
+
+_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
+SECRET_VALUE = "<set>"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable's value must not be recorded (``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*KEY*``)."""
+    return _SECRET.search(name) is not None
+
+
+def recorded_user_env(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The user's ``--env`` variables as a record keeps them: the names :data:`USER_ENV_ENV` lists, each with its
+    value, or ``<set>`` for a name that looks secret (None: listed, but not set in this process)."""
+    environ = dict(os.environ) if environ is None else environ
+    names = [n for n in (environ.get(USER_ENV_ENV) or "").split(",") if n]
+    return {n: (SECRET_VALUE if is_secret_name(n) and n in environ else environ.get(n)) for n in names}
+
 
 CONTAINER_ENV_VARS: tuple[str, ...] = (
     ENV_ID_ENV, IMAGE_ENV, IMAGE_ID_ENV, IMAGE_DIGEST_ENV, HOSTNAME_ENV, RESULTS_ENV, DATA_ENV, COMPILE_MAX_PYTHON_ENV,
