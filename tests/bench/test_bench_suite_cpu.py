@@ -118,6 +118,10 @@ def test_training_metrics(run: dict[str, Any]) -> None:
         assert t["self_check"]["ok"], t["self_check"]["message"]
         assert t["first_step_s"] > 0 and len(t["round_s"]) == b["stats"]["rounds"]
         assert b["stats"]["data"] == t["round_s"]
+        busy = t["busy"]  # the profiled busy-check round (bench/busy.py): torch operator time on the CPU
+        assert busy["method"].startswith("torch.profiler CPU:"), busy
+        assert busy["pct"] is None or 0 < busy["pct"] <= 100
+        assert not any("device busy only" in w for w in e["warnings"]), "a CPU case raised the GPU host-bound warning"
 
 
 def test_records(run: dict[str, Any]) -> None:
@@ -130,6 +134,12 @@ def test_records(run: dict[str, Any]) -> None:
     assert problems == []  # the raw JSON beside the records is ignored, not a problem
     assert {r.env_id for r in records} == {"cpu-test"}
     assert all(r.container and r.container.image_digest == "sha256:4567" for r in records)
+    # the session's load verdict (bench/load.py) in every record, skip records included; busy -> the warning
+    load = run["json"]["torchrig_load"]
+    assert all(r.load is not None and r.load["busy"] == load["busy"] for r in records)
+    assert all(any(w.startswith("busy machine: ") for w in r.warnings) == load["busy"] for r in records
+               if r.verdict != "skip")
+    assert run["json"]["machine_info"]["torchrig"]["rocm_env"]["applies"] is False  # a CPU torch
     for r in records:
         for name, m in r.metrics.items():
             assert m.unit, name
