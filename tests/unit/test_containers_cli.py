@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shlex
 import socket
 from pathlib import Path
 from typing import Any, ClassVar
 
 import docker.errors
 import pytest
+import yaml
 
 from torchrig import run as run_step
 from torchrig.__main__ import main
@@ -315,3 +317,47 @@ def test_keep_containers_reaches_the_lifecycle(h: Harness, monkeypatch: pytest.M
     monkeypatch.setattr("sys.stdin", io.StringIO())
     assert _main(h, "dev", "cpu", "--workspace", str(h.tmp), "--", "true") == 0
     assert h.kept == [False, True, True]
+
+
+# ------------------------------------------------------------------ --env NAME=VALUE reaches every container
+
+ENV_VALUE = "a b,'c'=\"d\" $e"
+
+
+def test_env_reaches_the_suite_container_with_its_names_listed(h: Harness) -> None:
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--env", "NCCL_DEBUG=INFO", "--env", f"ODD={ENV_VALUE}")) == 0
+    env = docker_kwargs(h.specs[-1])["environment"]
+    assert env["NCCL_DEBUG"] == "INFO" and env["ODD"] == ENV_VALUE
+    assert env["TORCHRIG_USER_ENV"] == "NCCL_DEBUG,ODD"
+
+
+@pytest.mark.parametrize("item", ["TORCHRIG_HOSTNAME=x", "9LIVES=1", "NOVALUE"])
+def test_a_bad_env_exits_2_naming_it_before_the_engine_is_asked(h: Harness,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 item: str) -> None:
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu", "--env", item)) == 2
+    assert item.split("=", 1)[0] in capsys.readouterr().err and h.specs == []
+
+
+def _dry(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["--matrix", str(ROOT / "matrix.yaml"), "submit", *args, "--dry-run", "--env", f"ODD={ENV_VALUE}",
+                 "--env", "NCCL_IB_DISABLE=1"]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman", "pyxis", "apptainer"])
+def test_env_reaches_every_slurm_runtime(capsys: pytest.CaptureFixture[str], runtime: str) -> None:
+    script = _dry(capsys, "cuda121", "--runtime", runtime, "--results", "/shared/r")
+    words = [w for line in script.splitlines() if line.startswith(("in_node", "export"))
+             for w in shlex.split(line.replace('"${', "").replace('}"', ""))]
+    prefix = "APPTAINERENV_" if runtime == "apptainer" else ""
+    assert f"--env=ODD={ENV_VALUE}" in words if runtime in ("docker", "podman") else f"{prefix}ODD={ENV_VALUE}" in words
+    assert any("TORCHRIG_USER_ENV=NCCL_IB_DISABLE,ODD" in w for w in words)
+
+
+def test_env_reaches_the_kubernetes_pod(capsys: pytest.CaptureFixture[str]) -> None:
+    job = yaml.safe_load(_dry(capsys, "cuda121", "--to", "kubernetes", "--pvc", "p"))
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["ODD"] == ENV_VALUE and env["NCCL_IB_DISABLE"] == "1"
+    assert env["TORCHRIG_USER_ENV"] == "NCCL_IB_DISABLE,ODD"
