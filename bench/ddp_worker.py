@@ -80,6 +80,23 @@ def launch(case: TrainCase, *, nproc: int, plan: Plan, device: str, out: Path,
     return json.loads(out.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
+def _rates(rounds: list[float], n: int, batch: int, world: int) -> dict[str, Any]:
+    """Per-step time, spread and global throughput from the rounds of ``n`` steps each."""
+    step_s = statistics.fmean(rounds) / n
+    sd = statistics.stdev(rounds) / n if len(rounds) > 1 else 0.0
+    return {
+        "batch_per_rank": batch,
+        "global_batch": batch * world,
+        "steps_per_round": n,
+        "round_s": rounds,
+        "step_s": step_s,
+        "step_stddev_s": sd,
+        "cv_pct": 100 * sd / step_s if step_s > 0 else 0.0,
+        "throughput": world * batch / step_s,
+        "throughput_stddev": world * batch * sd / step_s**2,
+    }
+
+
 def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--case", required=True, help="TrainCase as JSON")
@@ -138,27 +155,9 @@ def _main(argv: list[str] | None = None) -> int:
                 timed(n)
             rounds = [timed(n) for _ in range(args.rounds)]
         if rank == 0:
-            step_s = statistics.fmean(rounds) / n
-            sd = statistics.stdev(rounds) / n if len(rounds) > 1 else 0.0
-            result = {
-                "world_size": world,
-                "backend": dist.get_backend(),
-                "device": device.name,
-                "gpu_name": device.gpu_name,
-                "batch_per_rank": case.batch,
-                "global_batch": case.batch * world,
-                "steps_per_round": n,
-                "round_s": rounds,
-                "step_s": step_s,
-                "step_stddev_s": sd,
-                "cv_pct": 100 * sd / step_s if step_s > 0 else 0.0,
-                "first_step_s": first_s,
-                "throughput": world * case.batch / step_s,
-                "throughput_stddev": world * case.batch * sd / step_s**2,
-                "item_unit": w.item_unit,
-                "flags": flags,
-                "workload": w.config,
-            }
+            result = {"world_size": world, "backend": dist.get_backend(), "device": device.name,
+                      "gpu_name": device.gpu_name, **_rates(rounds, n, case.batch, world), "first_step_s": first_s,
+                      "item_unit": w.item_unit, "flags": flags, "workload": w.config}
             atomic_write_text(args.out, json.dumps(result, indent=2))
     finally:
         dist.destroy_process_group()
