@@ -69,3 +69,29 @@ def test_an_index_without_aarch64_wheels_is_not_compared_and_says_so() -> None:
     report = compare(COMPAT, obs, index="https://mirror/simple", selection=("2.14.1",))
     assert not [d for d in report.diffs if "aarch64" in d]
     assert "aarch64 not compared: the index lists no Linux aarch64 torch wheels" in report.notes
+
+
+FT_VERSIONS = [v for v in VERSIONS if v.rsplit(".", 1)[0] in COMPAT.free_threaded]
+
+
+@given(st.lists(st.tuples(st.sampled_from(FT_VERSIONS), st.sets(st.sampled_from(["3.13", "3.14"]))), min_size=1,
+                max_size=4, unique_by=lambda t: t[0]))
+def test_free_threaded_disagreements(rows: list[tuple[str, set[str]]]) -> None:
+    """A patch missing a listed free-threaded Python is reported; a Python every compared patch has and the table
+    lacks is reported once for the minor; a single patch with more is not (2.12.0's cp313t)."""
+    torch_files, tv_files = [_file("torch-9.9.9-cp313-cp313t-manylinux_2_28_x86_64.whl")], []  # one, so compared
+    for version, pythons in rows:
+        tv = COMPAT.release(version).torchvision[version]  # type: ignore[union-attr]
+        for py in pythons:
+            cp = "cp" + py.replace(".", "")
+            torch_files.append(_file(f"torch-{version}-{cp}-{cp}t-manylinux_2_28_x86_64.whl"))
+            tv_files.append(_file(f"torchvision-{tv}-{cp}-{cp}t-manylinux_2_28_x86_64.whl"))
+    obs = {"torch": observe(torch_files), "torchvision": observe(tv_files)}
+    report = compare(COMPAT, obs, index="https://pypi.org/simple", selection=tuple(v for v, _ in rows))
+    ft = [d for d in report.diffs if "free-threaded" in d]
+    for version, pythons in rows:
+        want = set(COMPAT.free_threaded[version.rsplit(".", 1)[0]])
+        assert any(d.startswith(f"- torch {version}:") for d in ft) == bool(want - pythons)
+    for minor in {v.rsplit(".", 1)[0] for v, _ in rows}:
+        every = set.intersection(*(p for v, p in rows if v.rsplit(".", 1)[0] == minor))
+        assert any(d.startswith(f"+ torch {minor}:") for d in ft) == bool(every - set(COMPAT.free_threaded[minor]))

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from torchrig.errors import UsageError
 from torchrig.matrix.compat import Compat, TorchRelease, parse_version
-from torchrig.matrix.compat_aarch64 import Arm, aarch64_diffs, observe_aarch64
+from torchrig.matrix.compat_aarch64 import (
+    Arm,
+    aarch64_diffs,
+    free_threaded_diffs,
+    observe_aarch64,
+    observe_free_threaded,
+)
 from torchrig.matrix.simple_index import IndexFile, fetch_metadata, fetch_project, parse_wheel
 
 __all__ = ["PYPI_INDEX", "PYTORCH_INDEX", "Report", "check_index", "compare", "parse_selection"]
@@ -41,6 +47,7 @@ class Observed:
     builds: Builds
     files: dict[tuple[str, str], IndexFile]
     aarch64: Arm = field(default_factory=dict)  # the Linux aarch64 wheels (compat.yaml aarch64)
+    free_threaded: dict[str, set[str]] = field(default_factory=dict)  # version -> Pythons with cp3XXt wheels
 
 
 @dataclass(kw_only=True)
@@ -97,7 +104,8 @@ def observe(files: Iterable[IndexFile]) -> Observed:
             continue
         builds[w.version][w.local].update(w.python_tags)
         first.setdefault((w.version, w.local), f)
-    return Observed(builds={v: dict(b) for v, b in builds.items()}, files=first, aarch64=observe_aarch64(listed))
+    return Observed(builds={v: dict(b) for v, b in builds.items()}, files=first, aarch64=observe_aarch64(listed),
+                    free_threaded=observe_free_threaded(listed))
 
 
 def _expected(compat: Compat, selection: tuple[str, ...]) -> dict[str, dict[str, TorchRelease]]:
@@ -203,6 +211,12 @@ def compare(compat: Compat, observed: dict[str, Observed], *, index: str, select
                                          read_metadata=read_metadata, cuda_of=pypi_cuda)
     report.diffs += arm_diffs
     report.notes += arm_notes
+    if report.kind == "PyPI":  # the PyTorch index's free-threaded builds are per flavour: not compared yet
+        ft_diffs, ft_notes = free_threaded_diffs(compat, torch_obs.free_threaded,
+                                                 observed["torchvision"].free_threaded,
+                                                 versions=sorted(expected["torch"], key=parse_version))
+        report.diffs += ft_diffs
+        report.notes += ft_notes
     if unchecked_cuda:
         report.notes.append("pypi_cuda not checked: the index serves no core metadata (PEP 658) for the wheels")
     return report

@@ -46,6 +46,7 @@ class Wheel:
     local: str  # the local version label: "cu126", "cpu", "rocm7.2"; "" for a plain (PyPI default) build
     python_tags: tuple[str, ...]  # ("cp311",)
     platforms: tuple[str, ...]  # ("manylinux_2_28_x86_64",)
+    abi_tags: tuple[str, ...] = ()  # ("cp314t",): a free-threaded build
 
     @property
     def linux_x86_64(self) -> bool:
@@ -60,7 +61,7 @@ def parse_wheel(filename: str) -> Wheel | None:
         return None
     public, _, local = m["version"].partition("+")
     return Wheel(filename=filename, version=public, local=local, python_tags=tuple(m["py"].split(".")),
-                 platforms=tuple(m["plat"].split(".")))
+                 platforms=tuple(m["plat"].split(".")), abi_tags=tuple(m["abi"].split(".")))
 
 
 class _Anchors(html.parser.HTMLParser):
