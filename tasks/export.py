@@ -322,12 +322,34 @@ def run(ctx: Context) -> None:
                 int8 = _quantize(ctx, case, done[0], out_dir, threads=threads)
                 if int8 is not None:
                     files["bert_int8"] = int8
+        if files:
+            _gate_providers(ctx, next(iter(files.values())), threads=threads)
         ctx.set(exported=exported, skipped=skipped, out=str(out_dir) if a.out else None)
         if a.view:
             _view(ctx, files.get(a.view))
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _gate_providers(ctx: Context, path: Path, *, threads: int) -> None:
+    """onnxruntime runs where torch runs: on a GPU run, a GPU provider exists and a session really gets it."""
+    import onnxruntime as ort
+    import torch
+
+    gpu = None if ctx.device != "cuda" else "rocm" if getattr(torch.version, "hip", None) else "cuda"
+    available = list(ort.get_available_providers())
+    version = str(getattr(ort, "__version__", "?"))
+    problem = ox.provider_problem(gpu, available, version=version)
+    used: list[str] | None = None
+    if problem is None:
+        wanted = next((p for p, short in ox.GPU_PROVIDERS.items() if short == gpu and p in available),
+                      "CPUExecutionProvider")
+        used = list(ox.session(path, wanted, threads).get_providers())
+        problem = ox.provider_problem(gpu, available, used, version=version)
+    ctx.set(ort_session_providers=used)
+    ctx.check("onnxruntime_providers", problem is None, problem or "",
+              success=f"{(used or ['?'])[0]} (available: {', '.join(available)})")
 
 
 def _view(ctx: Context, path: Path | None) -> None:

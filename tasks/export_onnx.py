@@ -35,6 +35,7 @@ __all__ = [
     "median_seconds",
     "parity",
     "perturb_one_weight",
+    "provider_problem",
     "quantize_int8",
     "session",
     "torch_version",
@@ -46,8 +47,12 @@ EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
 # and what onnxruntime 1.18 runs (<= 20). The dynamo exporter picks its own (18 or newer): the record says which.
 TORCHSCRIPT_OPSET = 17
 DYNAMO_MIN_TORCH = (2, 5)  # torch.onnx.export(..., dynamo=True) first shipped in 2.5
-# onnxruntime names its GPU execution providers; which torch accelerator each one runs on.
-GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "ROCMExecutionProvider": "rocm"}
+# onnxruntime names its GPU execution providers; which torch accelerator each one runs on. AMD's is ROCm's EP up to
+# onnxruntime 1.22 (the onnxruntime-rocm package) and MIGraphX's after it (onnxruntime-migraphx).
+GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "ROCMExecutionProvider": "rocm", "MIGraphXExecutionProvider": "rocm"}
+# The onnxruntime builds that carry them: the plain onnxruntime package is CPU-only, and a session asked for a GPU
+# provider it lacks runs on the CPU without an error.
+GPU_PACKAGES = {"cuda": "onnxruntime-gpu", "rocm": "onnxruntime-rocm or onnxruntime-migraphx"}
 
 
 class ExportSkip(Exception):
@@ -158,6 +163,34 @@ def available_providers(device: str) -> list[tuple[str, str]]:
     if device == "cuda":
         out += [(p, short) for p, short in GPU_PROVIDERS.items() if p in ort.get_available_providers()]
     return out
+
+
+def provider_problem(gpu: str | None, available: Sequence[str], session_providers: Sequence[str] | None = None,
+                     *, version: str = "?") -> str | None:
+    """Why onnxruntime will not run where torch runs, or None when it will.
+
+    ``gpu`` is "cuda" or "rocm" when torch runs on that GPU, None on the CPU. ``available`` is
+    ``ort.get_available_providers()``; ``session_providers`` is ``InferenceSession.get_providers()`` of a session
+    asked for the GPU provider (onnxruntime falls back to the CPU silently when the provider cannot load).
+    """
+    if gpu is None:
+        if "CPUExecutionProvider" not in available or (session_providers is not None
+                                                        and "CPUExecutionProvider" not in session_providers):
+            return (f"onnxruntime {version} offers {', '.join(available) or 'no provider'} without "
+                    "CPUExecutionProvider on a CPU run: install the plain onnxruntime package")
+        return None
+    wanted = [p for p, short in GPU_PROVIDERS.items() if short == gpu]
+    have = [p for p in wanted if p in available]
+    if not have:
+        return (f"torch runs on the {gpu.upper()} GPU but onnxruntime {version} offers only "
+                f"{', '.join(available) or 'no provider'}: no {' or '.join(wanted)}, so every ONNX session runs on "
+                f"the CPU; install {GPU_PACKAGES[gpu]} (for this row's {gpu.upper()} version) instead of onnxruntime")
+    if session_providers is not None and (not session_providers or session_providers[0] not in have):
+        return (f"onnxruntime {version} has {have[0]} but a session asked for it runs on "
+                f"{', '.join(session_providers) or 'nothing'}: the provider could not load (its {gpu.upper()} or "
+                f"cuDNN/MIOpen libraries are missing or of another major version than this {GPU_PACKAGES[gpu]} "
+                "build expects)")
+    return None
 
 
 def session(path: Path, provider: str, threads: int) -> Any:
