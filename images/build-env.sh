@@ -10,9 +10,9 @@
 # here downloads over FTP, so taking that variable over has no other effect. The CA is fetched into /tmp, used
 # by pip/apt/curl in the same RUN, and deleted before the layer is committed.
 #
-# Identical rebuilds: `torchrig_build_done` sets every file this RUN created or changed to one fixed time (and
-# pip's bytecode is compiled after that, against it), so two builds of the same inputs give the same layer
-# contents. The time is a constant, not the commit's: a build arg that changed with every commit would rebuild
+# Identical rebuilds: `torchrig_build_done` sets every file this RUN created or changed to one fixed time, once
+# at the end (the bytecode is checked-hash, so it does not depend on the times), so two builds of the same inputs
+# give the same layer contents. The time is a constant, not the commit's: a build arg that changed with every commit would rebuild
 # every layer, torch's included; the commit's time goes into the org.opencontainers.image.created label instead.
 # Scratch files live where this RUN's user may reset the times: /tmp for root, $HOME for the image's user (its
 # changes to the root-owned /tmp could not be undone).
@@ -88,31 +88,50 @@ torchrig_uv() {  # UV_PINS: print the path of a uv installed from UV_PINS (hash-
     echo "$TORCHRIG_TOOLS/bin/uv"
 }
 
-torchrig_pip_install() {  # REQUIREMENTS [INSTALLER ARGS...]: from the environment's index (or the wheelhouse)
-    # A lock (every line NAME==VERSION --hash=...) is installed by uv when /etc/torchrig/uv.txt pins one: parallel
-    # downloads, every file hash-checked, --no-deps (the lock holds every dependency). Otherwise, or when uv cannot
-    # be had, pip. Either way the bytecode is compiled after the file times are fixed (torchrig_compile).
-    local file="$1" args uv
+torchrig_time() {  # LABEL COMMAND...: run COMMAND and say how long it took (build-bench reads these lines)
+    local label="$1" t0 t1 rc=0
     shift
-    grep -q '^[^#[:space:]]' "$file" || return 0  # nothing to install (an environment without extras)
+    t0="$(date +%s%N)"
+    "$@" || rc=$?
+    t1="$(date +%s%N)"
+    printf 'torchrig-time: %s %d.%03d s\n' "$label" $(( (t1 - t0) / 1000000000 )) $(( (t1 - t0) / 1000000 % 1000 )) >&2
+    return "$rc"
+}
+
+torchrig_install() {  # TORCH_REQS EXTRAS_REQS: the environment, from its index (or the wheelhouse), then compiled
+    # A lock (every line NAME==VERSION --hash=...) is installed by uv when /etc/torchrig/uv.txt pins one: both
+    # sections in one call (every download in parallel, as a hand-written `uv pip install -r` does), every file
+    # hash-checked, --no-deps (the lock holds every dependency), then `uv pip check`. Otherwise, or when uv cannot
+    # be had, pip: torch first, then the extras under the torch/torchvision pins (constraints.txt), then pip check.
+    local torch_reqs="$1" extras_reqs="$2" args uv files=()
     args=(--index-url "${TORCHRIG_INDEX_URL:?}")
     for url in ${TORCHRIG_EXTRA_INDEX_URLS:-}; do args+=(--extra-index-url "$url"); done
-    if grep -q -- '--hash=' "$file"; then
+    for f in "$torch_reqs" "$extras_reqs"; do
+        if grep -q '^[^#[:space:]]' "$f"; then files+=(-r "$f"); fi  # an environment without extras has none
+    done
+    if grep -q -- '--hash=' "$torch_reqs" && uv="$(torchrig_uv /etc/torchrig/uv.txt)"; then
+        echo "torchrig: installing the lock with $("$uv" --version)" >&2
         args+=(--require-hashes --no-deps)
-        if uv="$(torchrig_uv /etc/torchrig/uv.txt)"; then
-            echo "torchrig: installing the lock with $("$uv" --version)" >&2
-            if [ -n "${PIP_FIND_LINKS:-}" ]; then args=(--no-index --find-links "$PIP_FIND_LINKS" --require-hashes \
-                                                        --no-deps); fi
-            # unsafe-best-match: a pinned file is taken from whichever index has it, as pip does
-            "$uv" pip install --python "$(command -v python)" --no-cache --no-config --index-strategy \
-                unsafe-best-match "${args[@]}" "$@" -r "$file"
-            torchrig_compile
-            return
+        if [ -n "${PIP_FIND_LINKS:-}" ]; then args=(--no-index --find-links "$PIP_FIND_LINKS" --require-hashes \
+                                                    --no-deps); fi
+        # unsafe-best-match: a pinned file is taken from whichever index has it, as pip does
+        torchrig_time "install (uv)" "$uv" pip install --python "$(command -v python)" --no-cache --no-config \
+            --index-strategy unsafe-best-match "${args[@]}" "${files[@]}" || return 1
+        torchrig_time "check (uv pip check)" "$uv" pip check --python "$(command -v python)" || return 1
+    else
+        if grep -q -- '--hash=' "$torch_reqs"; then
+            echo "torchrig: no uv for this build (no locks/uv.txt, or it could not be fetched): installing with pip" >&2
+            args+=(--require-hashes --no-deps)
         fi
-        echo "torchrig: no uv for this build (no locks/uv.txt, or it could not be fetched): installing with pip" >&2
+        torchrig_time "install torch (pip)" pip install --no-cache-dir --no-compile "${args[@]}" \
+            -r "$torch_reqs" -c /etc/torchrig/constraints-torch.txt || return 1
+        if [ "${#files[@]}" -gt 2 ]; then
+            torchrig_time "install extras (pip)" pip install --no-cache-dir --no-compile "${args[@]}" \
+                -r "$extras_reqs" -c /etc/torchrig/constraints.txt || return 1
+        fi
+        torchrig_time "check (pip check)" pip check || return 1
     fi
-    pip install --no-cache-dir --no-compile "${args[@]}" "$@" -r "$file"
-    torchrig_compile
+    torchrig_time "compile bytecode" torchrig_compile
 }
 
 torchrig_normalize_times() {  # every file this RUN created or changed gets the fixed time
@@ -121,16 +140,18 @@ torchrig_normalize_times() {  # every file this RUN created or changed gets the 
         2>/dev/null | xargs -0 -r touch -h -d "@$SOURCE_DATE_EPOCH" 2>/dev/null || true
 }
 
-torchrig_compile() {  # bytecode for what was just installed: timestamp pycs recording the fixed time
-    torchrig_normalize_times
-    python -m compileall -q -j 0 --invalidation-mode timestamp "$(python -c 'import sysconfig
+torchrig_compile() {  # bytecode for everything in the environment, on every core
+    # checked-hash pycs record the source's hash, not its time: they hold whatever time the files get afterwards
+    # (torchrig_build_done), and two builds write the same bytes (SOURCE_DATE_EPOCH also makes hash-based pycs
+    # the default for any later compile). -f: pip's own files came with timestamp pycs from ensurepip.
+    python -m compileall -q -f -j 0 --invalidation-mode checked-hash "$(python -c 'import sysconfig
 print(sysconfig.get_path("purelib"))')" >/dev/null
 }
 
 torchrig_build_done() {  # end of every RUN that sourced this file: nothing of the above stays in the layer
     rm -f "$TORCHRIG_CA_FILE" "$TORCHRIG_APT_CONF"
     rm -rf "$TMPDIR" "$TORCHRIG_TOOLS" "${HOME:-/nonexistent}/.cache/pip" 2>/dev/null || true
-    torchrig_normalize_times
+    torchrig_time "fix file times" torchrig_normalize_times
     rm -f "$TORCHRIG_MARK"
     touch -h -d "@$SOURCE_DATE_EPOCH" "$TORCHRIG_SCRATCH" 2>/dev/null || true
 }

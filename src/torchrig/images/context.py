@@ -70,8 +70,8 @@ def code_sources(root: Path) -> dict[str, Path]:
 
 def assemble(*, dockerfile: str, helper: Path, generated: Mapping[str, str], code: Mapping[str, Path],
              ignore: list[str]) -> BuildContext:
-    """The context tar: ``Dockerfile`` (its text), ``torchrig-build/build-env.sh``, ``torchrig-build/<generated>``,
-    and the code."""
+    """The context tar: ``Dockerfile`` (its text), ``torchrig-build/build-env.sh`` and the other ``*.sh`` beside it
+    (``entrypoint.sh``), ``torchrig-build/<generated>``, and the code."""
     if not helper.is_file():
         raise BuildError(f"the build helper {helper} is missing from the checkout (it belongs in images/)")
     matcher = PatternMatcher(ignore)
@@ -82,6 +82,9 @@ def assemble(*, dockerfile: str, helper: Path, generated: Mapping[str, str], cod
         _add_bytes(tar, "Dockerfile", dockerfile.encode(), files)
         _add_dir(tar, "torchrig-build", dirs)
         _add_bytes(tar, "torchrig-build/build-env.sh", helper.read_bytes(), files, mode=0o755)
+        for script in sorted(helper.parent.glob("*.sh")):  # and the helpers beside it (entrypoint.sh)
+            if script.name != helper.name and script.is_file():
+                _add_bytes(tar, f"torchrig-build/{script.name}", script.read_bytes(), files, mode=0o755)
         for name in sorted(generated):
             _add_bytes(tar, f"torchrig-build/{name}", generated[name].encode(), files)
         for arc in sorted(code):
