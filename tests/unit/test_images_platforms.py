@@ -132,3 +132,11 @@ def test_an_arm64_plan_is_labelled_tagged_and_keyed_apart_and_refuses_the_amd64_
     with pytest.raises(BuildError, match="resolved for x86_64"):
         plan_build(both, "runtime", BuildOptions(root=root, platform="linux/arm64",
                                                  lock_file=root / "locks" / "cpu@pypi.org-simple.txt"), _Client())
+
+
+def test_a_stale_arm64_lock_is_refreshed_for_arm64() -> None:
+    from torchrig.images.lock import lock_oci_platform
+
+    # `torchrig lock --stale` rewrites each lock for the platform its header names, not the default amd64
+    assert lock_oci_platform("aarch64-manylinux_2_36") == "linux/arm64"
+    assert lock_oci_platform("x86_64-manylinux_2_17") == "linux/amd64"

@@ -41,6 +41,7 @@ __all__ = [
     "decide",
     "format_lock",
     "inputs_digest",
+    "lock_oci_platform",
     "lock_path",
     "lock_status",
     "normalize_index",
@@ -87,7 +88,7 @@ def lock_path(root: Path, env: Environment, *, index_url: str, extra_index_urls:
     return root / "locks" / f"{env.id}@{slug}{arch}.txt"
 
 
-def _lock_oci_platform(lock_platform: str) -> str:
+def lock_oci_platform(lock_platform: str) -> str:
     """The OCI platform of a lock's ``platform:`` header (uv's ``aarch64-manylinux_2_17`` -> ``linux/arm64``)."""
     return "linux/arm64" if lock_platform.strip().lower().startswith(("aarch64", "arm64")) else "linux/amd64"
 
@@ -301,7 +302,7 @@ def _name_problem(lock: Lock, env: Environment) -> str | None:
                 f"{stem_env!r} (a lock saved under another environment's name); regenerate it with "
                 f"`torchrig lock {stem_env}`, or move it to locks/{lock.env_id}.txt")
     want = lock_path(lock.path.parent.parent, env, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls,
-                     platform=_lock_oci_platform(lock.platform))
+                     platform=lock_oci_platform(lock.platform))
     if want.name != lock.path.name:
         where = f"index {slug!r}" if at else f"{env.id}'s own index ({normalize_index(env.index)})"
         return (f"{lock.name} is stale: the file name says it is for {where}, but its header says it was resolved "
