@@ -16,7 +16,7 @@ from torchrig.engine.registry import merge_index, pull_image, push_image, push_p
 from torchrig.errors import BuildError, UsageError
 from torchrig.images import MB, BuildOptions, BuiltImage, build_image, default_root, ensure_image, size_records_dir
 from torchrig.images.base import ARCHES, DEBIAN_RELEASES, ensure_base
-from torchrig.images.lock import Lock, lock_path, lock_status, read_lock
+from torchrig.images.lock import Lock, lock_oci_platform, lock_path, lock_status, read_lock
 from torchrig.images.pin import bases_file, pin_bases
 from torchrig.images.plan import sources
 from torchrig.images.platforms import DEFAULT_PLATFORM, parse_platform, platform_ref
@@ -188,7 +188,8 @@ def _lock(args: argparse.Namespace) -> int:
         options = BuildOptions.from_settings(settings, matrix)
         for env, lock in jobs:
             # against the indexes the lock records: a lock for another index stays one
-            again = replace(options, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls)
+            again = replace(options, index_url=lock.index_url, extra_index_urls=lock.extra_index_urls,
+                            platform=lock_oci_platform(lock.platform))  # an arm64 lock stays one
             print(write_lock(env, again, output=lock.path, out=sys.stderr, timeout=args.timeout))
         _installer(options)
         return 0
