@@ -162,13 +162,13 @@ def _pod_script(containers: list[SuiteContainer]) -> str:
 def job_manifest(plan: FleetPlan, opts: KubernetesOptions) -> dict[str, Any]:
     """The Indexed Job for ``plan`` (a plain dict, as ``kubectl apply -f`` would read it from YAML)."""
     name = _job_name(plan, opts)
-    shm = docker_size_to_quantity("--shm-size", plan.shm_size)
     labels = {"app.kubernetes.io/name": "torchrig", "app.kubernetes.io/component": "fleet",
               "torchrig.env": plan.env.id, "torchrig.job": name}
     job_labels = {**labels, **({QUEUE_LABEL: opts.queue} if opts.queue else {})}
     node = NodeFacts(uid=opts.uid, gid=opts.gid)
     containers = [plan.container(suite, node) for suite in plan.suites]
     c = containers[0]  # the suites differ in their command only; one container runs them one after the other
+    shm = docker_size_to_quantity("--shm-size", c.shm_size or plan.shm_size)
     container = pod_container(c, script=_pod_script(containers), job=name)
     container["resources"] = opts.resources(plan)
     # ROCm runs unconfined, as AMD's container guidance and engine.gpu_flags (seccomp=unconfined) run it under
