@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,8 @@ _OPS = st.sampled_from(["Conv", "Gemm", "MatMul", "Add", "Mul"])
 @needs_onnx
 @given(st.lists(st.tuples(_OPS, st.integers(1, 4), st.integers(1, 6), st.integers(1, 3), st.data()),
                 min_size=1, max_size=6))
-def test_onnx_sparsity_counts_the_weights_linear_nodes_read(tmp_path_factory: pytest.TempPathFactory,
-                                                            specs: list) -> None:
+def test_onnx_sparsity_counts_the_weights_linear_nodes_read(
+        tmp_path_factory: pytest.TempPathFactory, specs: list[tuple[str, int, int, int, st.DataObject]]) -> None:
     """Zeros in the >= 2-D float initializers of Conv/Gemm/MatMul count; biases, Add/Mul operands do not."""
     import numpy as np
     import onnx
@@ -153,7 +154,7 @@ def test_a_file_that_lost_its_zeros_is_caught_in_the_onnx_count(pruned_run: tupl
     (["--prune-sparsity", "0"], "--prune-sparsity"),
     (["--prune-train", "0"], "--prune-train"),
 ])
-def test_bad_pruning_options_are_bad_input(run_task, args: list[str], names: str) -> None:
+def test_bad_pruning_options_are_bad_input(run_task: Callable[..., Run], args: list[str], names: str) -> None:
     r = run_task("export", "--models", "cnn_pruned", "--device", "cpu", *args)
     assert r.rc == 2, r.stdout + r.stderr
     assert names in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -162,7 +163,7 @@ def test_bad_pruning_options_are_bad_input(run_task, args: list[str], names: str
 
 @pytest.mark.torch
 @needs_onnx
-def test_too_few_heldout_images_for_the_drop_gate_is_refused(run_task, cifar_dir: Path) -> None:
+def test_too_few_heldout_images_for_the_drop_gate_is_refused(run_task: Callable[..., Run], cifar_dir: Path) -> None:
     r = run_task("export", *SMALL[:-2], "--prune-heldout", "50", "--data", str(cifar_dir))
     assert r.rc == 2, r.stdout + r.stderr
     assert "106" in r.stderr and "--prune-heldout" in r.stderr and "Traceback" not in r.stderr
