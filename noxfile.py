@@ -250,6 +250,14 @@ def base_local(session: nox.Session) -> None:
     _torchrig(session, "base-local")
 
 
+@nox.session(name="build-bench", python=False)
+def build_bench(session: nox.Session) -> None:
+    """Time an environment's build against a hand-written one-layer uv Dockerfile, both no cache: -- ENV."""
+    if not session.posargs:
+        session.error("Usage: nox -s build-bench -- ENV [--base-image IMAGE --index-url URL ...]")
+    _torchrig(session, "build-bench")
+
+
 # ---------------------------------------------------------------------------------- per-environment sessions
 
 _ACTIONS = {
