@@ -115,9 +115,11 @@ torchrig_install() {  # TORCH_REQS EXTRAS_REQS: the environment, from its index 
         if [ -n "${PIP_FIND_LINKS:-}" ]; then args=(--no-index --find-links "$PIP_FIND_LINKS" --require-hashes \
                                                     --no-deps); fi
         # unsafe-best-match: a pinned file is taken from whichever index has it, as pip does
-        torchrig_time "install (uv)" "$uv" pip install --python "$(command -v python)" --no-cache --no-config \
-            --index-strategy unsafe-best-match "${args[@]}" "${files[@]}" || return 1
+        args=(pip install --python "$(command -v python)" --no-cache --no-config --index-strategy unsafe-best-match
+              "${args[@]}")
+        torchrig_install_overlapped "$uv" "${args[@]}" -- "$torch_reqs" "$extras_reqs" || return 1
         torchrig_time "check (uv pip check)" "$uv" pip check --python "$(command -v python)" || return 1
+        return 0
     else
         if grep -q -- '--hash=' "$torch_reqs"; then
             echo "torchrig: no uv for this build (no locks/uv.txt, or it could not be fetched): installing with pip" >&2
@@ -134,18 +136,70 @@ torchrig_install() {  # TORCH_REQS EXTRAS_REQS: the environment, from its index 
     torchrig_time "compile bytecode" torchrig_compile
 }
 
+torchrig_install_overlapped() {  # UV UV-ARGS... -- REQUIREMENTS...: install a lock, compiling while it downloads
+    # Compiling ~10,000 files is CPU work a hand-written `uv pip install` does not do; downloading torch and its
+    # CUDA/ROCm libraries (2-3 GB, few .py files) is network work. So the lock goes in two calls: everything but
+    # the largest wheels first, then those in the background while the files already installed are compiled,
+    # then the largest wheels' own files. (Two uv calls cannot share the venv at once: uv locks it.)
+    local uv="$1" sp pid rc=0 first="$TMPDIR/lock-first.txt" last="$TMPDIR/lock-last.txt" uv_args=() paths=()
+    shift
+    while [ "$1" != -- ]; do uv_args+=("$1"); shift; done
+    shift
+    torchrig_split_lock "$first" "$last" "$@" || return 1
+    sp="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+    if [ -s "$first" ]; then
+        torchrig_time "install (uv): all but the largest wheels" "$uv" "${uv_args[@]}" -r "$first" || return 1
+    fi
+    ls -A "$sp" > "$TMPDIR/installed-first"
+    if [ -s "$last" ]; then
+        "$uv" "${uv_args[@]}" -r "$last" > "$TMPDIR/uv-last.log" 2>&1 &
+        pid=$!
+    fi
+    mapfile -t paths < <(sed "s|^|$sp/|" "$TMPDIR/installed-first")
+    torchrig_time "compile bytecode, while the largest wheels download" torchrig_compile "${paths[@]}" || rc=$?
+    if [ -n "${pid:-}" ]; then
+        torchrig_time "install (uv): the largest wheels, waited for" wait "$pid" || rc=$?
+        cat "$TMPDIR/uv-last.log" >&2
+    fi
+    [ "$rc" = 0 ] || return "$rc"
+    mapfile -t paths < <(ls -A "$sp" | grep -vxF -f "$TMPDIR/installed-first" | sed "s|^|$sp/|")
+    if [ "${#paths[@]}" -gt 0 ]; then
+        torchrig_time "compile bytecode, the largest wheels" torchrig_compile "${paths[@]}" || return 1
+    fi
+}
+
+torchrig_split_lock() {  # FIRST LAST REQUIREMENTS...: a lock's entries, one a line; the largest wheels' in LAST
+    python - "$@" <<'PY'
+import re, sys
+first, last, *files = sys.argv[1:]
+big = re.compile(r"(torch|torchvision|torchaudio|triton|pytorch-triton(-rocm)?|nvidia-[a-z0-9-]+)$")
+out = {first: [], last: []}
+for path in files:
+    with open(path, encoding="utf-8") as f:
+        text = f.read().replace("\\\n", " ")
+    for line in text.splitlines():
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            name = re.split(r"[=<>!~;\[ ]", entry, maxsplit=1)[0].lower().replace("_", "-").replace(".", "-")
+            out[last if big.match(name) else first].append(entry)
+for path, entries in out.items():
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(e + "\n" for e in entries))
+PY
+}
+
 torchrig_normalize_times() {  # every file this RUN created or changed gets the fixed time
     find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -cnewer "$TORCHRIG_MARK" \
         ! -path "$TORCHRIG_MARK" ! -path /etc/hosts ! -path /etc/hostname ! -path /etc/resolv.conf -print0 \
         2>/dev/null | xargs -0 -r touch -h -d "@$SOURCE_DATE_EPOCH" 2>/dev/null || true
 }
 
-torchrig_compile() {  # bytecode for everything in the environment, on every core
+torchrig_compile() {  # [PATHS...]: bytecode for PATHS (default: the whole environment), on every core
     # checked-hash pycs record the source's hash, not its time: they hold whatever time the files get afterwards
     # (torchrig_build_done), and two builds write the same bytes (SOURCE_DATE_EPOCH also makes hash-based pycs
     # the default for any later compile). -f: pip's own files came with timestamp pycs from ensurepip.
-    python -m compileall -q -f -j 0 --invalidation-mode checked-hash "$(python -c 'import sysconfig
-print(sysconfig.get_path("purelib"))')" >/dev/null
+    if [ "$#" = 0 ]; then set -- "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"; fi
+    python -m compileall -q -f -j 0 --invalidation-mode checked-hash "$@" >/dev/null
 }
 
 torchrig_build_done() {  # end of every RUN that sourced this file: nothing of the above stays in the layer
