@@ -37,7 +37,8 @@ def test_build_bench_on_the_small_image_reports_a_ratio_and_phases_and_removes_b
     assert f"ratio {report.ratio:.2f}x" in text.splitlines()[0]
     names = [p.name for p in report.phases]
     assert any(n.startswith("step ") and "python3 -m venv" in n for n in names), names
-    assert "install (uv)" in names and "compile bytecode" in names, names
+    assert any(n.startswith("install (uv)") for n in names), names
+    assert any(n.startswith("compile bytecode") for n in names), names
     assert any(n.startswith("post: SBOM") for n in names) and any(n.startswith("post: measure") for n in names)
     assert any("[small/hand-written" in line for line in log), "the hand-written build's progress was shown"
     assert report.torchrig_bytes > 0 and report.reference_bytes > 0
