@@ -82,8 +82,9 @@ torchrig_uv() {  # UV_PINS: print the path of a uv installed from UV_PINS (hash-
     local pins="$1"
     grep -q '^uv==' "$pins" 2>/dev/null || return 1
     if [ ! -x "$TORCHRIG_TOOLS/bin/uv" ]; then
-        python3 -m pip install --no-cache-dir --no-compile --quiet --target "$TORCHRIG_TOOLS" \
-            --index-url https://pypi.org/simple --require-hashes --no-deps -r "$pins" >&2 || return 1
+        torchrig_time "fetch uv (pip)" python3 -m pip install --no-cache-dir --no-compile --quiet \
+            --target "$TORCHRIG_TOOLS" --index-url https://pypi.org/simple --require-hashes --no-deps -r "$pins" >&2 \
+            || return 1
     fi
     echo "$TORCHRIG_TOOLS/bin/uv"
 }
