@@ -322,8 +322,8 @@ def run(ctx: Context) -> None:
                 int8 = _quantize(ctx, case, done[0], out_dir, threads=threads)
                 if int8 is not None:
                     files["bert_int8"] = int8
-        if files:
-            _gate_providers(ctx, next(iter(files.values())), threads=threads)
+        if files and (why_not := _gate_providers(ctx, next(iter(files.values())), threads=threads)):
+            skipped["onnxruntime_providers"] = why_not
         ctx.set(exported=exported, skipped=skipped, out=str(out_dir) if a.out else None)
         if a.view:
             _view(ctx, files.get(a.view))
@@ -332,14 +332,22 @@ def run(ctx: Context) -> None:
             tmp.cleanup()
 
 
-def _gate_providers(ctx: Context, path: Path, *, threads: int) -> None:
-    """onnxruntime runs where torch runs: on a GPU run, a GPU provider exists and a session really gets it."""
+def _gate_providers(ctx: Context, path: Path, *, threads: int) -> str | None:
+    """onnxruntime runs where torch runs: on a GPU run, a GPU provider exists and a session really gets it.
+
+    Returns the reason when the check does not apply (a GPU run of an image that installs the CPU build by design).
+    """
     import onnxruntime as ort
     import torch
 
     gpu = None if ctx.device != "cuda" else "rocm" if getattr(torch.version, "hip", None) else "cuda"
     available = list(ort.get_available_providers())
     version = str(getattr(ort, "__version__", "?"))
+    cpu_build = ox.cpu_only_build(gpu, available, ox.installed_onnxruntime_builds())
+    if cpu_build is not None:  # the row chose the CPU build (no GPU build fits it): said, not silent, not a failure
+        ctx.set(ort_session_providers=["CPUExecutionProvider"])
+        ctx.warn(f"skip onnxruntime_providers: {cpu_build}")
+        return cpu_build
     problem = ox.provider_problem(gpu, available, version=version)
     used: list[str] | None = None
     if problem is None:
@@ -350,6 +358,7 @@ def _gate_providers(ctx: Context, path: Path, *, threads: int) -> None:
     ctx.set(ort_session_providers=used)
     ctx.check("onnxruntime_providers", problem is None, problem or "",
               success=f"{(used or ['?'])[0]} (available: {', '.join(available)})")
+    return None
 
 
 def _view(ctx: Context, path: Path | None) -> None:

@@ -165,6 +165,37 @@ def available_providers(device: str) -> list[tuple[str, str]]:
     return out
 
 
+def installed_onnxruntime_builds() -> list[str]:
+    """The onnxruntime distributions installed here (onnxruntime, onnxruntime-gpu, ...), by their metadata."""
+    import importlib.metadata as md
+
+    names = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-rocm", "onnxruntime-migraphx", "onnxruntime-training")
+    found = []
+    for name in names:
+        try:
+            md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def cpu_only_build(gpu: str | None, available: Sequence[str], installed: Sequence[str]) -> str | None:
+    """Why the GPU provider check is skipped on this GPU run, or None when it applies.
+
+    It is skipped only where the image installs the plain, CPU-only ``onnxruntime`` and no GPU build: the row chose
+    the CPU build because no GPU build on PyPI fits its CUDA/cuDNN or ROCm (matrix.yaml's comments say which), so
+    ONNX sessions run on the CPU by design and the record says so. A GPU build that offers no GPU provider, or a
+    session that falls back to the CPU, is still a failed gate (:func:`provider_problem`).
+    """
+    if gpu is None or any(p in available for p, short in GPU_PROVIDERS.items() if short == gpu):
+        return None
+    if "onnxruntime" not in installed or any(n not in {"onnxruntime", "onnxruntime-training"} for n in installed):
+        return None
+    return (f"this image installs the CPU-only onnxruntime build (no {GPU_PACKAGES[gpu]} fits this row's "
+            f"{gpu.upper()} version on PyPI: see matrix.yaml), so ONNX sessions run on the CPU here")
+
+
 def provider_problem(gpu: str | None, available: Sequence[str], session_providers: Sequence[str] | None = None,
                      *, version: str = "?") -> str | None:
     """Why onnxruntime will not run where torch runs, or None when it will.

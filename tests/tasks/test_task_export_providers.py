@@ -1,5 +1,6 @@
 """export: onnxruntime's GPU provider falls back to the CPU silently (issue 18): a GPU run whose sessions end up
-CPU-only is a failed gate naming the provider and the package; a CPU run expects CPUExecutionProvider."""
+CPU-only is a failed gate naming the provider and the package, unless the image installs only the CPU build (a row
+no GPU build fits): then the check is skipped with that reason; a CPU run expects CPUExecutionProvider."""
 
 from __future__ import annotations
 
@@ -62,15 +63,17 @@ def _fake_ort(available: list[str], falls_back: bool) -> types.ModuleType:
 
 
 def _check(monkeypatch: pytest.MonkeyPatch, device: str, available: list[str], *, falls_back: bool = False,
-           hip: str | None = None) -> Context:
+           hip: str | None = None, installed: tuple[str, ...] = ("onnxruntime-gpu",)) -> Context:
     import torch
 
+    import tasks.export_onnx
     from tasks.export import _gate_providers
 
     monkeypatch.setitem(sys.modules, "onnxruntime", _fake_ort(available, falls_back))
     monkeypatch.setattr(torch.version, "hip", hip, raising=False)
+    monkeypatch.setattr(tasks.export_onnx, "installed_onnxruntime_builds", lambda: list(installed))
     ctx = Context(name="export", args=argparse.Namespace(quiet=True), device=device)
-    _gate_providers(ctx, Path("model.onnx"), threads=1)
+    ctx.resolved["why_not"] = _gate_providers(ctx, Path("model.onnx"), threads=1)
     return ctx
 
 
@@ -80,10 +83,38 @@ def _passed(ctx: Context) -> bool:
 
 
 @pytest.mark.torch
-def test_gpu_run_with_the_cpu_build_of_onnxruntime_fails_naming_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = _check(monkeypatch, "cuda", ["CPUExecutionProvider"])
-    assert not _passed(ctx)
-    assert "CUDAExecutionProvider" in ctx.problems[0] and "onnxruntime-gpu" in ctx.problems[0]
+def test_gpu_run_with_a_gpu_build_offering_no_gpu_provider_fails_naming_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for installed in (("onnxruntime-gpu",), ("onnxruntime", "onnxruntime-gpu")):  # both: the CPU one can shadow it
+        ctx = _check(monkeypatch, "cuda", ["CPUExecutionProvider"], installed=installed)
+        assert not _passed(ctx) and ctx.resolved["why_not"] is None
+        assert "CUDAExecutionProvider" in ctx.problems[0] and "onnxruntime-gpu" in ctx.problems[0]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("hip", [None, "6.4"])
+def test_gpu_run_of_an_image_with_only_the_cpu_build_is_skipped_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch, hip: str | None) -> None:
+    """Rows where no GPU build fits (cuda121, the ROCm rows) install the CPU build: said, not failed, not silent."""
+    ctx = _check(monkeypatch, "cuda", ["CPUExecutionProvider"], hip=hip, installed=("onnxruntime",))
+    assert not [g for g in ctx.gates if g.metric == "onnxruntime_providers"] and not ctx.problems
+    why = ctx.resolved["why_not"]
+    assert why and "CPU-only onnxruntime" in why and ("onnxruntime-gpu" in why) == (hip is None)
+    assert ctx.resolved["ort_session_providers"] == ["CPUExecutionProvider"]
+
+
+@given(gpu=st.sampled_from([None, "cuda", "rocm"]),
+       available=st.lists(st.sampled_from(["CPUExecutionProvider", *GPU_PROVIDERS]), unique=True),
+       installed=st.lists(st.sampled_from(["onnxruntime", "onnxruntime-gpu", "onnxruntime-rocm",
+                                           "onnxruntime-migraphx", "onnxruntime-training"]), unique=True))
+def test_the_check_is_skipped_only_for_a_gpu_run_of_a_cpu_only_build(
+        gpu: str | None, available: list[str], installed: list[str]) -> None:
+    from tasks.export_onnx import cpu_only_build
+
+    has_gpu_provider = any(GPU_PROVIDERS[p] == gpu for p in available if p in GPU_PROVIDERS)
+    only_cpu = "onnxruntime" in installed and set(installed) <= {"onnxruntime", "onnxruntime-training"}
+    expected = gpu is not None and not has_gpu_provider and only_cpu
+    assert (cpu_only_build(gpu, available, installed) is not None) == expected
 
 
 @pytest.mark.torch

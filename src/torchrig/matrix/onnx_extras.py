@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["NUMPY2_FIRST", "onnx_extras_problems"]
+__all__ = ["NUMPY2_FIRST", "ORT_GPU_CUDA", "onnx_extras_problems", "onnxruntime_build_advice"]
 
 # The first release of each package that works with numpy 2 (older ones are built against numpy 1.x).
 NUMPY2_FIRST = {"torch": (2, 3), "onnxruntime": (1, 19), "onnxruntime-gpu": (1, 19), "onnx": (1, 17)}
@@ -61,6 +61,44 @@ def onnx_extras_problems(torch: str, extras: Sequence[str]) -> list[str]:
                                     f"numpy 2 (torch {torch}): use {pkg}>={'.'.join(map(str, first))}, or pin "
                                     "'numpy<2'")
     return problems
+
+
+# Which CUDA major each onnxruntime-gpu release on PyPI is built for: [first, last+1) -> (CUDA major, what it needs).
+# 1.19.0 moved PyPI's onnxruntime-gpu from CUDA 11.8 + cuDNN 8 to CUDA 12 + cuDNN 9 (onnxruntime#21769, and the CUDA
+# EP requirements page); the wheels' METADATA: 1.22.0 and 1.26.0 require nvidia-*-cu12, 1.27.0 nvidia-*-cu13~=13.0
+# (read from PyPI's .whl.metadata files, 2026-12-06; 1.26.0 is the last CUDA 12 release there).
+ORT_GPU_CUDA: tuple[tuple[tuple[int, ...], tuple[int, ...], int, int, str], ...] = (
+    ((1,), (1, 19), 11, 8, "onnxruntime-gpu==1.18.1"),
+    ((1, 19), (1, 27), 12, 9, "onnxruntime-gpu==1.26.0"),
+    ((1, 27), (99,), 13, 9, "onnxruntime-gpu==1.31.1"),
+)
+# cuDNN major in torch's CUDA wheels: 8 before torch 2.4 (2.3's cu121 pins nvidia-cudnn-cu12 8.9), 9 from 2.4.
+CUDNN9_FIRST_TORCH = (2, 4)
+
+
+def onnxruntime_build_advice(torch: str, cuda: str | None, extras: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of a CUDA row's onnxruntime build: an onnxruntime-gpu built for another CUDA major is a
+    problem; the CPU-only onnxruntime where a GPU build on PyPI fits the row is a warning (the export task then runs
+    ONNX on the CPU and skips its GPU provider check, saying so)."""
+    if not cuda or not _version(cuda):
+        return [], []
+    specs, major = _specs(extras), _version(cuda)[0]
+    cudnn = 9 if _version(torch)[:2] >= CUDNN9_FIRST_TORCH else 8
+    fits = [pin for _lo, _hi, cu, dnn, pin in ORT_GPU_CUDA if cu == major and dnn == cudnn]
+    problems: list[str] = []
+    for op, v in specs.get("onnxruntime-gpu", []):
+        if op not in ("==", "==="):
+            continue
+        built = next(((cu, dnn) for lo, hi, cu, dnn, _pin in ORT_GPU_CUDA if lo <= v < hi), None)
+        if built and (built[0] != major or built[1] != cudnn):
+            use = f"use {fits[0]}" if fits else "no onnxruntime-gpu on PyPI fits it: use the CPU onnxruntime"
+            problems.append(f"{_show('onnxruntime-gpu', [(op, v)])} is built for CUDA {built[0]} + cuDNN {built[1]}; "
+                            f"this row runs CUDA {cuda} with torch {torch}'s cuDNN {cudnn}: {use}")
+    warnings = []
+    if "onnxruntime" in specs and "onnxruntime-gpu" not in specs and fits:
+        warnings.append(f"extras install the CPU-only onnxruntime on a CUDA {cuda} row: the export task runs ONNX on "
+                        f"the CPU here; {fits[0]} fits this row")
+    return problems, warnings
 
 
 def _show(name: str, specs: list[tuple[str, tuple[int, ...]]]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torchrig.matrix.compat import parse_version
 from torchrig.matrix.model import ACCELERATORS, DEFAULT_PLATFORMS, PLATFORMS, TARGETS, Target, requirement_name
-from torchrig.matrix.onnx_extras import onnx_extras_problems
+from torchrig.matrix.onnx_extras import onnx_extras_problems, onnxruntime_build_advice
 from torchrig.matrix.platforms import platform_problems
 from torchrig.matrix.references import image_reference_problem, index_url_problem
 from torchrig.matrix.row import (
@@ -249,6 +249,10 @@ def extras(row: Row) -> list[Problem]:
                         "extras"))
     if row.torch:
         out += [(where, msg) for msg in onnx_extras_problems(row.torch, reqs)]
+        if row.accelerator == "cuda":
+            ort_problems, ort_warnings = onnxruntime_build_advice(row.torch, row.cuda, reqs)
+            out += [(where, msg) for msg in ort_problems]
+            row.warnings += [f"{row.eid}: {msg}" for msg in ort_warnings]
         out += [(where, msg) for msg in runtime_pin_problems(row.torch, reqs, row.compat)]
     return out
 
