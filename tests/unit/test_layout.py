@@ -119,3 +119,29 @@ def test_test_files_have_unique_basenames() -> None:
     """pytest's rootdir import mode cannot collect two test modules of the same name (no __init__.py)."""
     names = [p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py"]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+MAX_FUNCTION_LINES = 80  # issue 23: a function a reader can hold at once
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """(name, first line, length) of every function or method in ``source`` longer than ``limit`` lines, nested
+    functions counted in their enclosing one as well as on their own."""
+    return [(n.name, n.lineno, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno is not None
+            and n.end_lineno - n.lineno + 1 > limit]
+
+
+@pytest.mark.parametrize("length", [2, MAX_FUNCTION_LINES - 1, MAX_FUNCTION_LINES, MAX_FUNCTION_LINES + 1, 300])
+def test_the_length_rule_counts_def_to_last_line(length: int) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(length - 1))
+    for source in (f"def f():\n{body}\n", f"class C:\n    def m(self):\n{body.replace('    ', '        ')}\n"):
+        found = long_functions(source)
+        assert found == ([] if length <= MAX_FUNCTION_LINES else [(found[0][0], found[0][1], length)])
+
+
+def test_no_function_in_the_package_tasks_or_bench_is_over_80_lines() -> None:
+    long = [f"{p.relative_to(ROOT)}:{line} {name} ({n} lines)"
+            for folder in (SRC / "torchrig", ROOT / "tasks", ROOT / "bench") for p in sorted(folder.rglob("*.py"))
+            for name, line, n in long_functions(p.read_text(encoding="utf-8"))]
+    assert not long, "split these into named steps:\n  " + "\n  ".join(long)

@@ -43,6 +43,10 @@ ALLOWED: dict[tuple[str, str], str] = {
                                                            "before they are read",
     ("bench/ddp_worker.py", "launch"): "the JSON the worker this process started wrote into its temp dir",
     ("bench/peaks.py", "load_peaks"): "bench/gpu_peaks.json, packaged with the suite",
+    ("src/torchrig/images/base.py", "require_emulation"): "/proc/sys/fs/binfmt_misc/qemu-*: kernel files",
+    ("tasks/export_prune.py", "_sizes"): "the ONNX file this task exported a moment ago into its own output dir",
+    ("bench/load.py", "_descendants_cpu_s"): "/proc/PID/stat: kernel files",
+    ("bench/load.py", "_proc_stat"): "/proc/stat: a kernel file",
 }
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrig.errors import RegistryError
+from torchrig.results.reading import InputFileError, read_json
 
 __all__ = [
     "INDEX_MEDIA_TYPE",
@@ -108,8 +109,8 @@ def _docker_auth(host: str) -> str | None:
     """The base64 ``user:password`` that ``docker login HOST`` stored, when it stored one in the file."""
     path = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
     try:
-        auths = json.loads(path.read_text(encoding="utf-8")).get("auths", {})
-    except (OSError, ValueError, AttributeError):
+        auths = read_json(path, kind="docker-config").get("auths", {})
+    except (InputFileError, ValueError, AttributeError):
         return None
     for key in (host, f"https://{host}", f"https://{host}/v1/"):
         entry = auths.get(key) if isinstance(auths, dict) else None

@@ -30,6 +30,7 @@ from torchrig.images.build import Timings, build_image
 from torchrig.images.options import MB, BuildOptions, Log
 from torchrig.images.plan import Plan, plan_build
 from torchrig.matrix import Environment, ImageRef
+from torchrig.results.reading import read_bytes
 
 if TYPE_CHECKING:
     import docker
@@ -181,7 +182,7 @@ def _reference(client: docker.DockerClient, plan: Plan, requirements: str, optio
                say: Log) -> float:
     import docker.errors
 
-    ca = options.ca_bundle.read_bytes() if options.ca_bundle is not None else b""
+    ca = read_bytes(options.ca_bundle, kind="ca-bundle") if options.ca_bundle is not None else b""
     stream = BuildStream(label=f"{plan.env.id}/hand-written", log=say)
     start = time.monotonic()
     try:

@@ -54,6 +54,8 @@ CAPS: dict[str, int] = {
     "size-record": 1 * _MIB,  # the kept site-packages measurement: under 1 KB
     "dockerignore": 1 * _MIB,  # .dockerignore: a few lines
     "data": 64 * _MIB,  # small data files a task reads whole (a CSV of sentences)
+    "docker-config": 1 * _MIB,  # ~/.docker/config.json: a few hundred bytes per registry login
+    "ca-bundle": 16 * _MIB,  # a PEM CA bundle: Debian's is ~220 KB
 }
 TAIL_BYTES = 64 * _KIB
 """How much of a log's end :func:`tail_lines` reads: a failed node's 3 GB log is never read into memory."""
