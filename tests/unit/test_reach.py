@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -59,10 +60,15 @@ def test_a_closed_port_and_an_unresolvable_name_are_named_an_open_port_is_not(cl
     assert "no-such-host.invalid" in down["nowhere"]
 
 
-def test_the_check_is_parallel_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_check_is_parallel_and_bounded(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """A resolver that hangs (getaddrinfo has no timeout) cannot hold the error back past the bound."""
+    release = threading.Event()
+
     def hang(*_a: Any, **_k: Any) -> None:
-        time.sleep(30)
+        release.wait(30)
+        raise TimeoutError("released")
+
+    request.addfinalizer(release.set)  # the probe threads end with the test, not during a later one
 
     monkeypatch.setattr(socket, "create_connection", hang)
     sources = [Source(what=f"s{i}", host=f"h{i}.example", port=443) for i in range(MAX_SOURCES + 3)]

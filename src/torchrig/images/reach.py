@@ -106,7 +106,10 @@ def unreachable(sources: list[Source], *, timeout: float = CONNECT_TIMEOUT,
     results: dict[int, str | None] = {}
 
     def probe(i: int, s: Source) -> None:
-        results[i] = _connect(s, timeout)
+        try:
+            results[i] = _connect(s, timeout)
+        except Exception as e:  # noqa: BLE001 - a probe thread must never die with a traceback
+            results[i] = f"{s.host}:{s.port}: {type(e).__name__}: {e}"
 
     threads = [threading.Thread(target=probe, args=(i, s), daemon=True) for i, s in enumerate(sources[:MAX_SOURCES])]
     for t in threads:
