@@ -123,8 +123,38 @@ def tests(session: nox.Session) -> None:
     """Run the test suite: unit tests, the tasks and benchmarks on CPU, and the Docker integration tests."""
     session.install(*HOST_TORCH)
     session.install("-e", ".[test,report]", *HOST_TASK_DEPS)
+    env = {}
+    checkov = _checkov_venv(session)
+    if checkov is not None and not os.environ.get("TORCHRIG_CHECKOV"):
+        env["TORCHRIG_CHECKOV"] = checkov  # tests/unit/test_fleet_docs.py scans the Jobs with it
     args = session.posargs or ["tests"]
-    session.run("python", "-m", "pytest", *args)  # torchrig, tasks and bench come from the editable install
+    session.run("python", "-m", "pytest", *args, env=env)  # torchrig, tasks and bench come from the editable install
+
+
+CHECKOV = "checkov==3.3.30"  # the version docs/fleet.md's accepted findings were checked with
+CHECKOV_ENV = ROOT / ".nox" / "_checkov"
+
+
+def _checkov_venv(session: nox.Session) -> str | None:
+    """checkov in a venv of its own (its pins clash with the suite's), made once; None, said, when pip fails."""
+    exe = CHECKOV_ENV / "bin" / "checkov"
+    stamp = CHECKOV_ENV / "torchrig-checkov.txt"
+    if exe.exists() and stamp.exists() and stamp.read_text(encoding="utf-8").strip() == CHECKOV:
+        return str(exe)
+    session.log(f"installing {CHECKOV} into {CHECKOV_ENV} (once, about a minute)")
+    try:
+        subprocess.run([sys.executable, "-m", "virtualenv", "--quiet", "--clear", str(CHECKOV_ENV)], check=True,
+                       capture_output=True, timeout=300)
+        subprocess.run([str(CHECKOV_ENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                        "--disable-pip-version-check", CHECKOV], check=True, capture_output=True, text=True,
+                       timeout=900)
+    except (OSError, subprocess.SubprocessError) as e:
+        out = str(getattr(e, "stderr", "") or "").strip()[-1500:]
+        session.warn(f"could not install {CHECKOV} ({e}); the checkov test skips (fails where TORCHRIG_REQUIRE "
+                     f"names checkov).\n{out}")
+        return None
+    stamp.write_text(CHECKOV + "\n", encoding="utf-8")
+    return str(exe)
 
 
 @nox.session

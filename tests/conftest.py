@@ -2,7 +2,7 @@
 
 ``docker`` tests need a reachable Docker engine, ``torch`` tests need torch, ``gpu`` tests need a GPU. Where the
 thing is missing the test is skipped with the reason -- except when ``TORCHRIG_REQUIRE`` names it (``.ci/run``
-sets ``TORCHRIG_REQUIRE=docker,torch``): then a missing requirement is a failure, so CI cannot go green by
+sets ``TORCHRIG_REQUIRE=docker,torch,slurm,checkov``): then a missing requirement is a failure, so CI cannot go green by
 skipping the tests that matter.
 """
 

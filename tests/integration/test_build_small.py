@@ -22,7 +22,7 @@ from images_support import ROOT, FakeCA, HttpsIndex, extra_env, image_bytes_cont
 
 from torchrig.errors import BuildError
 from torchrig.images import BuildOptions, BuiltImage, build_image
-from torchrig.matrix import Environment, Matrix
+from torchrig.matrix import Environment, ImageRef, Matrix
 
 pytestmark = pytest.mark.docker
 
@@ -32,15 +32,30 @@ def _run(client: docker.DockerClient, image: str, script: str, **kw: object) -> 
     return bytes(out).decode()
 
 
+def _private_ref(name: str) -> ImageRef:
+    return ImageRef(immutable=f"torchrig-test:{name}", alias=f"torchrig-test:{name}-alias")
+
+
+def _remove_ref(client: docker.DockerClient, ref: ImageRef) -> None:
+    for name in (ref.immutable, ref.alias):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(name)
+
+
 def test_the_ca_reaches_pip_and_leaves_no_trace(docker_client: docker.DockerClient, small_env: Environment,
                                                 fake_ca: FakeCA) -> None:
-    # no_cache: the pip steps must really run in this session, with this session's CA
-    built = build_image(small_env, "runtime", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT, no_cache=True),
-                        client=docker_client, log=print)
-    assert any("requirements-torch.txt" in s for s in built.steps_run), "the pip step ran (through the CA)"
-    assert _run(docker_client, built.image_id, "python -c 'import torch, torchrig_fake_extra as x; "
-                                               "print(torch.__version__, x.VALUE)'").split() == ["2.0.1", "42"]
-    assert image_bytes_contain(docker_client, built.image_id, fake_ca.needles()) == []
+    # no_cache: the pip steps must really run in this session, with this session's CA. Under its own tags: the
+    # default ones name the session's small_built image, which later tests hold by id.
+    ref = _private_ref("ca-reaches-pip")
+    try:
+        built = build_image(small_env, "runtime", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT, no_cache=True,
+                                                               ref=ref), client=docker_client, log=print)
+        assert any("requirements-torch.txt" in s for s in built.steps_run), "the pip step ran (through the CA)"
+        assert _run(docker_client, built.image_id, "python -c 'import torch, torchrig_fake_extra as x; "
+                                                   "print(torch.__version__, x.VALUE)'").split() == ["2.0.1", "42"]
+        assert image_bytes_contain(docker_client, built.image_id, fake_ca.needles()) == []
+    finally:
+        _remove_ref(docker_client, ref)
 
 
 def test_without_the_ca_the_same_build_fails_clearly(docker_client: docker.DockerClient, small_env: Environment,
@@ -49,7 +64,8 @@ def test_without_the_ca_the_same_build_fails_clearly(docker_client: docker.Docke
     from images_support import host_ca_bundle
 
     with pytest.raises(BuildError) as e:
-        build_image(small_env, "runtime", BuildOptions(ca_bundle=host_ca_bundle(), root=ROOT, no_cache=True),
+        build_image(small_env, "runtime", BuildOptions(ca_bundle=host_ca_bundle(), root=ROOT, no_cache=True,
+                                                       ref=_private_ref("without-ca")),
                     client=docker_client, log=lambda _: None)
     assert "CERTIFICATE_VERIFY_FAILED" in str(e.value) or "SSLError" in str(e.value)
 
@@ -62,7 +78,6 @@ def test_keep_ca_bundle_puts_it_in_the_trust_store(docker_client: docker.DockerC
     build arg of that step (TORCHRIG_KEPT_CA_SHA256)."""
     from images_support import openssl
 
-    from torchrig.matrix import ImageRef
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=second-{fake_ca.marker}",
             "-keyout", str(tmp_path / "second.key"), "-out", str(tmp_path / "second.pem"))
@@ -110,8 +125,6 @@ def test_the_image_runs_as_the_user_with_its_labels_and_no_caches(docker_client:
 def test_devel_adds_compilers_and_keeps_the_user(docker_client: docker.DockerClient, small_env: Environment,
                                                  fake_ca: FakeCA) -> None:
     """devel = the runtime's layers + compilers (apt, through the CA when the mirror is HTTPS), same user."""
-    from torchrig.matrix import ImageRef
-
     options = BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT)
     ref = ImageRef(immutable="torchrig-test:devel-probe-runtime", alias="torchrig-test:devel-probe-runtime-alias")
     runtime = build_image(small_env, "runtime", replace(options, ref=ref), client=docker_client, log=lambda _: None)
@@ -134,8 +147,6 @@ def test_devel_adds_compilers_and_keeps_the_user(docker_client: docker.DockerCli
 def test_offline_from_a_wheelhouse(docker_client: docker.DockerClient, small_env: Environment,
                                    https_index: HttpsIndex) -> None:
     """--wheelhouse: pip --no-index from wheels served to the build; no CA needed, nothing copied in."""
-    from torchrig.matrix import ImageRef
-
     ref = ImageRef(immutable="torchrig-test:wheelhouse", alias="torchrig-test:wheelhouse-alias")
     built = build_image(small_env, "runtime", BuildOptions(wheelhouse=https_index.wheels, root=ROOT, ref=ref),
                         client=docker_client, log=lambda _: None)
@@ -172,7 +183,6 @@ def test_lock_then_build_with_require_hashes(docker_client: docker.DockerClient,
     assert "# [torch]" in text and "torchrig-fake-extra==1.0" in text.split("# [extras]")[1]
 
     env = small_matrix.get("small")
-    from torchrig.matrix import ImageRef
 
     ref = ImageRef(immutable="torchrig-test:locked", alias="torchrig-test:locked-alias")
     built = build_image(env, "runtime", BuildOptions(ca_bundle=fake_ca.bundle, root=ROOT, lock_file=lock, ref=ref),
@@ -248,7 +258,6 @@ def test_a_base_with_the_wrong_python_fails_clearly(docker_client: docker.Docker
 
 def test_over_budget_fails_and_tags_nothing(docker_client: docker.DockerClient, small_env: Environment,
                                             fake_ca: FakeCA) -> None:
-    from torchrig.matrix import ImageRef
 
     ref = ImageRef(immutable="torchrig-test:over-budget", alias="torchrig-test:over-budget-alias")
     with pytest.raises(BuildError, match="over its size budget of 1 MB"):
@@ -282,7 +291,6 @@ def test_runtime_images_compile_cpp_against_python_where_torch_compile_works(
 
     The control: the small image (torch 2.0 on Python 3.11, where torch.compile cannot work) has no compiler.
     """
-    from torchrig.matrix import ImageRef
 
     assert "no compiler" in _run(docker_client, small_built.image_id, "command -v gcc g++ || echo no compiler")
     extra = extra_env("compiles", torch="2.1.0", python="3.11", index=https_index.url, base=local_base)

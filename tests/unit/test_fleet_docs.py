@@ -77,6 +77,9 @@ def test_checkov_finds_only_the_documented_findings(tmp_path: Path, capsys: pyte
 
     checkov = os.environ.get("TORCHRIG_CHECKOV") or shutil.which("checkov")
     if not checkov:
+        if "checkov" in {x.strip() for x in os.environ.get("TORCHRIG_REQUIRE", "").split(",")}:
+            pytest.fail("TORCHRIG_REQUIRE names 'checkov' but it is not installed (`nox -s tests` installs it into "
+                        ".nox/_checkov; else set TORCHRIG_CHECKOV)", pytrace=False)
         pytest.skip("checkov is not installed (its own venv: python -m venv /tmp/checkov-venv && "
                     "/tmp/checkov-venv/bin/pip install checkov; then TORCHRIG_CHECKOV=/tmp/checkov-venv/bin/checkov)")
     for env in ("cpu", "cuda121", "rocm"):
