@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchrig.container import SHM_SIZE
 from torchrig.doctor_gpu import Check, arch_check, driver_check, gpus_served
 from torchrig.engine.client import connect, daemon_address
 from torchrig.engine.hostcheck import HostFacts, gather_host_facts
@@ -35,7 +36,7 @@ BUILD_HEADROOM = 2.0
 # An environment with neither a measured build nor a size budget: a CUDA runtime image is about this size
 # (docs/doctor.md; the measured cpu image from PyPI's CUDA torch 2.0.1 is 5.2 GB, cuda130's budget 8 GB).
 DEFAULT_BUDGET_MB = 8000
-SHM_BYTES = 8 * 2**30  # what `run-tasks` gives a container (--shm-size 8g), backed by host memory
+SHM_BYTES = 8 * 2**30  # container.SHM_SIZE in bytes, backed by host memory (tests/unit/test_one_default.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,7 +179,8 @@ def _disk(env: Environment, facts: DoctorFacts) -> Check:
 def _shm(facts: DoctorFacts) -> Check:
     if facts.memory_bytes is None:
         return Check(name="shared memory", ok=None, detail="could not read the host's memory")
-    detail = f"containers get --shm-size 8g (DataLoader workers); the host has {facts.memory_bytes / 2**30:.0f} GiB"
+    detail = (f"containers get --shm-size {SHM_SIZE} (DataLoader workers); "
+              f"the host has {facts.memory_bytes / 2**30:.0f} GiB")
     if facts.memory_bytes < SHM_BYTES:
         return Check(name="shared memory", ok=False, detail=detail,
                      fix="pass a smaller --shm-size (e.g. --shm-size 2g) to run-tasks/run-bench/dev")

@@ -11,6 +11,7 @@ from pathlib import Path
 from torchrig.cli import types
 from torchrig.cli.context import settings as resolve_settings
 from torchrig.config.files import PROJECT_FILE, write_setting
+from torchrig.container import IMAGE_GID, IMAGE_UID
 from torchrig.engine.client import connect
 from torchrig.engine.registry import merge_index, pull_image, push_image, push_platforms
 from torchrig.errors import BuildError, UsageError
@@ -67,8 +68,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "locks/ENV@INDEX.txt for another --index-url)")
     p.add_argument("--require-lock", action="store_true", default=None, help="fail when no lock matches this build "
                    "instead of building unlocked ($TORCHRIG_REQUIRE_LOCK=1; CI sets it)")
-    p.add_argument("--uid", type=types.uid, default=1000, help="UID of the image's user (default 1000)")
-    p.add_argument("--gid", type=types.uid, default=1000, help="GID of the image's user (default 1000)")
+    p.add_argument("--uid", type=types.uid, default=IMAGE_UID, help=f"UID of the image's user (default {IMAGE_UID})")
+    p.add_argument("--gid", type=types.uid, default=IMAGE_GID, help=f"GID of the image's user (default {IMAGE_GID})")
     p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     p.add_argument("--reuse", action="store_true", help="skip the build when an image from the same inputs exists")
     _platform_flag(p)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchrig.container import IMAGE_GID, IMAGE_UID
 from torchrig.images.pin import bases_file
 from torchrig.images.serve import resolve_ca_bundle
 from torchrig.matrix import ImageRef, Matrix, Target, default_matrix_path
@@ -57,8 +58,8 @@ class BuildOptions:
     bases_file: Path | None = None  # the pinned base digests instead of <root>/locks/bases.yaml
     # the image's created time (Unix seconds) instead of the last commit's (SOURCE_DATE_EPOCH)
     source_date_epoch: int | None = None
-    uid: int = 1000
-    gid: int = 1000
+    uid: int = IMAGE_UID
+    gid: int = IMAGE_GID
     no_cache: bool = False
     root: Path | None = None  # the checkout (images/, locks/, src/torchrig, tasks/, bench/); default_root()
     ref: ImageRef | None = None  # tag under these names instead of env.tags(target)
@@ -71,7 +72,7 @@ class BuildOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, matrix: Matrix | None = None, *, use_lock: bool = True,
-                      lock_file: Path | None = None, uid: int = 1000, gid: int = 1000,
+                      lock_file: Path | None = None, uid: int = IMAGE_UID, gid: int = IMAGE_GID,
                       no_cache: bool = False) -> BuildOptions:
         """The one way the CLI builds options: every source, index and budget from the resolved settings
         (defaults -> matrix.yaml -> torchrig.toml -> environment -> flags), the checkout and the pinned bases from
