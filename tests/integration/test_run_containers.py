@@ -103,6 +103,10 @@ def _torchrig(*args: str, **kw: Any) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_dev_runs_a_command_as_the_host_user_with_the_workspace_mounted(
         docker_client: docker.DockerClient, small_image: str, tmp_path: Path) -> None:
     (tmp_path / "marker.txt").write_text("from the host\n")
@@ -122,8 +126,10 @@ def test_dev_runs_a_command_as_the_host_user_with_the_workspace_mounted(
 def test_ctrl_c_stops_and_removes_the_dev_container(docker_client: docker.DockerClient, small_image: str,
                                                      tmp_path: Path) -> None:
     before = {c.id for c in _ours(docker_client, "dev")}
+    # SIGINT as a terminal's Ctrl-C delivers it: a shell starts background jobs (`.ci/run &`) with SIGINT ignored,
+    # and an ignored SIGINT stays ignored in every child (torchrig, like any program, then keeps ignoring it)
     proc = _torchrig("dev", "cpu", "--image", small_image, "--workspace", str(tmp_path), "--",
-                     "sh", "-c", "echo up; sleep 300")
+                     "sh", "-c", "echo up; sleep 300", preexec_fn=_sigint_default)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "up"
     started = [c for c in _ours(docker_client, "dev") if c.id not in before]

@@ -316,12 +316,16 @@ def test_ctrl_c_while_waiting_removes_the_container_and_propagates() -> None:
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
             finished.wait(2)
 
+    # Python's own handler, whatever this process inherited: a shell starts background jobs (`.ci/run &`) with
+    # SIGINT ignored, and pytest then ignores it too
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_while_running, daemon=True).start()
     try:
         with pytest.raises(KeyboardInterrupt):
             _run(engine, timeout=30)
     finally:
         finished.set()
+        signal.signal(signal.SIGINT, previous)
     assert engine.existing == {}
 
 
