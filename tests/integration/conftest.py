@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from images_support import (
+
+from tests.integration.images_support import (
     ROOT,
     FakeCA,
     HttpsIndex,
@@ -39,7 +40,6 @@ from images_support import (
     openssl,
     write_matrix,
 )
-
 from torchrig.images import BuildOptions, BuiltImage, ensure_image
 from torchrig.images.base import ensure_base
 from torchrig.matrix import Environment, Matrix, load_matrix

@@ -21,9 +21,9 @@ from typing import Any
 
 import docker
 import pytest
-from images_support import DOCKERFILE, ROOT, FakeCA, HttpsIndex, write_matrix
-from test_registry import registry  # noqa: F401 - the fixture: a registry on 127.0.0.1, stopped afterwards
 
+from tests.integration.images_support import DOCKERFILE, ROOT, FakeCA, HttpsIndex, write_matrix
+from tests.integration.test_registry import registry  # noqa: F401 - the fixture: a registry on 127.0.0.1, stopped afterwards
 from torchrig.errors import HostCheckError
 from torchrig.images import BuildOptions, BuiltImage, ensure_image
 from torchrig.images.base import ensure_base, require_emulation

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from images_support import ROOT, FakeCA
 
+from tests.integration.images_support import ROOT, FakeCA
 from torchrig.images import BuildOptions
 from torchrig.images.buildbench import BENCH_REPO, bench_build
 from torchrig.images.uvlock import write_lock

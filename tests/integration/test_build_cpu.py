@@ -15,8 +15,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from images_support import CPU_PYPI_BUDGET_MB, ROOT, make_wheel
 
+from tests.integration.images_support import CPU_PYPI_BUDGET_MB, ROOT, make_wheel
 from torchrig.images import BuiltImage
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

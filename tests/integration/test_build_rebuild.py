@@ -11,8 +11,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from images_support import ROOT, FakeCA, HttpsIndex, cpu_options
 
+from tests.integration.images_support import ROOT, FakeCA, HttpsIndex, cpu_options
 from torchrig.images import BuildOptions, BuiltImage, build_image
 from torchrig.images.lock import read_lock
 from torchrig.images.uvlock import write_lock

@@ -18,8 +18,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from images_support import ROOT, FakeCA, HttpsIndex, extra_env, image_bytes_contain, write_matrix
 
+from tests.integration.images_support import ROOT, FakeCA, HttpsIndex, extra_env, image_bytes_contain, write_matrix
 from torchrig.errors import BuildError
 from torchrig.images import BuildOptions, BuiltImage, build_image
 from torchrig.matrix import Environment, ImageRef, Matrix
@@ -61,7 +61,7 @@ def test_the_ca_reaches_pip_and_leaves_no_trace(docker_client: docker.DockerClie
 def test_without_the_ca_the_same_build_fails_clearly(docker_client: docker.DockerClient, small_env: Environment,
                                                      fake_ca: FakeCA) -> None:
     """The control for the test above: the host's bundle alone does not trust the test index."""
-    from images_support import host_ca_bundle
+    from tests.integration.images_support import host_ca_bundle
 
     with pytest.raises(BuildError) as e:
         build_image(small_env, "runtime", BuildOptions(ca_bundle=host_ca_bundle(), root=ROOT, no_cache=True,
@@ -76,7 +76,7 @@ def test_keep_ca_bundle_puts_it_in_the_trust_store(docker_client: docker.DockerC
     layer cache on, twice, with two different kept bundles: the second image must trust the second bundle's extra
     CA, so a layer cached with the first (or an earlier run's) bundle is not reused -- the kept CA's digest is a
     build arg of that step (TORCHRIG_KEPT_CA_SHA256)."""
-    from images_support import openssl
+    from tests.integration.images_support import openssl
 
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=second-{fake_ca.marker}",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from images_support import ROOT, FakeCA, HttpsIndex, free_port, write_matrix
 
+from tests.integration.images_support import ROOT, FakeCA, HttpsIndex, free_port, write_matrix
 from torchrig.images import BuildOptions, BuiltImage, ensure_image
 from torchrig.images.pin import bases_file, read_pins
 from torchrig.matrix import ImageRef, Matrix, load_matrix

@@ -18,8 +18,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from images_support import ROOT, FakeCA, make_wheel
 
+from tests.integration.images_support import ROOT, FakeCA, make_wheel
 from torchrig.images import BuildOptions, BuiltImage, build_image
 from torchrig.images.sbom import SBOM_LABEL, sboms_dir
 from torchrig.matrix import Environment, ImageRef, Matrix

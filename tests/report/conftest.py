@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fleet import Fleet, build
+
+from tests.report.fleet import Fleet, build
 
 
 @pytest.fixture(scope="session")

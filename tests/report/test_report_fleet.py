@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fleet import AA_RUNS, Fleet
 
+from tests.report.fleet import AA_RUNS, Fleet
 from torchrig.__main__ import main
 from torchrig.report import REGRESSION_EXIT_CODE, build_report
 from torchrig.results.records import Metric, Record, load_records, new_run_id, write_record

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tasks_support import CIFAR_TEST, CIFAR_TRAIN, Run, run_module
+
+from tests.tasks.tasks_support import CIFAR_TEST, CIFAR_TRAIN, Run, run_module
 
 
 @pytest.fixture

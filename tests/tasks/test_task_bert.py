@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tasks_support import ROOT
 
 from tasks.bert_classifier import GATE
+from tests.tasks.tasks_support import ROOT
 from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tasks_support import CIFAR_TEST, CIFAR_TRAIN, ROOT, task_env
 
+from tests.tasks.tasks_support import CIFAR_TEST, CIFAR_TRAIN, ROOT, task_env
 from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch

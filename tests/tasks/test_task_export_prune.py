@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tasks_support import Run
 
 from tasks.gating import min_paired_heldout, paired_drop_upper, wilson_upper
+from tests.tasks.tasks_support import Run
 from torchrig.results.records import validate_record
 
 needs_onnx = pytest.mark.skipif(
@@ -97,7 +97,7 @@ def test_onnx_sparsity_counts_the_weights_linear_nodes_read(
 
 @pytest.fixture(scope="module")
 def pruned_run(tmp_path_factory: pytest.TempPathFactory, cifar_dir: Path) -> tuple[Run, Path]:
-    from tasks_support import run_module
+    from tests.tasks.tasks_support import run_module
 
     out = tmp_path_factory.mktemp("pruned-out")
     results = tmp_path_factory.mktemp("results-export-pruned")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tasks_support import ROOT
+
+from tests.tasks.tasks_support import ROOT
 
 ALLOWED_UNPICKLER = {"tasks/cifar_files.py"}
 UNSAFE_CALLS = {"eval", "exec", "builtins.eval", "builtins.exec", "yaml.load", "yaml.unsafe_load", "yaml.full_load",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tasks_support import task_env
 
+from tests.tasks.tasks_support import task_env
 from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from tasks_support import run_module
 
+from tests.tasks.tasks_support import run_module
 from torchrig.results.records import validate_record
 
 pytestmark = pytest.mark.torch

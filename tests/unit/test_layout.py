@@ -115,10 +115,24 @@ def test_no_sys_path_edits_in_tasks_bench_or_the_package() -> None:
     assert not offenders
 
 
-def test_test_files_have_unique_basenames() -> None:
-    """pytest's rootdir import mode cannot collect two test modules of the same name (no __init__.py)."""
-    names = [p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py"]
-    assert sorted({n for n in names if names.count(n) > 1}) == []
+def test_every_test_folder_is_a_package() -> None:
+    """Each folder of tests is a package, so pytest names modules by their path (tests.unit.test_x) and helpers are
+    imported as ``tests.<folder>.<helper>``, never as top-level modules found through sys.path."""
+    folders = {p.parent for p in (ROOT / "tests").rglob("*.py")}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").is_file()) == []
+
+
+def test_tests_import_their_helpers_through_the_package() -> None:
+    """A test that says ``from images_support import ...`` works only while pytest happens to put that folder on
+    sys.path; the package path works from anywhere."""
+    helpers = {p.stem for p in (ROOT / "tests").rglob("*.py") if p.name not in ("__init__.py", "conftest.py")}
+    offenders = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in helpers]
+    assert offenders == []
 
 
 MAX_FUNCTION_LINES = 80  # issue 23: a function a reader can hold at once

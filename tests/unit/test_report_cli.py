@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report import bench, task  # same directory: pytest puts it on sys.path (rootdir import mode)
 
+from tests.unit.test_report import bench, task
 from torchrig.__main__ import main
 from torchrig.report import REGRESSION_EXIT_CODE
 from torchrig.results.records import write_record

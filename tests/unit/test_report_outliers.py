@@ -12,8 +12,8 @@ import io
 from pathlib import Path
 
 import pytest
-from test_report import GPU_BOX, bench, task  # same directory: pytest puts it on sys.path (rootdir import mode)
 
+from tests.unit.test_report import GPU_BOX, bench, task
 from torchrig.__main__ import main
 from torchrig.report import Report, build_fleet, build_report, write_report
 from torchrig.results.records import Machine, Metric, Record, write_record
