@@ -129,7 +129,11 @@ def test_what_the_sources_say_about_named_releases() -> None:
     assert "gfx942" in DATA.wheel("2.3.0", "rocm6.0").cubins  # type: ignore[union-attr]  # ROCm >= 6.0 adds it
     assert "sm_70" not in DATA.wheel("2.14.1", "cu130").cubins  # type: ignore[union-attr]
     assert "sm_70" in DATA.wheel("2.14.1", "cu126").cubins  # type: ignore[union-attr]
-    assert DATA.wheel("2.9.1", "rocm6.4") is None  # not read: doctor says so instead of guessing
+    assert DATA.wheel("2.5.1", "rocm6.2") is None  # not read: doctor says so instead of guessing
+    for release, variant in (("2.9.1", "rocm6.4"), ("2.14.1", "rocm7.2")):  # the ROCm rows: lists not read at a tag
+        rocm = DATA.wheel(release, variant)
+        assert rocm is not None and not rocm.verified and {"gfx942", "gfx90a", "gfx1100"} <= set(rocm.cubins)
+    assert "gfx900" not in DATA.wheel("2.14.1", "rocm7.14").cubins  # type: ignore[union-attr]  # TheRock: none
 
 
 @pytest.mark.torch

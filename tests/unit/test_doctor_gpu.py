@@ -77,7 +77,7 @@ def test_all_lists_what_each_described_machine_can_run(capsys: pytest.CaptureFix
     assert code == 0
     v100, mi300 = out.split("\ngfx942 ")
     assert "✓ cuda118" in v100 and "✗ cuda130" in v100 and "✗ rocm:" in v100
-    assert "✗ rocm:" in mi300 and "✗ cuda118" in mi300 and "✓ rocm64 (GPU architecture not checked)" in mi300
+    assert "✗ rocm:" in mi300 and "✗ cuda118" in mi300 and "✓ rocm64\n" in mi300 and "✓ rocm72\n" in mi300
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -172,6 +172,10 @@ def test_doctor_says_which_gpus_each_row_serves(capsys: pytest.CaptureFixture[st
     for row in ("cuda130", "cuda132"):
         assert "NVIDIA B200" in served[row] and "NVIDIA H100" in served[row] and "V100" not in served[row]
     assert "MI300" not in served["rocm"] and "MI210 / MI250" in served["rocm"]
-    assert served["rocm72"].startswith("not known: compat.yaml has no architecture list for torch 2.14.1 rocm7.2")
+    for row in ("rocm64", "rocm72"):
+        assert "MI300X" in served[row] and "MI210 / MI250" in served[row] and "not verified" in served[row]
+    unknown = dataclasses.replace(MATRIX.get("rocm64"), torch="2.5.1", rocm="6.2")  # a wheel with no list
+    assert doctor_gpu.gpus_served(unknown) == ("not known: compat.yaml has no architecture list for torch 2.5.1 "
+                                               "rocm6.2 (wheel_archs), so doctor cannot check a GPU against it")
     code, out = _doctor(capsys, "cuda126", "--gpu", "Tesla V100-SXM2-32GB", "--driver", "560.28.03")
     assert code == 0 and "  serves: " in out and "Tesla V100 (Volta)" in out.splitlines()[1]
