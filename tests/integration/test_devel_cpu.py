@@ -9,7 +9,6 @@ pass it -- ``torch.utils.cpp_extension.load_inline`` compiles a tiny extension w
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,20 +18,20 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.images_support import CPU_PYPI_BUDGET_MB, ROOT, host_ca_bundle
+from tests.integration.images_support import CPU_PYPI_BUDGET_MB, PYPI, ROOT, host_ca_bundle
 from torchrig.engine import LABEL
+from torchrig.results.records import Record, load_records
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-PYPI = "https://pypi.org/simple"
 BUDGET_S = 1200  # a guard against a hung build or run, not a timing test
 
 
-def _smoke_record(results: Path) -> dict[str, Any]:
-    paths = sorted(results.rglob("smoke-*.json"))
-    assert len(paths) == 1, f"one smoke record expected under {results}: {paths}"
-    record: dict[str, Any] = json.loads(paths[0].read_text(encoding="utf-8"))
-    return record
+def _smoke_record(results: Path) -> Record:
+    records, problems = load_records([results])
+    assert problems == []
+    assert [r.name for r in records] == ["smoke"], records
+    return records[0]
 
 
 def test_devel_image_compiles_and_runs_a_cpp_extension(cpu_image: Any, local_base: str, tmp_path: Path,
@@ -51,14 +50,14 @@ def test_devel_image_compiles_and_runs_a_cpp_extension(cpu_image: Any, local_bas
     assert proc.returncode == 0, out[-4000:]
 
     record = _smoke_record(results)
-    assert record["verdict"] == "pass"
-    gates = {g["metric"]: g["passed"] for g in record["gates"]}
+    assert record.verdict == "pass"
+    gates = {g.metric: g.passed for g in record.gates}
     assert gates.get("cpp_extension_imports") is True, gates
     assert gates.get("cpp_extension_load_inline") is True, (
         "the devel image has g++ and ninja: load_inline must compile and run, not be skipped", gates)
     assert "check cpp_extension_load_inline: ok" in out
-    assert "devel" in record["container"]["image"], record["container"]
-    assert record["container"]["image_id"] != cpu_image.image_id, "smoke ran in the devel image, not the runtime one"
+    assert record.container is not None and "devel" in record.container.image, record.container
+    assert record.container.image_id != cpu_image.image_id, "smoke ran in the devel image, not the runtime one"
     # Its container is gone.
     assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}=tasks",
-                                                                "ancestor": record["container"]["image_id"]})
+                                                                "ancestor": record.container.image_id})
