@@ -294,7 +294,7 @@ _ACTIONS = {
     "build": ("build", "Build the {id} runtime image ({what}) through the Docker SDK; -- --target devel|all."),
     "lock": ("lock", "Write the hash-pinned lock for {id} ({what})."),
     "tasks": ("run-tasks", "Run the correctness tasks inside the {id} image ({what})."),
-    "bench": ("run-bench", "Run the benchmarks inside the {id} image ({what})."),
+    "bench": ("run-bench", "Run the benchmarks inside the {id} image ({what}); -- --acceptance for the check."),
     "dev": ("dev", "Start an interactive container to develop in the {id} image ({what})."),
     "push": ("push", "Push the {id} images ({what}) to the registry."),
     "submit": ("submit", "Run the {id} suites on every node of a Slurm or Kubernetes cluster ({what}); -- --nodes N."),

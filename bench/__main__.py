@@ -26,7 +26,7 @@ from torchrig.results.contract import RESULTS_ENV
 _HERE = Path(__file__).resolve().parent
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, allow_abbrev=False,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     size = ap.add_mutually_exclusive_group()
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 def pytest_args(argv: list[str] | None, stamp: str) -> tuple[argparse.Namespace, Path, list[str]]:
     """Parse the runner's options; return them, the JSON path and the pytest command line (unknown arguments
     are pytest's, forwarded in their order)."""
-    args, rest = _parser().parse_known_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
     raw: Path = args.json or raw_json_path(args.results, stamp)

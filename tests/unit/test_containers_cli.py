@@ -225,6 +225,23 @@ def test_options_after_env_and_container_args_after_the_separator(h: Harness,
     assert "go after `--`" in capsys.readouterr().err
 
 
+def test_the_suites_own_options_need_no_second_separator(h: Harness,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # `nox -s bench-cuda130 -- --acceptance` runs `torchrig run-bench cuda130 --acceptance`
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--acceptance", "--device", "cpu")) == 0
+    assert h.specs[-1].command[-3:] == ("--acceptance", "--device", "cpu")
+    assert _main(h, "run-bench", *_suite_args(h, "cpu", "--tiny", "--", "-k", "gemm")) == 0
+    assert h.specs[-1].command[-3:] == ("--tiny", "-k", "gemm"), "the suite's options, then what follows `--`"
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu", "--only", "smoke", "--seed", "3")) == 0
+    assert h.specs[-1].command[-4:] == ("--only", "smoke", "--seed", "3")
+    capsys.readouterr()
+    for words in (["--acceptanse"], ["-k", "gemm"], ["--device"], ["--help"], ["--acceptance", "--bogus"]):
+        assert _main(h, "run-bench", *_suite_args(h, "cpu", *words)) == 2, words
+        assert "go after `--`" in capsys.readouterr().err
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu", "--device", "tpu")) == 2, "tasks' --device has choices"
+    assert _main(h, "run-tasks", *_suite_args(h, "cpu", "--acceptance")) == 2, "an option of the other suite"
+
+
 def test_image_override_builds_nothing(h: Harness) -> None:
     assert _main(h, "run-bench", *_suite_args(h, "cpu", "--image", "my/image:1")) == 0
     assert h.builds == [] and h.specs[-1].image == "my/image:1"

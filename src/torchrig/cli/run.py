@@ -118,11 +118,33 @@ def _parse_rest(args: argparse.Namespace) -> list[str]:
     own, passthrough = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest else (rest, [])
     opts: argparse.ArgumentParser = args.options_parser
     _, unknown = opts.parse_known_args(own, namespace=args)
+    if unknown and _suite_accepts(getattr(args, "suite", None), unknown):
+        # `nox -s bench-cuda130 -- --acceptance`: an option of the suite's own CLI needs no second `--`
+        return [*unknown, *passthrough]
     if unknown:
         raise UsageError(f"unknown option(s) {' '.join(unknown)} for `{args.command} {args.env}`; arguments for "
                          f"the command in the container go after `--`: torchrig {args.command} {args.env} "
                          f"[OPTIONS] -- {' '.join(unknown)}")
     return passthrough
+
+
+def _suite_accepts(suite: str | None, words: list[str]) -> bool:
+    """Whether every word is an option (with its value) of the suite's own command line, ``python -m bench`` or
+    ``python -m tasks``, so that it can go to the container without a ``--`` (pytest's own options still need one:
+    a typo must not reach pytest as a test path)."""
+    if suite is None or not words[0].startswith("-") or {"-h", "--help"} & set(words):
+        return False
+    if suite == "bench":
+        from bench.__main__ import build_parser as suite_parser
+    else:
+        from tasks.all import build_parser as suite_parser
+    parser = suite_parser()
+    parser.exit_on_error = False
+    try:
+        _, left = parser.parse_known_args(words)
+    except argparse.ArgumentError:
+        return False
+    return not left
 
 
 # ---------------------------------------------------------------------------------------------- commands
