@@ -3,6 +3,7 @@ no GPU, and whether this torch carries kernels for the visible GPU's arch. No GP
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks._torchsupport import arch_problem, device_arch, missing_gpu
+from tasks._common import Context
+from tasks._torchsupport import GpuFacts, arch_problem, device_arch, missing_gpu
 
 # torch.cuda.get_arch_list() of real wheels (read from the installed builds / the build matrix)
 CU118_20 = ["sm_37", "sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
@@ -144,3 +146,57 @@ def test_missing_only_for_a_gpu_row_without_gpu_unless_cpu_was_asked(accel: str 
     assert (msg is not None) == expect
     if msg:
         assert msg.startswith(f"this is a {'CUDA' if accel == 'cuda' else 'ROCm'} image")
+
+
+# ------------------------------------------------------------------------------ smoke's per-GPU arch gates
+
+
+def _smoke_context() -> Context:
+    return Context(name="smoke", args=argparse.Namespace(quiet=True, seed=0), device="cuda")
+
+
+def test_smoke_gates_each_visible_gpu_on_its_arch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import _smoke_caps
+
+    facts = [GpuFacts(index=0, name="NVIDIA H100 80GB HBM3", arch="sm_90", arch_list=tuple(CU130_214)),
+             GpuFacts(index=1, name="Tesla V100-SXM2-16GB", arch="sm_70", arch_list=tuple(CU130_214))]
+    monkeypatch.setattr(_smoke_caps, "gpu_facts", lambda: facts)
+    ctx = _smoke_context()
+    assert _smoke_caps.check_arches(ctx) == {"cuda:1"}, "the V100 gets no kernels from a cu130 torch 2.14"
+    assert ctx.metrics["gpu_arch_supported_cuda0"].value == 1.0
+    assert ctx.metrics["gpu_arch_supported_cuda1"].value == 0.0
+    assert ctx.resolved == {"gpu_arch_cuda0": "sm_90", "gpu_arch_cuda1": "sm_70"}
+    (problem,) = ctx.problems
+    assert "gpu_arch_supported_cuda1" in problem and "no kernels for sm_70 (Tesla V100-SXM2-16GB)" in problem
+    assert ctx.verdict() == "fail"
+
+
+def test_smoke_fails_an_mi300x_on_the_rocm_542_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import _smoke_caps
+
+    mi300x = GpuFacts(index=0, name="AMD Instinct MI300X", arch="gfx942", arch_list=tuple(ROCM542))
+    monkeypatch.setattr(_smoke_caps, "gpu_facts", lambda: [mi300x])
+    ctx = _smoke_context()
+    assert _smoke_caps.check_arches(ctx) == {"cuda:0"}
+    assert "no kernels for gfx942 (AMD Instinct MI300X)" in ctx.problems[0]
+
+
+gpus = st.lists(st.tuples(st.sampled_from(["sm_70", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "gfx90a",
+                                           "gfx942", "gfx950"]),
+                          st.sampled_from([CU118_20, CU130_214, ROCM542, []])), max_size=8)
+
+
+@given(gpus)
+def test_smoke_refuses_exactly_the_gpus_this_torch_has_no_kernels_for(found: list[tuple[str, list[str]]]) -> None:
+    from tasks import _smoke_caps
+
+    facts = [GpuFacts(index=i, name=f"gpu{i}", arch=arch, arch_list=tuple(archs))
+             for i, (arch, archs) in enumerate(found)]
+    ctx = _smoke_context()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_smoke_caps, "gpu_facts", lambda: facts)
+        unusable = _smoke_caps.check_arches(ctx)
+    expected = {f"cuda:{f.index}" for f in facts if arch_problem(f.arch, f.arch_list) is not None}
+    assert unusable == expected
+    assert len(ctx.problems) == len(expected) and len(ctx.gates) == len(facts)
+    assert (ctx.verdict() == "fail") == bool(expected or not facts), "no GPU at all: no gate, which also fails"
