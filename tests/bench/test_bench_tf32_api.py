@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.tf32_api import TF32_RANGES, choose_api, parse_release
+from bench import tf32_api
+from bench.tf32_api import choose_api, parse_release, tf32_ranges
 
 
 class _State:
@@ -130,13 +131,41 @@ def test_precision_flags_leave_inductor_able_to_read(version: str, tf32: bool) -
 
 
 def test_each_range_names_its_api_and_source() -> None:
-    for r in TF32_RANGES:
-        for minor in range(r.first[1], (r.end or (r.first[0], r.first[1] + 3))[1]):
+    ranges = tf32_ranges()
+    assert ranges, "compat.yaml's tf32_api table is read"
+    for r in ranges:
+        for minor in range(r.first[1], r.below[1]):
             c = choose_api(f"{r.first[0]}.{minor}.0", has_legacy=True, has_new=minor >= 9)
             assert c.known_release and c.api == r.api and c.why == r.why
-    # the ranges are contiguous and ordered
-    for a, b in itertools.pairwise(TF32_RANGES):
-        assert a.end == b.first
+    # the ranges are contiguous and ordered, and cover every release the compat table lists but the newest
+    for a, b in itertools.pairwise(ranges):
+        assert a.below == b.first
+    from torchrig.matrix.compat import load_compat
+
+    listed = sorted(tuple(int(x) for x in m.split(".")) for m in load_compat().releases)
+    assert ranges[0].first == listed[0] and ranges[-1].below >= listed[-2]
+
+
+def test_without_compat_data_every_release_gets_the_legacy_flags_and_says_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tf32_api, "tf32_ranges", lambda: ())
+    for version in ("2.0.1", "2.9.1", "2.14.1"):
+        c = choose_api(version, has_legacy=True, has_new=True)
+        assert c.api == "allow_tf32" and not c.known_release and "could not be read" in c.why
+
+
+@pytest.mark.parametrize("bad", [
+    [{"first": "2.9", "below": "2.0", "api": "allow_tf32", "why": "x"}],
+    [{"first": "2.0", "below": "2.9", "api": "tf32_please", "why": "x"}],
+    [{"first": "2.0", "below": "2.10", "api": "allow_tf32", "why": "x"},
+     {"first": "2.9", "below": "2.15", "api": "allow_tf32", "why": "y"}],
+    [{"first": "2", "below": "2.9", "api": "allow_tf32", "why": "x"}],
+])
+def test_a_malformed_tf32_table_is_refused(bad: list[dict[str, str]]) -> None:
+    from torchrig.matrix.compat import _tf32_ranges
+
+    with pytest.raises(ValueError, match="tf32_api"):
+        _tf32_ranges(bad)
 
 
 def test_regressions() -> None:

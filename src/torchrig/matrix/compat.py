@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,10 @@ from torchrig.results.reading import InputFileError
 
 T = TypeVar("T")
 
-__all__ = ["Aarch64Wheels", "BaseImageFacts", "Compat", "RuntimePin", "TorchRelease", "load_compat", "parse_version"]
+__all__ = ["Aarch64Wheels", "BaseImageFacts", "Compat", "RuntimePin", "Tf32Range", "TorchRelease", "load_compat",
+           "parse_version"]
+
+TF32_APIS = ("allow_tf32", "fp32_precision")
 
 Version = tuple[int, ...]
 
@@ -69,6 +73,30 @@ class BaseImageFacts:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tf32Range:
+    """The TF32 API the benchmarks drive on torch ``first`` (inclusive) up to ``below`` (exclusive), with why
+    (compat.yaml ``tf32_api``; read by bench/tf32_api.py)."""
+
+    first: tuple[int, int]
+    below: tuple[int, int]
+    api: str  # one of TF32_APIS
+    why: str
+
+    def holds(self, release: tuple[int, int]) -> bool:
+        return self.first <= release < self.below
+
+
+def _tf32_range(item: dict[str, Any]) -> Tf32Range:
+    first, below = (tuple(int(x) for x in str(item[k]).split(".")) for k in ("first", "below"))
+    if len(first) != 2 or len(below) != 2 or not first < below:
+        raise ValueError(f"tf32_api range {item['first']}..{item['below']}: give two minors, first < below")
+    if item["api"] not in TF32_APIS:
+        raise ValueError(f"tf32_api {item['api']!r}: not one of {', '.join(TF32_APIS)}")
+    return Tf32Range(first=(first[0], first[1]), below=(below[0], below[1]), api=str(item["api"]),
+                     why=str(item["why"]))
+
+
+@dataclass(frozen=True, kw_only=True)
 class RuntimePin:
     """A package torch below ``torch_below`` needs at run time that its metadata does not pin (compat.yaml
     ``runtime_pins``): ``requirement`` is added to the environment unless its extras name the package."""
@@ -107,6 +135,7 @@ class Compat:
     runtime_pins: tuple[RuntimePin, ...] = ()
     aarch64: dict[str, Aarch64Wheels] = field(default_factory=dict)  # minor -> its aarch64 builds
     free_threaded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # minor -> Pythons with cp3XXt wheels
+    tf32_api: tuple[Tf32Range, ...] = ()  # which TF32 API bench drives per release range
 
     def pins_for(self, torch: str) -> tuple[RuntimePin, ...]:
         """The runtime pins an environment with this torch gets (compat.yaml ``runtime_pins``)."""
@@ -175,7 +204,16 @@ def _from_data(data: dict[str, Any]) -> Compat:
                                        sources=tuple(str(x) for x in v["sources"]))
                  for k, v in (data.get("aarch64") or {}).items()},
         free_threaded={str(k): tuple(str(x) for x in v) for k, v in (data.get("free_threaded") or {}).items()},
+        tf32_api=_tf32_ranges(data.get("tf32_api") or ()),
     )
+
+
+def _tf32_ranges(items: Any) -> tuple[Tf32Range, ...]:
+    ranges = tuple(sorted((_tf32_range(i) for i in items), key=lambda r: r.first))
+    for a, b in itertools.pairwise(ranges):
+        if b.first < a.below:
+            raise ValueError(f"tf32_api ranges overlap at {b.first[0]}.{b.first[1]}")
+    return ranges
 
 
 @functools.cache
