@@ -105,7 +105,8 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        return statistics.fmean(self.harness) / statistics.fmean(self.bare)
+        """Harness over bare, each the median over repeats (repeats alternate the two, so drift hits both)."""
+        return statistics.median(self.harness) / statistics.median(self.bare)
 
     @property
     def cv_pct(self) -> float:
@@ -124,7 +125,7 @@ class Row:
         return out
 
     def line(self) -> str:
-        h, b = statistics.fmean(self.harness), statistics.fmean(self.bare)
+        h, b = statistics.median(self.harness), statistics.median(self.bare)
         pct = f"{100 * h / self.peak:5.1f} % of spec" if self.peak else "  - % of spec"
         anchor = f"anchor {self.anchor.value:g} {self.unit} ({self.anchor.source})" if self.anchor else "no anchor"
         return (f"{self.case.id:<46} harness {h:>10.4g} {self.unit:<9} bare {b:>10.4g}  ratio {self.ratio:.3f}  "
@@ -229,9 +230,11 @@ def run_case(case: Case, device: TorchDevice, *, plan: Plan, repeats: int) -> Ro
         row.self_check_ok &= m.agreement.ok
         row.busy = row.busy or m.busy
         row.notes.extend(s for s in seen if s not in row.notes)
-        row.harness.append(per_step / m.step_s)
+        # The median round of each, the same statistic both ways: one round stalled by another process (a
+        # shared CPU, a GPU clock dip) moves neither figure, where a mean would carry it into the ratio.
+        row.harness.append(per_step / (statistics.median(m.round_s) / m.steps_per_round))
         bare_s = bare_step_s(bare, device, steps=m.steps_per_round, rounds=m.rounds)
-        row.bare.append(per_step / statistics.fmean(bare_s))
+        row.bare.append(per_step / statistics.median(bare_s))
     return row
 
 

@@ -91,7 +91,7 @@ def cases_for(device_type: str, size: str) -> tuple[tuple[Case, ...], Plan, int]
         return _gpu_cases(8192, 1024, 128), Plan(rounds=5, warmup_rounds=2, target_round_s=0.25), 3
     if size == "tiny":
         return (_cpu_cases(128, 4, 4, bert=False),
-                Plan(rounds=3, warmup_rounds=1, target_round_s=0.02, max_steps_per_round=20), 2)
+                Plan(rounds=5, warmup_rounds=1, target_round_s=0.05, max_steps_per_round=50), 4)
     if size == "full":
         return _cpu_cases(1024, 256, 32, bert=True), Plan(rounds=10, warmup_rounds=2, target_round_s=0.2), 5
     return _cpu_cases(512, 64, 16, bert=True), Plan(rounds=5, warmup_rounds=1, target_round_s=0.1), 3
