@@ -324,7 +324,8 @@ def test_submit_holds_describes_then_releases(fake_slurm: Path, tmp_path: Path,
     results = tmp_path / "shared"
     rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--nodes", "2", "--results", str(results)])
     assert rc == 0
-    assert (fake_slurm / "log").read_text().splitlines() == ["sbatch --parsable --hold", "scontrol release 4242"]
+    assert (fake_slurm / "log").read_text().splitlines() == ["scontrol show config", "sbatch --parsable --hold",
+                                                             "scontrol release 4242"]
     job = json.loads((results / "4242" / "job.json").read_text())
     assert job["job"] == "4242" and job["nodes"] == 2 and job["env"] == "cpu" and job["runtime"] == "docker"
     assert (results / "4242" / "job.sbatch").read_text() == (fake_slurm / "script").read_text()
@@ -337,4 +338,5 @@ def test_a_job_folder_that_exists_cancels_the_job(fake_slurm: Path, tmp_path: Pa
     (results / "4242").mkdir(parents=True)
     rc = main(["--matrix", str(ROOT / "matrix.yaml"), "submit", "cpu", "--results", str(results)])
     assert rc == 8 and "exists already" in capsys.readouterr().err
-    assert (fake_slurm / "log").read_text().splitlines() == ["sbatch --parsable --hold", "scancel 4242"]
+    assert (fake_slurm / "log").read_text().splitlines() == ["scontrol show config", "sbatch --parsable --hold",
+                                                             "scancel 4242"]

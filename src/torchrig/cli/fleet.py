@@ -211,7 +211,7 @@ def _submit(args: argparse.Namespace) -> int:
         (folder / "job.sbatch").write_text(script, encoding="utf-8")
         write_job_file(folder, {**info, "job": job})
 
-    job = slurm.submit(script, results, describe)
+    job = slurm.submit(script, results, describe, nodes=plan.nodes)
     print(f"torchrig: submitted job {job}: {plan.suite} of {env.id} on {plan.nodes} node(s) through {opts.runtime}; "
           f"records in {results / job}")
     print(f"torchrig: follow it with: torchrig fleet collect {job} --results {shlex.quote(str(results))}")

@@ -33,6 +33,8 @@ __all__ = [
     "MAX_ARRAY_INDEX",
     "SACCT_FORMAT",
     "SlurmOptions",
+    "cluster_max_array_size",
+    "parse_max_array_size",
     "parse_sacct",
     "parse_sbatch",
     "parse_scontrol",
@@ -212,12 +214,55 @@ def _call(argv: Sequence[str], *, stdin: str | None = None, what: str) -> str:
     return out
 
 
-def submit(script: str, results: Path, describe: Callable[[str, Path], None]) -> str:
+# slurm.conf(5): MaxArraySize is at most 4000001; a figure past it is not this setting (garbage, a test stand-in)
+_MAX_ARRAY_SIZE_LIMIT = 4_000_001
+_MAX_ARRAY_SIZE = re.compile(r"^\s*MaxArraySize\s*=\s*(\S+)\s*$", re.MULTILINE)
+# asked before sbatch, where an answer is a convenience (sbatch refuses too): slurmctld answers in milliseconds
+CONFIG_TIMEOUT_S = 10.0
+
+
+def parse_max_array_size(text: str) -> int | None:
+    """``scontrol show config``'s ``MaxArraySize = N`` -> N; None where the line is missing or is not a number in
+    slurm.conf's range (0..4000001; 0 turns job arrays off)."""
+    m = _MAX_ARRAY_SIZE.search(text)
+    if m is None or not m.group(1).isdigit() or len(m.group(1)) > 8:
+        return None
+    value = int(m.group(1))
+    return value if value <= _MAX_ARRAY_SIZE_LIMIT else None
+
+
+def cluster_max_array_size(scontrol: str) -> int | None:
+    """The cluster's MaxArraySize, from ``scontrol show config``; None where it cannot be learnt (the command
+    fails, hangs past :data:`CONFIG_TIMEOUT_S` or answers without the setting): sbatch then decides, and says."""
+    try:
+        code, out, _ = _run([scontrol, "show", "config"], timeout=CONFIG_TIMEOUT_S)
+    except SchedulerError:
+        return None
+    return parse_max_array_size(out) if code == 0 else None
+
+
+def check_array_size(nodes: int, max_array_size: int | None) -> None:
+    """``--nodes N`` makes indexes 0..N-1, each of which must be below MaxArraySize: N <= MaxArraySize."""
+    if max_array_size is None or nodes <= max_array_size:
+        return
+    if max_array_size == 0:
+        raise UsageError("this cluster has job arrays turned off (MaxArraySize = 0 in `scontrol show config`): "
+                         "torchrig submits one array element per node; ask its admins, or run the suite per node")
+    raise UsageError(f"--nodes {nodes:,} is more than this cluster takes in one job array (MaxArraySize = "
+                     f"{max_array_size:,} in `scontrol show config`: indexes 0..{max_array_size - 1:,}): give "
+                     f"--nodes {max_array_size:,} or fewer, or split the fleet into several submissions")
+
+
+def submit(script: str, results: Path, describe: Callable[[str, Path], None], *, nodes: int | None = None) -> str:
     """Submit held, create ``results/<job>/``, let ``describe(job, folder)`` write into it, release; the job id.
 
+    With ``nodes``, the cluster's MaxArraySize is asked first and a larger fleet is a UsageError before anything
+    is submitted (where the setting cannot be read, sbatch's own refusal stands).
     If the folder cannot be prepared the job is cancelled, so no element runs without a place for its log.
     """
     sbatch, scontrol = _tool("sbatch"), _tool("scontrol")
+    if nodes is not None:
+        check_array_size(nodes, cluster_max_array_size(scontrol))
     results.mkdir(parents=True, exist_ok=True)
     out = _call([sbatch, "--parsable", "--hold"], stdin=script, what="submitting the job")
     job = parse_sbatch(out)
