@@ -4,7 +4,8 @@
 - Standard: merge keys work (``<<: *row``, ``<<: [*a, *b]``; explicit keys override merged ones, earlier merged
   mappings override later ones, as the YAML merge-key spec says).
 - Strict: a key written twice in one mapping is refused (PyYAML keeps the last one silently), also in a mapping
-  that merges or is merged; with ``string_keys`` every mapping key must be a string (``3.10:`` is a float).
+  that merges or is merged, and also when spelled twice differently (``1`` and ``0x1``); with ``string_keys``
+  every mapping key must be a string (``3.10:`` is a float).
 - Bounded: while the document is composed -- before anything is constructed -- nesting deeper than
   :data:`MAX_DEPTH`, more than :data:`MAX_NODES` nodes once aliases are expanded, or more than
   :data:`MAX_SCALAR_CHARS` characters of scalars once expanded (an alias bomb), is refused; an anchor that
@@ -17,6 +18,7 @@ Errors are :class:`YamlError` with a one-line message naming line and column; th
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import yaml
@@ -60,6 +62,7 @@ class _Loader(yaml.SafeLoader):
         self._chars = 0
         self._sizes: dict[int, tuple[int, int]] = {}  # id(anchored node) -> (nodes, chars) it expands to
         self._open: set[str] = set()  # anchors of collections still being composed (an alias to one recurses)
+        self.flat: dict[int, list[tuple[Node, Node]]] = {}  # id(mapping node) -> its pairs, merges resolved
 
     def _account(self, nodes: int, chars: int, mark: Any) -> None:  # mark: a yaml Mark
         self._nodes += nodes
@@ -102,39 +105,78 @@ class _Loader(yaml.SafeLoader):
         return node  # type: ignore[no-any-return]
 
 
-def _explicit_duplicates(node: MappingNode) -> None:
-    """Refuse a key written twice among ``node``'s own (not merged) keys."""
+def _explicit_duplicates(loader: _Loader, node: MappingNode) -> None:
+    """Refuse a key written twice among ``node``'s own (not merged) keys: equal once constructed, as the dict
+    would keep only one (``1`` and ``0x1``, ``true`` and ``yes``, ``a`` and ``"a"``)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG:
             continue
         if not isinstance(key_node, ScalarNode):
             continue  # a collection key is refused when constructed
-        key = (key_node.tag, key_node.value)
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        try:
+            hash(key)
+        except TypeError:  # not a dict key at all: refused when the mapping is constructed
+            continue
         if key in seen:
             raise ConstructorError(None, None, f"duplicate key {_quote(key_node.value)!r} (first on line "
                                                f"{seen[key] + 1}); keep one of them", key_node.start_mark)
         seen[key] = key_node.start_mark.line
 
 
-def _merge_sources(node: MappingNode) -> list[MappingNode]:
-    out: list[MappingNode] = []
-    for key_node, value in node.value:
+_VALUE_TAG = "tag:yaml.org,2002:value"
+
+
+def _merge_list(node: MappingNode) -> list[MappingNode]:
+    """The mappings ``node``'s one ``<<`` key merges, in the order written."""
+    merges = [(k, v) for k, v in node.value if k.tag == _MERGE_TAG]
+    if len(merges) > 1:
+        raise ConstructorError(None, None, "'<<' written twice in one mapping: merge several with one "
+                                           "'<<: [*a, *b]'", merges[1][0].start_mark)
+    if not merges:
+        return []
+    value = merges[0][1]
+    sources = [value] if isinstance(value, MappingNode) else value.value if isinstance(value, SequenceNode) else None
+    if sources is None or not all(isinstance(v, MappingNode) for v in sources):
+        raise ConstructorError(None, None, "'<<' merges a mapping or a list of mappings (<<: *row, "
+                                           "<<: [*a, *b])", value.start_mark)
+    return sources
+
+
+def _pairs(loader: _Loader, node: MappingNode) -> list[tuple[Node, Node]]:
+    """``node``'s (key, value) pairs with its merges resolved, without changing the node (an anchored node is
+    shared, and PyYAML's flatten_mapping rewrites it in place; PyYAML 6.0.4's also drops repeated merged keys by
+    the id() of the key's text, so for keys longer than one character, which CPython does not intern, a later
+    source wins against the spec).
+
+    The merge-key spec's order, by construction: the merged pairs come first, each source's after those of the
+    sources written after it (so an earlier source wins), then the mapping's own keys (which win over all of them).
+    A key written twice among one mapping's own keys is refused; in a source, among that source's own keys.
+    """
+    done = loader.flat.get(id(node))
+    if done is not None:
+        return done
+    _explicit_duplicates(loader, node)
+    merged: list[tuple[Node, Node]] = []
+    for source in reversed(_merge_list(node)):
+        merged.extend(_pairs(loader, source))
+    own = []
+    for key_node, value_node in node.value:
         if key_node.tag == _MERGE_TAG:
-            out.extend(v for v in (value.value if isinstance(value, SequenceNode) else [value])
-                       if isinstance(v, MappingNode))
+            continue
+        if key_node.tag == _VALUE_TAG:  # '=' as a key: a string, as PyYAML reads it
+            key_node.tag = "tag:yaml.org,2002:str"
+        own.append((key_node, value_node))
+    loader.flat[id(node)] = out = merged + own
     return out
 
 
 def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
     if not isinstance(node, MappingNode):
         raise ConstructorError(None, None, f"expected a mapping, found {node.id}", node.start_mark)
-    _explicit_duplicates(node)
-    for source in _merge_sources(node):
-        _explicit_duplicates(source)
-    loader.flatten_mapping(node)  # merged pairs first, then the explicit ones (which win): the spec's order
     mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    for key_node, value_node in _pairs(loader, node):
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if not isinstance(key_node, ScalarNode):
             raise ConstructorError(None, None, "a mapping key must be a scalar, not a list or mapping",
@@ -142,6 +184,12 @@ def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -
         if loader.string_keys and not isinstance(key, str):
             raise ConstructorError(None, None, f"key {_quote(str(key_node.value))!r} is {type(key).__name__}, "
                                                "not a string; quote it", key_node.start_mark)
+        try:
+            hash(key)
+        except TypeError:  # a scalar tagged !!set, !!seq, !!omap or !!pairs constructs a collection
+            raise ConstructorError(None, None, f"key {_quote(str(key_node.value))!r} tagged {key_node.tag} is a "
+                                               f"{type(key).__name__}, which cannot be a mapping key",
+                                   key_node.start_mark) from None
         mapping[key] = loader.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
     return mapping
 
@@ -160,31 +208,71 @@ def _error(e: yaml.YAMLError) -> YamlError:
     return YamlError(_quote(" ".join(str(problem).split())), where)
 
 
+_QUOTE_OPENS_AFTER = frozenset(" \t\r\n[{,:")  # where a quoted scalar can start; in "it's" the ' is plain text
+_BLOCK_SCALAR = re.compile(r"[|>][-+1-9]{0,2}[ \t]*(?:#[^\n]*)?(?:\n|$)")  # | or > ending its line: text follows
+
+
+def _quote_end(text: str, i: int) -> int:
+    """The index after the quoted scalar opening at ``text[i]`` (``''`` inside single quotes, ``\\x`` inside
+    double quotes escape), or ``len(text)`` when it does not close."""
+    q, j = text[i], i + 1
+    while True:
+        k = text.find(q, j)
+        if k < 0:
+            return len(text)
+        if q == "'" and text.startswith("''", k):
+            j = k + 2
+            continue
+        if q == '"':
+            slashes = k - len(text[j:k].rstrip("\\")) - j  # backslashes right before the quote
+            if slashes % 2:
+                j = k + 1
+                continue
+        return k + 1
+
+
+def _skip_block_scalar(text: str, i: int) -> int:
+    """From the ``|``/``>`` at ``text[i]``: the index of the first line after the block scalar's text (lines
+    blank or indented deeper than the indicator's line)."""
+    line_start = text.rfind("\n", 0, i) + 1
+    indent = len(text[line_start:i]) - len(text[line_start:i].lstrip(" "))
+    j = text.find("\n", i)
+    while j >= 0:
+        nxt = text.find("\n", j + 1)
+        row = text[j + 1:nxt if nxt >= 0 else len(text)]
+        if row.strip() and len(row) - len(row.lstrip(" ")) <= indent:
+            return j + 1
+        j = nxt
+    return len(text)
+
+
 def _flow_too_deep(text: str) -> str | None:
     """Refuse ``[[[[...`` before PyYAML sees it: its scanner looks ahead over every open flow collection, which
-    costs quadratic time (a 1 MiB line of brackets would take hours). Counts brackets outside quotes and
-    comments, with slack (2 x MAX_DEPTH) so brackets in plain text cannot refuse a real file."""
-    depth, quote, line, comment = 0, "", 1, False
-    for ch in text:
-        if ch == "\n":
-            line += 1
-            comment = False
+    costs quadratic time (a 1 MiB line of brackets would take hours). Counts brackets outside quoted scalars,
+    comments (``#`` after a space or at a line's start: ``a#b`` is text) and block scalars (``|``, ``>``), with
+    slack (2 x MAX_DEPTH) so that brackets in plain text cannot refuse a real file."""
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        prev = text[i - 1] if i else "\n"
+        if ch in "'\"" and prev in _QUOTE_OPENS_AFTER:
+            i = _quote_end(text, i)
             continue
-        if comment:
+        if ch == "#" and prev in " \t\r\n":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
             continue
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#":
-            comment = True
-        elif ch in "[{":
+        if ch in "|>" and depth == 0 and prev in " \t\n" and _BLOCK_SCALAR.match(text, i):
+            i = _skip_block_scalar(text, i)
+            continue
+        if ch in "[{":
             depth += 1
             if depth > 2 * MAX_DEPTH:
+                line = text.count("\n", 0, i) + 1
                 return f"{line}:nests deeper than {MAX_DEPTH} levels ([ and {{ opened {depth} deep)"
         elif ch in "]}":
             depth = max(0, depth - 1)
+        i += 1
     return None
 
 
