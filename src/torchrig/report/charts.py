@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrig.errors import UsageError
-from torchrig.report.model import MachineGroup, Report, RowKey, format_number
+from torchrig.report.model import MachineGroup, Report, RowKey, format_change, format_number
 
 __all__ = ["require_matplotlib", "write_charts"]
 
@@ -56,6 +56,12 @@ def _chart_rows(report: Report, g: MachineGroup) -> list[RowKey]:
     return out
 
 
+_HEADROOM = 1.25  # the y axis ends this far above the highest bar (its label goes there)
+# 1e308 is a valid record value, but matplotlib's transforms multiply coordinates and axis limits, overflowing
+# near the float limit (an inf axis limit is a ValueError): a bar beyond this is named, not drawn.
+_MAX_DRAWN = 1e300
+
+
 def _panel(ax: Any, report: Report, g: MachineGroup, row: RowKey) -> None:
     unit, better = "", ""
     top = 0.0
@@ -71,11 +77,15 @@ def _panel(ax: Any, report: Report, g: MachineGroup, row: RowKey) -> None:
         cmp = cell.comparison
         regressed = cmp is not None and cmp.outcome == "regression"
         err = s.spread if s.spread is not None else 0.0
+        if not all(abs(x) <= _MAX_DRAWN for x in (s.mean - err, s.mean + err, cmp.baseline if cmp else None) if x):
+            ax.text(i, 0, f" {format_number(s.mean)}: too large to draw", rotation=90, ha="center", va="bottom",
+                    fontsize=8, color="#818b98", style="italic")
+            continue
         ax.bar(i, s.mean, width=0.7, color=_PALETTE[i % len(_PALETTE)], yerr=err, capsize=4,
                edgecolor="#d1242f" if regressed else "none", linewidth=2.5 if regressed else 0)
         top = max(top, s.mean + err)
         label = f"{format_number(s.mean)}\nn={s.n}" + (
-            f" · {cmp.change:+.1%}" if cmp is not None and cmp.change is not None else "")
+            f" · {format_change(cmp.change)}" if cmp is not None and cmp.change is not None else "")
         ax.annotate(label, (i, s.mean + err), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
                     fontsize=8, color="#d1242f" if regressed else "#1f2328")
         if cmp is not None and cmp.baseline is not None:
@@ -84,7 +94,7 @@ def _panel(ax: Any, report: Report, g: MachineGroup, row: RowKey) -> None:
             top = max(top, cmp.baseline)
     ax.set_xticks(range(len(g.envs)), g.envs, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(g.envs) - 0.4)
-    ax.set_ylim(0, top * 1.25 if top > 0 else 1)
+    ax.set_ylim(0, top * _HEADROOM if top > 0 else 1)
     ax.set_title(f"{row.name}\n{row.metric}", fontsize=10)
     ax.set_ylabel(f"{unit} ({better})" if unit else better, fontsize=9)
     ax.grid(axis="y", alpha=0.3)

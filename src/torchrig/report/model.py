@@ -34,6 +34,7 @@ __all__ = [
     "SummaryFigure",
     "SummaryRow",
     "SummaryVerdict",
+    "format_change",
     "format_number",
 ]
 
@@ -273,11 +274,24 @@ class Report:
         return self.flagged("regression")
 
 
+def format_change(change: float) -> str:
+    """A relative change as a signed percentage (+12.5%, -3.0%), in exponent form from +-10^6 % on (a figure near
+    the float limit against a baseline of 1 is a change of 10^310 %, which would print three hundred digits)."""
+    if not math.isfinite(change):
+        return f"{change:+}"
+    if abs(change) >= 1e4:
+        return f"{100 * change:+.2e}%"
+    return f"{change:+.1%}"
+
+
 def format_number(v: float, digits: int = 4) -> str:
-    """``v`` with ``digits`` significant digits and thousands separators: 2,616 · 93.41 · 0.9531 · 1.2e-06."""
+    """``v`` with ``digits`` significant digits and thousands separators: 2,616 · 93.41 · 0.9531 · 1.2e-06;
+    from 10^15 on in exponent form (1.000e+100), not a hundred digits that push a table or chart apart."""
     if v == 0 or not math.isfinite(v):
         return f"{v:g}"
     mag = math.floor(math.log10(abs(v)))
+    if mag >= 15:
+        return f"{v:.{digits - 1}e}"
     if mag >= digits - 1:
         return f"{v:,.0f}"
     if mag < -4:

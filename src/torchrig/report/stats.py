@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +54,21 @@ DEFAULT_MIN_REL_NOISE = 0.005
 # What :func:`judge` concludes about one change. The report's comparisons add outcomes of their own on top
 # (``torchrig.report.model.ComparisonOutcome``: unchanged, flaky, not compared).
 JudgementOutcome = Literal["regression", "improvement", "within-noise", "unjudged"]
+
+
+def _scale(values: Iterable[float]) -> float:
+    """The largest magnitude among ``values`` (1 for none or all zero). Where a sum or square of finite values
+    near the float limit (1e308 is valid JSON) overflows -- ``math.fsum`` and ``**`` raise OverflowError where a
+    plain ``+`` or ``*`` gives inf -- it is taken of the values divided by this instead."""
+    return max((abs(v) for v in values), default=0.0) or 1.0
+
+
+def _rms(parts: Sequence[float]) -> float:
+    try:
+        return math.sqrt(math.fsum(p * p for p in parts) / len(parts))
+    except OverflowError:
+        scale = _scale(parts)
+        return scale * math.sqrt(math.fsum((p / scale) ** 2 for p in parts) / len(parts))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +94,11 @@ class Sample:
 
     @property
     def mean(self) -> float:
-        return math.fsum(self.values) / len(self.values)
+        try:
+            return math.fsum(self.values) / len(self.values)
+        except OverflowError:  # finite values near the float limit: the mean is still finite
+            scale = _scale(self.values)
+            return scale * (math.fsum(v / scale for v in self.values) / len(self.values))
 
     @property
     def range(self) -> float:
@@ -89,7 +108,11 @@ class Sample:
     def spread(self) -> float | None:
         """Run-to-run standard deviation with several runs; else the single run's own stddev (or None)."""
         if len(self.values) >= 2:
-            return statistics.stdev(self.values)
+            try:
+                return statistics.stdev(self.values)
+            except OverflowError:
+                scale = _scale(self.values)
+                return scale * statistics.stdev(v / scale for v in self.values)
         return self.stddevs[0]
 
     def within(self) -> list[tuple[float, int]]:
@@ -174,15 +197,20 @@ def _pooled_aa_stddev(samples: Sequence[Sample]) -> tuple[float, int] | None:
     df = sum(x.n - 1 for x in samples)
     if df < 1:
         return None
-    ss = math.fsum((v - x.mean) ** 2 for x in samples for v in x.values)
-    return math.sqrt(ss / df), df
+    try:
+        ss = math.fsum((v - x.mean) ** 2 for x in samples for v in x.values)
+        return math.sqrt(ss / df), df
+    except OverflowError:
+        scale = _scale(v for x in samples for v in x.values)
+        ss = math.fsum((v / scale - x.mean / scale) ** 2 for x in samples for v in x.values)
+        return scale * math.sqrt(ss / df), df
 
 
 def _pooled_within(samples: Sequence[Sample], *, standard_error: bool) -> float | None:
     parts = [(s / math.sqrt(r)) if standard_error else s for x in samples for s, r in x.within()]
     if not parts:
         return None
-    return math.sqrt(math.fsum(p * p for p in parts) / len(parts))
+    return _rms(parts)
 
 
 def _threshold(samples: Sequence[Sample], *, center: float, f: float, k: float,
@@ -209,6 +237,9 @@ def _verdict(center: float, value: float, *, higher_is_better: bool, found: tupl
              runs: str) -> Judgement:
     delta = value - center
     change = delta / abs(center) if center != 0 else None
+    if not all(math.isfinite(x) for x in (center, value, delta, found[1] if found else 0.0)):
+        return Judgement(outcome="unjudged", baseline=center, current=value, delta=delta, change=None,
+                         threshold=None, basis=f"{runs}: values too large to compare (beyond the float range)")
     if found is None:
         return Judgement(outcome="unjudged", baseline=center, current=value, delta=delta, change=change,
                          threshold=None, basis=f"{runs}, no recorded spread: noise unknown, not judged")

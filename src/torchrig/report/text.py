@@ -22,6 +22,7 @@ from torchrig.report.model import (
     RowKey,
     SummaryFigure,
     SummaryVerdict,
+    format_change,
     format_number,
 )
 
@@ -78,7 +79,7 @@ def change_text(cmp: Comparison | None, unit: str = "") -> str:
     if cmp.baseline_text is not None:  # a verdict row
         return f"{word} (baseline: {cmp.baseline_text})"
     if cmp.change is not None:
-        return f"{cmp.change:+.1%} {word}"
+        return f"{format_change(cmp.change)} {word}"
     if cmp.baseline is not None and cmp.outcome not in ("not-compared",):
         return f"{word} (baseline {_value(cmp.baseline, unit)})"
     return f"{word}: {cmp.detail}" if cmp.outcome in ("not-compared", "unjudged") else word
@@ -265,7 +266,7 @@ def _md_regressions(report: Report) -> list[str]:
         if cell.sample is not None and cmp.baseline is not None:
             unit = cell.sample.unit
             what = (f"{_value(cmp.baseline, unit)} → {_value(cell.sample.mean, unit)} "
-                    f"({cmp.change:+.1%}); threshold {_value(cmp.threshold or 0, unit)} from {cmp.detail}"
+                    f"({format_change(cmp.change)}); threshold {_value(cmp.threshold or 0, unit)} from {cmp.detail}"
                     if cmp.change is not None else cmp.detail)
         else:
             what = cmp.detail

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from torchrig.errors import UsageError
+from torchrig.errors import FatalError, UsageError
 from torchrig.report.charts import write_charts
 from torchrig.report.html import render_html
 from torchrig.report.model import Report
@@ -32,7 +32,16 @@ _SYSTEM = (Path("/proc"), Path("/sys"), Path("/dev"))
 def check_out_dir(out_dir: Path, *, create: bool = True) -> None:
     """``out_dir`` is (or can become) a folder this process can write, not a file or a system folder; with
     ``create=False`` nothing is made (the CLI checks before it reads a record) and the nearest existing parent
-    must be writable."""
+    must be writable. A path the system refuses to look at (a name too long, a symbolic link loop) is a UsageError
+    too."""
+    try:
+        _check_out_dir(out_dir, create=create)
+    except (RuntimeError, OSError) as e:  # a symlink loop is a RuntimeError before Python 3.13, an OSError after
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise UsageError(f"--out {out_dir}: cannot be used ({why}): choose another --out") from None
+
+
+def _check_out_dir(out_dir: Path, *, create: bool) -> None:
     resolved = out_dir.expanduser().resolve()
     if any(resolved == s or s in resolved.parents for s in _SYSTEM):
         raise UsageError(f"--out {out_dir}: a report cannot be written under /{resolved.parts[1]}; "
@@ -64,6 +73,15 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str] = FORMATS
     each a plain table with its header first, as spreadsheets and pandas expect.
     """
     check_out_dir(out_dir)
+    try:
+        return _write(report, out_dir, formats)
+    except OSError as e:  # a full disk, a quota, a folder removed meanwhile: said, and nothing the user gave touched
+        raise FatalError(f"writing the report into {out_dir} failed ({e.strerror or e}"
+                         f"{': ' + str(e.filename) if e.filename else ''}): free space or choose another --out; "
+                         "the records were only read") from None
+
+
+def _write(report: Report, out_dir: Path, formats: Sequence[str]) -> list[Path]:
     written: list[Path] = []
     charts: list[Path] = []
     if "png" in formats:
@@ -78,6 +96,11 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str] = FORMATS
     for fmt, name, render in outputs:
         if fmt in formats:
             path = out_dir / name
-            path.write_text(render(), encoding="utf-8", newline="" if fmt == "csv" else None)
+            part = path.with_name(f".{name}.part")  # a report of an earlier run is replaced whole or not at all
+            try:
+                part.write_text(render(), encoding="utf-8", newline="" if fmt == "csv" else None)
+                os.replace(part, path)
+            finally:
+                part.unlink(missing_ok=True)
             written.append(path)
     return written
