@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 JOB_FILE = "job.json"
+SCHEDULERS = ("slurm", "kubernetes")
+# the most elements one job can have (Slurm's largest MaxArraySize; a Kubernetes Indexed Job takes at most 100,000)
+MAX_ELEMENTS = 4_000_001
 NODE_FILE = "exit.json"
 FLEET_FILE = "fleet.json"
 _TAIL = 15
@@ -56,7 +59,23 @@ def read_job_file(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{path} cannot be read: {e.reason}") from None
     if not isinstance(data, dict) or data.get("schema") != "torchrig.fleet-job":
         raise UsageError(f"{path} is not a torchrig fleet job description")
+    scheduler = data.get("scheduler", "slurm")
+    if scheduler not in SCHEDULERS:
+        raise UsageError(f"{path}: 'scheduler' is {_shown(scheduler)}, not one of {', '.join(SCHEDULERS)}: was the "
+                         "file changed by hand? Put back the scheduler `torchrig submit` wrote")
+    nodes = data.get("nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_ELEMENTS:
+        raise UsageError(f"{path}: 'nodes' is {_shown(nodes)}, not a node count (a whole number 1..{MAX_ELEMENTS:,}, "
+                         "as `torchrig submit` writes it): was the file changed by hand?")
     return data
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message: at most 60 characters (a 400-digit number is said by its length)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"a number of {len(str(abs(value)))} digits"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,14 +110,16 @@ class NodeReport:
         if self.element is not None and self.element.exit_code is not None:
             return self.element.exit_code
         code = (self.exit or {}).get("exit_code")
-        return code if isinstance(code, int) else None
+        return code if isinstance(code, int) and not isinstance(code, bool) and -(2**31) <= code < 2**31 else None
 
     @property
     def elapsed_s(self) -> float | None:
         if self.element is not None and self.element.elapsed_s is not None:
             return self.element.elapsed_s
         value = (self.exit or {}).get("elapsed_s")
-        return float(value) if isinstance(value, (int, float)) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
+            return None  # exit.json as a node wrote it has seconds; anything else (an edit, a huge int) is unknown
+        return float(value)
 
     @property
     def done(self) -> bool:
@@ -135,7 +156,8 @@ def _node_folders(job_dir: Path) -> dict[int, Path]:
     found: dict[int, Path] = {}
     for d in sorted(job_dir.iterdir(), key=lambda p: p.name) if job_dir.is_dir() else []:
         head = d.name.split("-", 1)[0]
-        if d.is_dir() and not d.name.startswith(".") and head.isdigit() and (d / NODE_FILE).is_file():
+        if (head.isascii() and head.isdigit() and len(head) <= 7 and not d.name.startswith(".") and d.is_dir()
+                and (d / NODE_FILE).is_file()):  # ASCII digits only: "²".isdigit(), but int("²") fails
             found[int(head)] = d  # sorted: "-r2" after "-r1" after none
     return found
 
