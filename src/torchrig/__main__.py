@@ -22,6 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error it printed (2); a code, not an exception
         return e.code if isinstance(e.code, int) else 2
+    except FatalError as e:  # a flag's type= parser that raises torchrig's own error (--platform 0)
+        print(f"torchrig: error: {e}", file=sys.stderr)
+        return e.return_code
     try:
         settings(args)  # every setting parsed and checked before any command contacts Docker, Slurm or a registry
         rc: int = args.func(args)

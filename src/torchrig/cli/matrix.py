@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from torchrig.cli import types
 from torchrig.cli.context import settings as resolve_settings
 from torchrig.images.serve import resolve_ca_bundle
 from torchrig.matrix import TARGETS, load_matrix
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compat-check", help="compare compat.yaml with the torch/torchvision builds a package index "
                        "offers; exit 0 in agreement, 1 printing the differences")
     p.add_argument("torch", nargs="*", metavar="TORCH", help="releases to check, 2.12 or 2.12.1 (default: all)")
-    p.add_argument("--index", action="append", metavar="URL",
+    p.add_argument("--index", action="append", metavar="URL", type=types.url,
                    help=f"simple index (PEP 503/691) to read; repeatable (default: {PYTORCH_INDEX}; "
                    f"{PYPI_INDEX} checks PyPI's default builds). CA bundle: $PIP_CERT, $REQUESTS_CA_BUNDLE, "
                    "$SSL_CERT_FILE")
