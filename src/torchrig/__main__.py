@@ -8,6 +8,7 @@ exit code.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -39,7 +40,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `torchrig ... | head`: the reader left; say nothing more, like other CLI tools
         _silence_stdout()
         return 141
+    except OSError as e:  # the system refused a path or a write no command checked for: said, not a traceback
+        return _os_error(e)
+    except RuntimeError as e:
+        if not str(e).startswith("Symlink loop"):  # pathlib's resolve() before Python 3.13
+            raise
+        print(f"torchrig: error: {e}: choose another path", file=sys.stderr)
+        return 2
     return rc
+
+
+# a path the user gave that the system cannot look up: a usage error (2); any other system error: 1
+_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EILSEQ})
+
+
+def _os_error(e: OSError) -> int:
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in _PATH_ERRNOS:
+        print(f"torchrig: error: {where}{e.strerror or e}: choose another path", file=sys.stderr)
+        return 2
+    print(f"torchrig: error: {where}{e.strerror or e} (a system error while working; what was already "
+          "recorded is kept): fix the cause and run it again", file=sys.stderr)
+    return 1
 
 
 def _silence_stdout() -> None:

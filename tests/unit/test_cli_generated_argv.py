@@ -30,9 +30,8 @@ from torchrig.matrix import load_matrix
 ROOT = Path(__file__).resolve().parents[2]
 IDS = sorted(load_matrix(ROOT / "matrix.yaml").ids)
 EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 7, 8}
-# subcommands that never end on their own or write outside the sandbox are given their timeout-bearing forms only
-_SKIP = {"dev"}
-_HARMLESS = ("git", "sh", "bash", "uname", "id", "nproc", "cat", "env", "true")  # an interactive container: covered by tests/unit/test_containers_cli.py
+_SKIP = {"dev"}  # an interactive container: covered by tests/unit/test_containers_cli.py
+_HARMLESS = ("git", "sh", "bash", "uname", "id", "nproc", "cat", "env", "true")
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
@@ -108,7 +107,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 
 
 # 120 in CI (~40 s); TORCHRIG_ARGV_EXAMPLES=1000 for a longer local hunt
-@settings(max_examples=int(os.environ.get("TORCHRIG_ARGV_EXAMPLES", "120")), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("TORCHRIG_ARGV_EXAMPLES", "120")),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(argv=command_lines())
 def test_any_command_line_ends_with_a_documented_exit_code_and_no_traceback(
         sandbox: tuple[Path, dict[str, str]], argv: list[str]) -> None:
