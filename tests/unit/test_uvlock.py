@@ -201,3 +201,16 @@ def test_write_lock_without_uv_says_how_to_get_it(checkout: Path, monkeypatch: p
     env = load_matrix(checkout / "matrix.yaml").get("small")
     with pytest.raises(BuildError, match=r"uv is not installed.*pip install uv"):
         write_lock(env, BuildOptions(root=checkout))
+
+
+def test_lock_with_output_leaves_the_checkouts_locks_alone(checkout: Path,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`torchrig lock ENV --output FILE` writes FILE only: locks/uv.txt is an input of every image, so refreshing
+    it there (a new uv on PyPI) would make every image already built stale (CI found it: an integration test's
+    `lock small --output` rewrote the checkout's uv.txt, and the cpu image built minutes before no longer matched)."""
+    out = tmp_path_factory.mktemp("elsewhere") / "small.txt"
+    r = _cli(checkout, "lock", "small", "--wheelhouse", str(checkout / "wheels"), "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    assert parse_lock(out.read_text()).env_id == "small"
+    assert "locks/uv.txt left as it is" in r.stderr and "locks/uv.txt not written" not in r.stderr
+    assert not (checkout / "locks").exists()

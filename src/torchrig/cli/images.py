@@ -202,6 +202,10 @@ def _lock(args: argparse.Namespace) -> int:
     options = replace(BuildOptions.from_settings(settings, matrix), platform=args.platform)
     for env in envs:
         print(write_lock(env, options, output=args.output, out=sys.stderr, timeout=args.timeout))
+    if args.output is not None:  # written elsewhere: the checkout's locks/ (uv.txt is an input of every image) stay
+        _say("locks/uv.txt left as it is: --output writes only this environment's lock (`torchrig lock ENV` "
+             "without --output refreshes uv.txt too)")
+        return 0
     _installer(options)
     return 0
 
