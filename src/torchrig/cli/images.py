@@ -86,7 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--check", action="store_true", help="resolve nothing: exit 1 when a committed lock is stale")
     _source_flags(p)
     p.add_argument("--output", "-o", metavar="FILE", type=Path, help="where to write it (one ENV only; default "
-                   "locks/ENV.txt, or locks/ENV@INDEX.txt for another --index-url)")
+                   "locks/ENV.txt, or locks/ENV@INDEX.txt for another --index-url); with it locks/uv.txt is left "
+                   "as it is")
     p.add_argument("--timeout", type=types.positive_seconds, default=RESOLVE_TIMEOUT_S, metavar="SECONDS",
                    help=f"stop the resolver after this long (default {RESOLVE_TIMEOUT_S:g})")
     _platform_flag(p)
