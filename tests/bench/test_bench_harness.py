@@ -171,7 +171,8 @@ def test_first_call_is_excluded(benchmark: Any) -> None:
     assert m.compile_overhead_s > 0.3
 
 
-def test_warmup_rounds_are_excluded(benchmark: Any) -> None:
+@pytest.mark.filterwarnings("ignore::bench.harness.BenchTimingWarning")  # wall/device agreement has tests of its
+def test_warmup_rounds_are_excluded(benchmark: Any) -> None:  # own; under load a host round can disagree by ~1 ms
     """pytest-benchmark's warm-up rounds run but are not in its statistics (slow calls 1..3: first + 2 warm-up)."""
     calls = []
 
@@ -184,7 +185,9 @@ def test_warmup_rounds_are_excluded(benchmark: Any) -> None:
     assert len(calls) == 1 + 2 + 3 + 1  # ... + the profiled busy-check round, after the timed ones
     assert m.busy is not None and m.busy.method.startswith("torch.profiler CPU:")
     assert m.warmup_rounds == 2 and all(w >= 0.2 for w in m.warmup_s)
-    assert len(benchmark.stats.stats.data) == 3 and max(benchmark.stats.stats.data) < 0.1
+    # the warm-up calls sleep 0.2 s, the timed ones 0.01 s: a timed round under 0.2 s is not a warm-up, however
+    # loaded the machine (a 0.1 s bound failed once in CI while another process held the CPU)
+    assert len(benchmark.stats.stats.data) == 3 and max(benchmark.stats.stats.data) < 0.2
 
 
 def test_disabled_benchmark_falls_back_to_harness_clock() -> None:
