@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torchrig.__main__ import main
-from torchrig.cli.fleet import MAX_NODES, check_nodes
+from torchrig.cli.fleet import check_nodes
 from torchrig.errors import UsageError
+from torchrig.fleet.plan import MAX_NODES
 
 
 @given(st.sampled_from(sorted(MAX_NODES)), st.integers(min_value=1, max_value=10**12))

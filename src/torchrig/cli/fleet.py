@@ -38,6 +38,7 @@ from torchrig.fleet import (
     write_fleet_file,
     write_job_file,
 )
+from torchrig.fleet.plan import MAX_NODES
 from torchrig.fleet.state import ElementState
 from torchrig.matrix import TARGETS, load_matrix
 from torchrig.results.schema import utc_now
@@ -162,11 +163,6 @@ def _results_root(args: argparse.Namespace) -> Path:
     return resolve_settings(args).results_dir.resolve() / "fleet"
 
 
-# The most elements each scheduler can take in one job, checked before it is contacted. Slurm: a job array's
-# indexes must be below MaxArraySize, whose largest allowed value is 4000001 (slurm.conf(5); the default 1001 lets
-# a cluster take 1001 nodes, and sbatch itself refuses more than the cluster's setting). Kubernetes: an Indexed
-# Job's completions (and parallelism) may not exceed 100000 (batch/v1 JobSpec validation).
-MAX_NODES = {"slurm": 4_000_001, "kubernetes": 100_000}
 
 
 def check_nodes(to: str, nodes: int) -> None:

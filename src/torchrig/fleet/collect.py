@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from torchrig.errors import UsageError
+from torchrig.fleet.plan import MAX_NODES, SCHEDULERS
 from torchrig.fleet.state import ElementState
 from torchrig.results.io import Log, atomic_write_text, load_records
 from torchrig.results.reading import InputFileError, read_json, tail_lines
@@ -35,9 +36,7 @@ __all__ = [
 ]
 
 JOB_FILE = "job.json"
-SCHEDULERS = ("slurm", "kubernetes")
-# the most elements one job can have (Slurm's largest MaxArraySize; a Kubernetes Indexed Job takes at most 100,000)
-MAX_ELEMENTS = 4_000_001
+MAX_ELEMENTS = max(MAX_NODES.values())  # the most elements a job of any scheduler can have
 NODE_FILE = "exit.json"
 FLEET_FILE = "fleet.json"
 _TAIL = 15

@@ -29,6 +29,7 @@ from torchrig.results.contract import CIFAR_FOLDER
 
 __all__ = [
     "INDEX_PLACEHOLDER",
+    "MAX_NODES",
     "RUNTIMES",
     "SCHEDULERS",
     "SUITES",
@@ -48,6 +49,12 @@ SuiteChoice = Literal["tasks", "bench", "both"]
 """What ``submit --suite`` runs on every node: one suite kind, or both one after the other."""
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
+
+# The most elements each scheduler can take in one job, checked before it is contacted. Slurm: a job array's
+# indexes must be below MaxArraySize, whose largest allowed value is 4000001 (slurm.conf(5); the default 1001 lets
+# a cluster take 1001 nodes, and sbatch itself refuses more than the cluster's setting). Kubernetes: an Indexed
+# Job's completions (and parallelism) may not exceed 100000 (batch/v1 JobSpec validation).
+MAX_NODES: dict[str, int] = {"slurm": 4_000_001, "kubernetes": 100_000}
 SUITES: tuple[str, ...] = get_args(SuiteChoice)
 
 INDEX_PLACEHOLDER = "{index}"

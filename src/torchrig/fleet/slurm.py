@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchrig.errors import SchedulerError, UsageError
-from torchrig.fleet.plan import FleetPlan, Runtime, sh_word
+from torchrig.fleet.plan import MAX_NODES, FleetPlan, Runtime, sh_word
 from torchrig.fleet.runtimes import container_name, runtime_lines, runtime_setup
 from torchrig.fleet.state import ElementState, parse_duration
 
@@ -214,8 +214,8 @@ def _call(argv: Sequence[str], *, stdin: str | None = None, what: str) -> str:
     return out
 
 
-# slurm.conf(5): MaxArraySize is at most 4000001; a figure past it is not this setting (garbage, a test stand-in)
-_MAX_ARRAY_SIZE_LIMIT = 4_000_001
+# slurm.conf(5): MaxArraySize is at most MAX_NODES["slurm"]; a figure past it is not this setting (garbage, a stand-in)
+_MAX_ARRAY_SIZE_LIMIT = MAX_NODES["slurm"]
 _MAX_ARRAY_SIZE = re.compile(r"^\s*MaxArraySize\s*=\s*(\S+)\s*$", re.MULTILINE)
 # asked before sbatch, where an answer is a convenience (sbatch refuses too): slurmctld answers in milliseconds
 CONFIG_TIMEOUT_S = 10.0
