@@ -11,6 +11,7 @@ from torchrig.report.charts import write_charts
 from torchrig.report.html import render_html
 from torchrig.report.model import Report
 from torchrig.report.text import render_csv, render_fleet_csv, render_markdown
+from torchrig.results.io import atomic_write_text
 
 __all__ = ["FORMATS", "check_out_dir", "parse_formats", "write_report"]
 
@@ -96,11 +97,6 @@ def _write(report: Report, out_dir: Path, formats: Sequence[str]) -> list[Path]:
     for fmt, name, render in outputs:
         if fmt in formats:
             path = out_dir / name
-            part = path.with_name(f".{name}.part")  # a report of an earlier run is replaced whole or not at all
-            try:
-                part.write_text(render(), encoding="utf-8", newline="" if fmt == "csv" else None)
-                os.replace(part, path)
-            finally:
-                part.unlink(missing_ok=True)
+            atomic_write_text(path, render())  # a report of an earlier run is replaced whole or not at all
             written.append(path)
     return written
